@@ -1,0 +1,165 @@
+"""Loss terms: content, style (normalised Gram or Wasserstein-2 Gaussian), total variation.
+
+Each loss is a small module whose ``forward`` reads like its formula (engine-spec §2). Activations
+are ``[N, C, H, W]``; with N > 1 every loss is the sum of the per-image losses.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def scaled_mse(diff: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Σd² / (Σ|d| + eps): an MSE whose gradient has an L1 norm of about 1 (exactly 1 when all |d| agree)."""
+    return diff.pow(2).sum() / diff.abs().sum().add(eps)
+
+
+def gram(feats: torch.Tensor) -> torch.Tensor:
+    """Gram matrix normalised by the number of positions only: F Fᵀ / (h·w), per image."""
+    mat = feats.flatten(-2)
+    return mat @ mat.transpose(-2, -1) / mat.shape[-1]
+
+
+def normalized(weights: Sequence[float]) -> list[float]:
+    """Weights divided by the sum of their absolute values (signs are kept)."""
+    total = sum(abs(w) for w in weights)
+    return [w / total for w in weights]
+
+
+def default_style_layer_weights(n_layers: int) -> list[float]:
+    """The reference's 256:64:16:4:1, generalised: each layer weighs 4x the next deeper one."""
+    return [4.0 ** (n_layers - 1 - i) for i in range(n_layers)]
+
+
+class ContentLoss(nn.Module):
+    """Scaled MSE between the image's and the content's activations."""
+
+    def __init__(self, target: torch.Tensor):
+        super().__init__()
+        self.register_buffer("target", target)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return scaled_mse(feats - self.target)
+
+
+class GramStyleLoss(nn.Module):
+    """Scaled MSE between Gram matrices; the target is the blend Σ w_k G(s_k)."""
+
+    def __init__(self, target: torch.Tensor):
+        super().__init__()
+        self.register_buffer("target", target)
+
+    @staticmethod
+    def statistics(feats: torch.Tensor) -> torch.Tensor:
+        return gram(feats)
+
+    @staticmethod
+    def blend(stats: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+        return sum(s * w for s, w in zip(stats, weights))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return scaled_mse(gram(feats) - self.target)
+
+
+# --- Wasserstein-2 between Gaussian fits (the 2023 loss) ------------------------------------------
+
+W2_EPS = 1e-4
+SQRTM_ITERS = 12
+
+
+def _newton_schulz_sqrt(a: torch.Tensor, iters: int) -> torch.Tensor:
+    """Coupled Newton–Schulz iteration for the principal square root of SPD matrices [..., C, C]."""
+    norm = a.flatten(-2).norm(dim=-1)[..., None, None]
+    eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype).expand_as(a)
+    y, z = a / norm, eye
+    for _ in range(iters):
+        t = 0.5 * (3 * eye - z @ y)
+        y, z = y @ t, t @ z
+    return y * norm.sqrt()
+
+
+class _SqrtmNS(torch.autograd.Function):
+    """Matrix square root with an iterative (Newton–Schulz) solution of the Lyapunov equation as backward."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, iters: int) -> torch.Tensor:
+        s = _newton_schulz_sqrt(a, iters)
+        ctx.save_for_backward(s)
+        ctx.iters = iters
+        return s
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (s,) = ctx.saved_tensors
+        norm = s.flatten(-2).norm(dim=-1)[..., None, None]
+        eye = torch.eye(s.shape[-1], device=s.device, dtype=s.dtype).expand_as(s)
+        b, q = s / norm, grad / norm
+        for k in range(ctx.iters):
+            m = 3 * eye - b @ b
+            bt = b.transpose(-2, -1)
+            q = 0.5 * (q @ m - bt @ (bt @ q - q @ b))
+            if k < ctx.iters - 1:
+                b = 0.5 * b @ m
+        return q / 2, None
+
+
+def sqrtm(a: torch.Tensor, iters: int = SQRTM_ITERS) -> torch.Tensor:
+    return _SqrtmNS.apply(a, iters)
+
+
+class W2StyleLoss(nn.Module):
+    """Squared 2-Wasserstein distance between Gaussian fits of the activations, averaged over channels.
+
+    Several styles blend on raw moments (mean and second moment), i.e. the Gaussian fit of the
+    mixture of the style distributions.
+    """
+
+    def __init__(self, target: tuple[torch.Tensor, torch.Tensor]):
+        super().__init__()
+        mean, second = target
+        self.register_buffer("mean", mean)
+        cov = second - mean[..., :, None] * mean[..., None, :]
+        cov = cov + W2_EPS * torch.eye(cov.shape[-1], device=cov.device, dtype=cov.dtype)
+        self.register_buffer("cov", cov)
+        self.register_buffer("cov_sqrt", sqrtm(cov))
+
+    @staticmethod
+    def statistics(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mat = feats.flatten(-2)
+        return mat.mean(-1), mat @ mat.transpose(-2, -1) / mat.shape[-1]
+
+    @staticmethod
+    def blend(stats, weights):
+        return (sum(m * w for (m, _), w in zip(stats, weights)),
+                sum(s * w for (_, s), w in zip(stats, weights)))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        mean, second = self.statistics(feats)
+        channels = mean.shape[-1]
+        cov = second - mean[..., :, None] * mean[..., None, :]
+        cov = cov + W2_EPS * torch.eye(channels, device=cov.device, dtype=cov.dtype)
+        mean_term = (mean - self.mean).pow(2).sum(-1) / channels
+        cross = sqrtm(self.cov_sqrt @ cov @ self.cov_sqrt)
+        cov_term = torch.diagonal(self.cov + cov - 2 * cross, dim1=-2, dim2=-1).sum(-1) / channels
+        return (mean_term + cov_term).sum()
+
+
+STYLE_LOSSES = {"gram": GramStyleLoss, "w2": W2StyleLoss}
+
+
+class TVLoss(nn.Module):
+    """L2 total variation (Mahendran & Vedaldi): squared right and down neighbour differences, averaged."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(image, (0, 1, 0, 1), "replicate")
+        dx = padded[..., :-1, 1:] - padded[..., :-1, :-1]
+        dy = padded[..., 1:, :-1] - padded[..., :-1, :-1]
+        return (dx**2 + dy**2).mean()
+
+
+__all__ = ["scaled_mse", "gram", "normalized", "default_style_layer_weights", "ContentLoss",
+           "GramStyleLoss", "W2StyleLoss", "TVLoss", "sqrtm", "STYLE_LOSSES"]
