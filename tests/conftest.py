@@ -1,0 +1,79 @@
+"""Shared fixtures: real weights and images from ../shared (skipped when absent), tiny random weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BATCHSTYLE_SHARED", ROOT.parent / "shared"))
+WEIGHTS_FILE = Path(os.environ.get("BATCHSTYLE_WEIGHTS") or SHARED / "models" / "vgg19_features.safetensors")
+IMAGES = SHARED / "images"
+
+
+@pytest.fixture(scope="session")
+def weights_file() -> Path:
+    if not WEIGHTS_FILE.is_file():
+        pytest.skip(f"real VGG-19 weights not found at {WEIGHTS_FILE} (set BATCHSTYLE_WEIGHTS to run this test)")
+    return WEIGHTS_FILE
+
+
+@pytest.fixture(scope="session")
+def real_weights(weights_file):
+    from batchstyle.engine.weights import load_weights_file
+
+    return load_weights_file(weights_file)
+
+
+@pytest.fixture(scope="session")
+def images_dir() -> Path:
+    if not (IMAGES / "content").is_dir() or not (IMAGES / "style").is_dir():
+        pytest.skip(f"test images not found under {IMAGES}")
+    return IMAGES
+
+
+@pytest.fixture(scope="session")
+def random_weights():
+    """Random VGG-19 weights (He init): for plumbing tests that check shapes, formulas and equality only."""
+    import torch
+
+    from batchstyle.engine.vgg import CONV_INDICES, CONV_SHAPES
+    from batchstyle.engine.weights import VGGWeights
+
+    gen = torch.Generator().manual_seed(1234)
+    state = {}
+    for i in CONV_INDICES:
+        out_ch, in_ch = CONV_SHAPES[i]
+        state[f"features.{i}.weight"] = torch.randn(out_ch, in_ch, 3, 3, generator=gen) * (2 / (in_ch * 9)) ** 0.5
+        state[f"features.{i}.bias"] = torch.zeros(out_ch)
+    return VGGWeights.from_state_dict(state, source="random (tests)")
+
+
+def make_photo(w: int, h: int, seed: int = 0):
+    """A smooth synthetic RGB 'photo' (gradients plus a few shapes) as a PIL image."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    base = np.stack([x, y, 1 - x * y], axis=-1)
+    for _ in range(4):
+        cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
+        mask = (x - cx) ** 2 + (y - cy) ** 2 < r * r
+        base[mask] = rng.uniform(0, 1, 3)
+    noise = rng.normal(0, 0.02, base.shape)
+    return Image.fromarray(np.clip((base + noise) * 255, 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.fixture
+def photo():
+    return make_photo
+
+
+def pytest_configure(config):
+    # Ray must never see a CUDA_VISIBLE_DEVICES that lists fewer GPUs than tests declare.
+    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
