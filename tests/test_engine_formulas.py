@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from batchstyle.engine.losses import (GramStyleLoss, TVLoss, W2StyleLoss, default_style_layer_weights, gram,
                                       normalized, scaled_mse, sqrtm)
-from batchstyle.engine.multiscale import content_sizes, scale_schedule, size_to_fit, style_size_at
+from batchstyle.engine.schedule import content_sizes, scale_schedule, size_to_fit, style_size_at
 from batchstyle.engine.optim import EMA, AdamMoments, make_adam
 from batchstyle.engine.settings import StyleSettings, parse_layer_spec, resolve_end_scale
 from batchstyle.engine.vgg import LAYER_INDEX, POOLING_SCALES, VGGFeatures, device_plan, min_input_size

@@ -15,7 +15,7 @@ _EXPORTS = {
     "StyleSettings": "settings",
     "Stylizer": "multiscale", "StyleRun": "multiscale", "stylize": "multiscale", "Progress": "multiscale",
     "ScaleFinished": "multiscale", "Checkpoint": "multiscale", "StopStylize": "multiscale", "DeviceError": "multiscale",
-    "scale_schedule": "multiscale", "size_to_fit": "multiscale", "content_sizes": "multiscale",
+    "scale_schedule": "schedule", "size_to_fit": "schedule", "content_sizes": "schedule",
     "VGGWeights": "weights", "WeightsError": "weights", "resolve_weights": "weights",
     "load_weights_file": "weights",
     "VGGFeatures": "vgg",
