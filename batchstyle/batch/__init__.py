@@ -1,0 +1,4 @@
+"""Many images: manifest, output directory, Ray workers, scheduler and progress display.
+
+Knows Ray and the engine, not click.
+"""

@@ -1,0 +1,301 @@
+"""The output directory: finished images, their records, failures, checkpoints, the lock and resume.
+
+Layout::
+
+    OUTDIR/<outputs>                         the images, where the manifest says
+    OUTDIR/.batchstyle/done/<id>.json        one record per finished image (written after the image)
+    OUTDIR/.batchstyle/failed/<id>.json      the last failure of an item that is not done
+    OUTDIR/.batchstyle/checkpoints/<id>.ckpt engine state after the last finished scale
+    OUTDIR/.batchstyle/plan.json             the items of the latest run (for ``batchstyle status``)
+    OUTDIR/.batchstyle/hashes.json           input file hashes by (path, size, mtime)
+    OUTDIR/.batchstyle/lock                  who runs here now
+
+Every file is written under a temporary name and renamed into place, so a crash never leaves a
+half-written file under a final name. A record means a complete image; no record means redo.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import secrets
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+META = ".batchstyle"
+TMP_SUFFIX = ".tmp"
+
+
+class LockError(RuntimeError):
+    """Another live run holds the output directory."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
+@dataclass
+class ItemRecord:
+    """What was made, how, where and how long it took. Its presence means the image is complete."""
+
+    id: str
+    output: str
+    line: int
+    content: str
+    styles: list[str]
+    settings: dict[str, Any]
+    weights: str
+    worker: str = ""
+    devices: list[str] = field(default_factory=list)
+    attempts: int = 1
+    started: float = 0.0
+    finished: float = 0.0
+    seconds: float = 0.0
+    iterations: int = 0
+    final_loss: float | None = None
+    gpu_peak_bytes: int = 0
+    resumed_from_scale: int | None = None
+
+
+@dataclass
+class FailureRecord:
+    id: str
+    output: str
+    line: int
+    content: str
+    error: str
+    kind: str  # error | oom | worker-lost | ...
+    attempts: int
+    time: float
+    worker: str = ""
+
+
+@dataclass
+class PlanEntry:
+    """One item of the latest run, as ``batchstyle status`` lists it."""
+
+    id: str
+    output: str
+    line: int
+    content: str
+
+
+class OutputDir:
+    """Reads and writes one output directory; safe against crashes at any instant."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.meta = self.root / META
+        self.done_dir = self.meta / "done"
+        self.failed_dir = self.meta / "failed"
+        self.checkpoint_dir = self.meta / "checkpoints"
+
+    def create(self) -> None:
+        for d in (self.done_dir, self.failed_dir, self.checkpoint_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _read_json_dir(self, folder: Path, cls):
+        out = {}
+        if not folder.is_dir():
+            return out
+        for entry in os.scandir(folder):
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
+                continue
+            try:
+                data = json.loads(Path(entry.path).read_bytes())
+                out[data["id"]] = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # an unreadable record counts as absent: the item is redone
+        return out
+
+    def records(self) -> dict[str, ItemRecord]:
+        return self._read_json_dir(self.done_dir, ItemRecord)
+
+    def failures(self) -> dict[str, FailureRecord]:
+        return self._read_json_dir(self.failed_dir, FailureRecord)
+
+    def done_ids(self, records: dict[str, ItemRecord] | None = None) -> set[str]:
+        """Ids whose record exists and whose image is still there."""
+        records = self.records() if records is None else records
+        return {i for i, r in records.items() if (self.root / r.output).is_file()}
+
+    def plan(self) -> list[PlanEntry]:
+        try:
+            data = json.loads((self.meta / "plan.json").read_bytes())
+        except (OSError, ValueError):
+            return []
+        return [PlanEntry(**e) for e in data.get("items", [])]
+
+    def checkpoint(self, item_id: str) -> bytes | None:
+        try:
+            return (self.checkpoint_dir / f"{item_id}.ckpt").read_bytes()
+        except OSError:
+            return None
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def write_plan(self, entries: Iterable[PlanEntry], info: dict[str, Any]) -> None:
+        atomic_write(self.meta / "plan.json", _json_bytes({**info, "items": [asdict(e) for e in entries]}))
+
+    def write_result(self, record: ItemRecord, image: bytes) -> None:
+        """The image first, then its record; then forget the failure and checkpoint of that item."""
+        atomic_write(self.root / record.output, image)
+        atomic_write(self.done_dir / f"{record.id}.json", _json_bytes(asdict(record)))
+        (self.failed_dir / f"{record.id}.json").unlink(missing_ok=True)
+        (self.checkpoint_dir / f"{record.id}.ckpt").unlink(missing_ok=True)
+
+    def write_failure(self, failure: FailureRecord) -> None:
+        atomic_write(self.failed_dir / f"{failure.id}.json", _json_bytes(asdict(failure)))
+
+    def write_checkpoint(self, item_id: str, data: bytes) -> None:
+        atomic_write(self.checkpoint_dir / f"{item_id}.ckpt", data)
+
+    def forget(self, item_id: str) -> None:
+        """Drop an item's record, failure and checkpoint (``--force``)."""
+        for path in (self.done_dir / f"{item_id}.json", self.failed_dir / f"{item_id}.json",
+                     self.checkpoint_dir / f"{item_id}.ckpt"):
+            path.unlink(missing_ok=True)
+
+    def remove_temp_files(self) -> int:
+        """Delete temporary files left by a crashed run (only call while holding the lock)."""
+        removed = 0
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                    Path(folder, name).unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def lock(self) -> "RunLock":
+        return RunLock(self.meta / "lock")
+
+
+class RunLock:
+    """An exclusive lock on an output directory, released by the kernel when its process dies.
+
+    The lock file holds who took it, for the message shown to a second run; a file whose lock is no
+    longer held was left by a crashed run and is taken over.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+        self.taken_over: dict[str, Any] | None = None
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            holder = self.holder()
+            who = (f"pid {holder.get('pid')} on {holder.get('host')}, started "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))}"
+                   if holder else "another process")
+            raise LockError(f"{self.path.parent.parent} is in use by another batchstyle run ({who}). "
+                            f"Wait for it to finish or stop it, or use another output directory.") from None
+        previous = self.holder_from_fd(fd)
+        if previous:
+            self.taken_over = previous
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def holder_from_fd(fd: int) -> dict[str, Any] | None:
+        try:
+            data = os.pread(fd, 4096, 0)
+            return json.loads(data) if data.strip() else None
+        except (OSError, ValueError):
+            return None
+
+    def holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # an empty lock file: nobody to report as crashed
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class HashCache:
+    """SHA-256 of input files, remembered by (path, size, mtime) so a rerun does not reread them."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        if path is not None:
+            try:
+                self.entries = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def digest(self, file: Path) -> str:
+        key = str(file.resolve())
+        st = file.stat()
+        cached = self.entries.get(key)
+        if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+            return cached[2]
+        h = hashlib.sha256()
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        self.entries[key] = [st.st_size, st.st_mtime_ns, h.hexdigest()]
+        self.changed = True
+        return h.hexdigest()
+
+    def save(self) -> None:
+        if self.path is not None and self.changed:
+            atomic_write(self.path, json.dumps(self.entries).encode())
+            self.changed = False
+
+
+__all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache",
+           "atomic_write"]
