@@ -20,12 +20,13 @@ import errno
 import hashlib
 import json
 import os
-import secrets
 import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from batchstyle.engine.images import atomic_write
 
 try:
     import fcntl
@@ -33,26 +34,11 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 META = ".batchstyle"
-TMP_SUFFIX = ".tmp"
+TMP_SUFFIX = ".tmp"  # atomic_write's temporary files are ".<name>.<random>.tmp"
 
 
 class LockError(RuntimeError):
     """Another live run holds the output directory."""
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -297,5 +283,4 @@ class HashCache:
             self.changed = False
 
 
-__all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache",
-           "atomic_write"]
+__all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache"]

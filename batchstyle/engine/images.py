@@ -28,8 +28,9 @@ from types import MappingProxyType
 from typing import Any, BinaryIO
 
 import numpy as np
+import sys
+
 import tifffile
-import torch
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
 __all__ = [
@@ -345,9 +346,18 @@ def _encode_tiff(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _float_pixels(image: Any) -> np.ndarray | torch.Tensor:
-    """The ``H x W x 3`` float pixels of a tensor or array, validated, clamped to [0, 1], NaN as 0."""
-    if isinstance(image, torch.Tensor):
+def _is_tensor(image: Any) -> bool:
+    """A torch tensor? (torch is only looked at when the caller has already imported it.)"""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(image, torch.Tensor)
+
+
+def _float_pixels(image: Any) -> np.ndarray:
+    """The ``H x W x 3`` float pixels of a tensor or array, validated, clamped to [0, 1], NaN as 0.
+
+    Tensors become arrays of the same precision, so float32 arithmetic below matches torch's.
+    """
+    if _is_tensor(image):
         t = image.detach().cpu()
         if t.dim() == 4 and t.shape[0] == 1:
             t = t[0]
@@ -355,9 +365,10 @@ def _float_pixels(image: Any) -> np.ndarray | torch.Tensor:
             raise TypeError(
                 f"expected a float tensor of shape [3, H, W] or [1, 3, H, W], got {t.dtype} {list(image.shape)}"
             )
+        torch = sys.modules["torch"]
         if t.dtype not in (torch.float32, torch.float64):
             t = t.float()
-        return torch.nan_to_num(t, nan=0.0).clamp(0, 1).permute(1, 2, 0)
+        image = t.permute(1, 2, 0).numpy()
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or not np.issubdtype(image.dtype, np.floating):
             raise TypeError(f"expected a float array of shape H x W x 3, got {image.dtype} {image.shape}")
@@ -371,9 +382,7 @@ def _to_uint8(image: Any) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     x = _float_pixels(image)
-    if isinstance(x, torch.Tensor):
-        return x.mul(255).floor().to(torch.uint8).contiguous().numpy()
-    return np.floor(x * 255).astype(np.uint8)
+    return np.ascontiguousarray(np.floor(x * x.dtype.type(255)).astype(np.uint8))
 
 
 def _to_uint16(image: Any) -> np.ndarray:
@@ -381,8 +390,6 @@ def _to_uint16(image: Any) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB")).astype(np.uint16) * 257
     x = _float_pixels(image)
-    if isinstance(x, torch.Tensor):
-        x = x.to(torch.float64).numpy()
     return np.rint(np.asarray(x, dtype=np.float64) * 65535).astype(np.uint16)
 
 

@@ -24,6 +24,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch.nn import functional as F
 
+from .images import atomic_write
 from .losses import STYLE_LOSSES, ContentLoss, TVLoss, default_style_layer_weights, normalized
 from .optim import EMA, AdamMoments, make_adam, make_lbfgs
 from .schedule import content_sizes, scale_schedule, size_to_fit, style_size_at
@@ -118,10 +119,7 @@ class Checkpoint:
                    tensors["rng_state"], meta["fingerprint"])
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(self.to_bytes())
-        os.replace(tmp, path)
+        atomic_write(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Checkpoint":

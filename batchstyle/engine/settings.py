@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from .layers import layer_index
+
 STYLE_LOSSES = ("gram", "w2")
 OPTIMIZERS = ("adam", "lbfgs")
 INITS = ("content", "gray", "uniform", "normal", "style_stats")
@@ -153,6 +155,8 @@ class StyleSettings:
                 raise ValueError(f"{layers} must name at least one layer")
             if len(set(names)) != len(names):
                 raise ValueError(f"{layers} names a layer twice: {', '.join(names)}")
+            for name in names:
+                layer_index(name)
             set_(layers, names)
             if getattr(self, weights) is not None:
                 values = _float_tuple(weights, getattr(self, weights))

@@ -7,37 +7,7 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-# torchvision's vgg19().features, module by module.
-_BLOCKS = (2, 2, 4, 4, 4)
-_CHANNELS = (64, 128, 256, 512, 512)
-
-
-def _layer_names() -> tuple[str, ...]:
-    names = []
-    for block, (n_convs, _) in enumerate(zip(_BLOCKS, _CHANNELS), start=1):
-        for conv in range(1, n_convs + 1):
-            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
-        names.append(f"pool{block}")
-    return tuple(names)
-
-
-LAYER_NAMES: tuple[str, ...] = _layer_names()
-LAYER_INDEX: dict[str, int] = {name: i for i, name in enumerate(LAYER_NAMES)}
-CONV_INDICES: tuple[int, ...] = tuple(i for i, n in enumerate(LAYER_NAMES) if n.startswith("conv"))
-POOL_INDICES: tuple[int, ...] = tuple(i for i, n in enumerate(LAYER_NAMES) if n.startswith("pool"))
-
-
-def _conv_shapes() -> dict[int, tuple[int, int]]:
-    shapes, in_ch = {}, 3
-    conv_iter = iter(CONV_INDICES)
-    for n_convs, out_ch in zip(_BLOCKS, _CHANNELS):
-        for _ in range(n_convs):
-            shapes[next(conv_iter)] = (out_ch, in_ch)
-            in_ch = out_ch
-    return shapes
-
-
-CONV_SHAPES: dict[int, tuple[int, int]] = _conv_shapes()  # index -> (out channels, in channels)
+from .layers import CONV_INDICES, CONV_SHAPES, LAYER_INDEX, LAYER_NAMES, POOL_INDICES, layer_index, min_input_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,19 +18,6 @@ POOLING_SCALES = {"max": 1.0, "average": 2.0, "l2": 0.78}
 # Where a split over N devices starts each next device when none is given: block boundaries.
 # For two devices this is conv2_1 (module 5), as in the reference.
 DEFAULT_SPLITS = ("conv2_1", "conv3_1", "conv4_1", "conv5_1")
-
-
-def layer_index(name: str) -> int:
-    try:
-        return LAYER_INDEX[name]
-    except KeyError:
-        raise ValueError(f"unknown VGG-19 layer {name!r}; layers are named like conv1_1, relu4_2, pool3 "
-                         f"(from conv1_1 to pool5)") from None
-
-
-def min_input_size(deepest: int) -> int:
-    """Smallest side an input may have so that every pooling up to module ``deepest`` sees >= 1 px."""
-    return 2 ** sum(1 for p in POOL_INDICES if p <= deepest)
 
 
 class Scale(nn.Module):

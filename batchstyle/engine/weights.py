@@ -15,9 +15,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from .vgg import CONV_INDICES, CONV_SHAPES
+from .images import atomic_write
+from .layers import CONV_INDICES, CONV_SHAPES
 
 ENV_WEIGHTS = "BATCHSTYLE_WEIGHTS"
 ENV_CACHE = "BATCHSTYLE_CACHE_DIR"
@@ -61,12 +62,10 @@ class VGGWeights:
         return cls(tensors=checked, source=source, identity=identity or _identity(checked))
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(tmp),
-                  metadata={"format": "pt", "layout": "torchvision vgg19().features conv layers",
-                            "identity": self.identity})
-        os.replace(tmp, path)
+        data = save({k: v.contiguous() for k, v in self.tensors.items()},
+                    metadata={"format": "pt", "layout": "torchvision vgg19().features conv layers",
+                              "identity": self.identity})
+        atomic_write(path, data)
 
 
 def _conv_tensors(state: Mapping[str, object], source: str) -> dict[str, torch.Tensor]:

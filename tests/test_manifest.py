@@ -1,0 +1,157 @@
+"""Manifest parsing and validation: every problem, with its line number, before any work starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchstyle.batch.manifest import ManifestError, read_manifest
+from batchstyle.engine.settings import StyleSettings
+
+
+@pytest.fixture
+def job(tmp_path, photo):
+    """A job folder with photos/ (3 images + a non-image), styles and a helper to write manifests."""
+    (tmp_path / "photos").mkdir()
+    for name, seed in (("b.png", 1), ("a.jpg", 2), ("c.PNG", 3)):
+        photo(40, 30, seed).save(tmp_path / "photos" / name)
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    photo(32, 32, 4).save(tmp_path / "starry.jpg")
+    photo(32, 32, 5).save(tmp_path / "wave.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+
+    def write(text: str, name: str = "manifest.csv"):
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return tmp_path, write
+
+
+def problems(path, **kwargs) -> list[str]:
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path, **kwargs)
+    return str(err.value).splitlines()
+
+
+def test_folder_rows_expand_in_stable_order_and_paths_are_relative_to_the_manifest(job):
+    root, write = job
+    items = read_manifest(write("content,style\nphotos,starry.jpg\n"))
+    assert [i.content.name for i in items] == ["a.jpg", "b.png", "c.PNG"]
+    assert all(i.content.parent == root / "photos" for i in items)
+    assert [i.output for i in items] == ["a__starry.png", "b__starry.png", "c__starry.png"]
+    assert items[0].styles == (root / "starry.jpg",) and items[0].content_size == (40, 30)
+
+
+def test_glob_rows_and_several_styles(job):
+    root, write = job
+    items = read_manifest(write('content,style,style_weights,output\n'
+                                'photos/*.png,starry.jpg;wave.png,3;1,out/{content}-{style}-{line}.tif\n'))
+    assert [i.content.name for i in items] == ["b.png"]  # c.PNG: glob matching is case-sensitive here
+    assert items[0].styles == (root / "starry.jpg", root / "wave.png")
+    assert items[0].settings.style_weights == (3.0, 1.0)
+    assert items[0].output == "out/b-starry+wave-2.tif"
+
+
+def test_comments_blank_lines_and_line_numbers(job):
+    _, write = job
+    path = write("# my batch\n\ncontent,style\n# a comment row\nphotos/a.jpg,starry.jpg\n\n"
+                 "photos/b.png,wave.png\n")
+    assert [i.line for i in read_manifest(path)] == [5, 7]
+
+
+def test_row_overrides_fall_back_to_command_line_defaults(job):
+    _, write = job
+    defaults = StyleSettings(end_scale=256, content_weight=5.0)
+    items = read_manifest(write("content,style,end_scale,content-weight,original_colors,style_layers,gpus\n"
+                                "photos/a.jpg,starry.jpg,,,yes,relu1_1:1 relu2_1:0.5,2\n"
+                                "photos/b.png,starry.jpg,1024+,0.5,,,\n"), defaults=defaults)
+    assert items[0].settings.end_scale == 256 and items[0].settings.content_weight == 5.0
+    assert items[0].settings.original_colors is True and items[0].gpus == 2
+    assert items[0].settings.style_layers == ("relu1_1", "relu2_1")
+    assert items[0].settings.style_layer_weights == (1.0, 0.5)
+    assert items[1].settings.end_scale == "1024+" and items[1].settings.content_weight == 0.5
+    assert items[1].gpus is None and items[1].settings.style_layers == defaults.style_layers
+
+
+def test_every_problem_is_reported_with_its_line(job):
+    _, write = job
+    path = write("content,style,style_weights,output,end_scale,gpus\n"      # 1
+                 "photos/a.jpg,missing.jpg,,,,\n"                            # 2 missing style
+                 "photos/a.jpg,broken.jpg,,x.png,,\n"                        # 3 unreadable style
+                 "photos/b.png,starry.jpg,,,big,\n"                          # 4 bad number
+                 "photos/b.png,starry.jpg;wave.png,1;2;3,y.png,,\n"          # 5 weight count
+                 "photos/c.PNG,starry.jpg,,z.png,,3\n"                       # 6 gpus
+                 "photos/a.jpg,wave.png,,x.png,,\n"                          # 7 same output as 3
+                 "photos/a.jpg,wave.png,,../escape.png,,\n"                  # 8 leaves outdir
+                 "photos/a.jpg,wave.png,,/abs/path.png,,\n"                  # 9 absolute
+                 "nothere.jpg,wave.png,,n.png,,\n"                           # 10 missing content
+                 "empty_dir/*.jpg,wave.png,,,,\n"                            # 11 glob matches nothing
+                 "photos/a.jpg,wave.png,,{foo}.png,,\n"                      # 12 unknown placeholder
+                 "photos/a.jpg,wave.png,,a.gif,,\n"                          # 13 unsupported output
+                 ",wave.png,,,,\n")                                          # 14 empty content
+    lines = problems(path)
+    expected = [
+        (2, "style image 'missing.jpg' does not exist"),
+        (3, "style image 'broken.jpg' is not a readable image"),
+        (4, "end_scale must be a whole number of pixels or N+"),
+        (5, "3 style weights for 2 style image(s)"),
+        (6, "gpus must be 1 or 2, not '3'"),
+        (7, "output 'x.png' is also written by line 3"),
+        (8, "output path '../escape.png' would leave the output directory"),
+        (9, "output path '/abs/path.png' would leave the output directory"),
+        (10, "content image 'nothere.jpg' does not exist"),
+        (11, "content pattern 'empty_dir/*.jpg' matches no image"),
+        (12, "unknown placeholder(s) foo"),
+        (13, "output 'a.gif' has an unsupported extension"),
+        (14, "content is empty"),
+    ]
+    for line, text in expected:
+        assert any(l.startswith(f"{path}:{line}: ") and text in l for l in lines), (line, text, lines)
+    assert len(lines) == len(expected)
+
+
+def test_unknown_columns_and_a_missing_style_column_are_header_problems(job):
+    _, write = job
+    lines = problems(write("content,colour,end_scale\nphotos/a.jpg,red,128\n"))
+    assert any(":1: unknown column 'colour'" in l for l in lines)
+    assert any(":1: the header has no 'style' column" in l for l in lines)
+
+
+def test_a_folder_row_whose_outputs_collide(job):
+    _, write = job
+    lines = problems(write("content,style,output\nphotos,starry.jpg,same.png\n"))
+    assert lines == [f"{job[0] / 'manifest.csv'}:2: output 'same.png' is also written by this row (a.jpg); "
+                     f"give each row its own output, e.g. {{content}}__{{style}}.png"] * 2
+
+
+def test_outputs_differing_only_by_case_collide(job):
+    _, write = job
+    lines = problems(write("content,style,output\nphotos/a.jpg,starry.jpg,Out.png\n"
+                           "photos/b.png,starry.jpg,out.png\n"))
+    assert len(lines) == 1 and ":3: output 'out.png' is also written by line 2" in lines[0]
+
+
+def test_bad_settings_combinations_and_unreadable_content(job):
+    _, write = job
+    lines = problems(write("content,style,style_layers,init,content\n"
+                           "broken.jpg,starry.jpg,relu9_9:1,noise,x\n"))
+    assert lines[0].endswith(":1: column 'content' appears twice")
+    lines = problems(write("content,style,init\nbroken.jpg,starry.jpg,noise\n"))
+    assert any("init must be one of" in l for l in lines)
+    assert any("content image 'broken.jpg' is not a readable image" in l for l in lines)
+    lines = problems(write("content,style,style_layers\nphotos/a.jpg,starry.jpg,relu9_9:1\n"))
+    assert lines == [f"{job[0] / 'manifest.csv'}:2: unknown VGG-19 layer 'relu9_9'; layers are named like "
+                     f"conv1_1, relu4_2, pool3 (from conv1_1 to pool5)"]
+
+
+def test_empty_and_missing_manifests(job):
+    root, write = job
+    assert "the manifest is empty" in problems(write("# nothing\n\n"))[0]
+    assert "lists no images" in problems(write("content,style\n"))[0]
+    assert "does not exist" in problems(root / "nope.csv")[0]
+
+
+def test_quoted_cells_with_commas(job):
+    _, write = job
+    items = read_manifest(write('content,style,style_layers\nphotos/a.jpg,starry.jpg,"relu1_1:2,relu3_1:1"\n'))
+    assert items[0].settings.style_layers == ("relu1_1", "relu3_1")
