@@ -1,0 +1,178 @@
+"""The output directory: item ids, resume, records written after images, the lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from batchstyle.batch.manifest import read_manifest
+from batchstyle.batch.plan import item_id, make_plan
+from batchstyle.batch.store import FailureRecord, HashCache, ItemRecord, LockError, OutputDir
+from batchstyle.engine.settings import StyleSettings
+
+
+@pytest.fixture
+def job(tmp_path, photo):
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        photo(40, 30, i).save(tmp_path / "in" / f"p{i}.png")
+    photo(32, 32, 9).save(tmp_path / "style.png")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("content,style\nin,style.png\n")
+    return tmp_path, manifest
+
+
+def record_for(work, output_dir: OutputDir) -> ItemRecord:
+    return ItemRecord(id=work.id, output=work.item.output, line=work.item.line, content=str(work.item.content),
+                      styles=[str(s) for s in work.item.styles], settings=work.item.settings.to_dict(),
+                      weights="w")
+
+
+def test_item_id_follows_input_bytes_settings_weights_and_output(job, photo):
+    root, manifest = job
+    items = read_manifest(manifest)
+    hashes = HashCache(None)
+    base = item_id(items[0], hashes, "w1")
+    assert item_id(read_manifest(manifest)[0], HashCache(None), "w1") == base  # same inputs: same id
+    assert item_id(items[0], hashes, "w2") != base
+    changed = read_manifest(manifest, defaults=StyleSettings(content_weight=1.0))[0]
+    assert item_id(changed, hashes, "w1") != base
+    image = photo(40, 30, 0)
+    image.putpixel((3, 4), (255, 0, 0))  # one changed pixel
+    image.save(root / "in" / "p0.png")
+    os.utime(root / "in" / "p0.png", ns=(1, 1))
+    assert item_id(read_manifest(manifest)[0], HashCache(None), "w1") != base
+
+
+def test_hash_cache_rereads_only_changed_files(job, monkeypatch):
+    root, manifest = job
+    cache_file = root / "hashes.json"
+    cache = HashCache(cache_file)
+    first = cache.digest(root / "style.png")
+    cache.save()
+    opened = []
+    real_open = open
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    again = HashCache(cache_file)
+    assert again.digest(root / "style.png") == first
+    assert not any(p.endswith("style.png") for p in opened)
+    (root / "style.png").write_bytes((root / "in" / "p1.png").read_bytes())
+    assert again.digest(root / "style.png") != first
+
+
+def test_plan_skips_done_items_only_while_their_image_exists(job):
+    root, manifest = job
+    out = OutputDir(root / "out")
+    plan = make_plan(read_manifest(manifest), out, "w")
+    assert len(plan.todo) == 3 and not plan.done
+    work = plan.todo[0]
+    out.write_result(record_for(work, out), b"image bytes")
+    plan = make_plan(read_manifest(manifest), out, "w")
+    assert [w.id for w in plan.done] == [work.id] and len(plan.todo) == 2
+    (out.root / work.item.output).unlink()  # the user deleted the image: make it again
+    assert len(make_plan(read_manifest(manifest), out, "w").todo) == 3
+    out.write_result(record_for(work, out), b"image bytes")
+    forced = make_plan(read_manifest(manifest), out, "w", force=True)
+    assert len(forced.todo) == 3 and not (out.done_dir / f"{work.id}.json").exists()
+    entries = json.loads((out.meta / "plan.json").read_text())["items"]
+    assert [e["output"] for e in entries] == ["p0__style.png", "p1__style.png", "p2__style.png"]
+
+
+def test_result_clears_failure_and_checkpoint_and_writes_image_before_record(job, monkeypatch):
+    root, manifest = job
+    out = OutputDir(root / "out")
+    work = make_plan(read_manifest(manifest), out, "w").todo[0]
+    out.write_failure(FailureRecord(work.id, work.item.output, 2, "c", "boom", "error", 1, 0.0))
+    out.write_checkpoint(work.id, b"state")
+    assert out.checkpoint(work.id) == b"state" and work.id in out.failures()
+    order = []
+    import batchstyle.batch.store as store
+
+    real = store.atomic_write
+    monkeypatch.setattr(store, "atomic_write", lambda path, data: (order.append(path.name), real(path, data)))
+    out.write_result(record_for(work, out), b"png")
+    assert order == [work.item.output, f"{work.id}.json"]
+    assert out.checkpoint(work.id) is None and work.id not in out.failures()
+    assert out.records()[work.id].output == work.item.output
+
+
+def test_unreadable_records_count_as_not_done(job):
+    root, manifest = job
+    out = OutputDir(root / "out")
+    work = make_plan(read_manifest(manifest), out, "w").todo[0]
+    out.write_result(record_for(work, out), b"png")
+    (out.done_dir / f"{work.id}.json").write_text("{ half a record")
+    assert out.done_ids() == set()
+
+
+def test_temporary_files_of_a_crashed_run_are_removed(tmp_path):
+    out = OutputDir(tmp_path / "out")
+    out.create()
+    (out.root / "sub").mkdir()
+    leftovers = [out.root / ".a.png.1234abcd.tmp", out.root / "sub" / ".b.tif.99.tmp", out.done_dir / ".x.json.1.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    keep = out.root / "keep.png"
+    keep.write_bytes(b"whole")
+    assert out.remove_temp_files() == 3
+    assert not any(p.exists() for p in leftovers) and keep.exists()
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from batchstyle.batch.store import OutputDir
+    lock = OutputDir(sys.argv[1]).lock().acquire()
+    print("locked", flush=True)
+    time.sleep(60)
+""")
+
+
+def hold_lock(outdir) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(outdir)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_live_run_holds_the_lock(tmp_path):
+    proc = hold_lock(tmp_path / "out")
+    try:
+        with pytest.raises(LockError, match=rf"in use by another batchstyle run \(pid {proc.pid} on "):
+            OutputDir(tmp_path / "out").lock().acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
+    proc = hold_lock(tmp_path / "out")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    lock = OutputDir(tmp_path / "out").lock().acquire()
+    try:
+        assert lock.taken_over["pid"] == proc.pid
+        assert json.loads((tmp_path / "out" / ".batchstyle" / "lock").read_text())["pid"] == os.getpid()
+    finally:
+        lock.release()
+    again = OutputDir(tmp_path / "out").lock().acquire()  # a clean release is no crash
+    assert again.taken_over is None
+    again.release()
+
+
+def test_lock_is_exclusive_within_one_process_too(tmp_path):
+    first = OutputDir(tmp_path).lock().acquire()
+    try:
+        with pytest.raises(LockError):
+            OutputDir(tmp_path).lock().acquire()
+    finally:
+        first.release()
