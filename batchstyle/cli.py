@@ -145,7 +145,7 @@ def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[s
 
     Ctrl-C stops and writes the current image.
     """
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         settings = settings_from_options(options)
     except ValueError as exc:
@@ -379,7 +379,7 @@ def run(manifest: str, outdir: str | None, address: str | None, device: str, wor
     from batchstyle.batch.manifest import ManifestError, read_manifest
     from batchstyle.batch.store import LockError, OutputDir
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # log lines are never wrapped
     try:
         defaults = settings_from_options(options)
     except ValueError as exc:
@@ -492,7 +492,7 @@ def status(outdir: str, show_all: bool) -> None:
     out = OutputDir(outdir)
     if not out.meta.is_dir():
         raise UserError(f"{outdir} is not a batchstyle output directory (no {out.meta.name}/ in it)")
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     plan = out.plan()
     records = out.records()
     done_ids = out.done_ids(records)

@@ -164,10 +164,11 @@ class EngineBackend:
 class FakeBackend:
     """A fast stand-in for the engine, for scheduler tests and dispatch benchmarks.
 
-    Spec ``fake:iters=20,sleep=0.01,scales=2,die_marker=DIR``. It decodes the content (so a bad
-    file fails as with the engine) and returns it, shrunk, as the "stylized" image. Content file
-    names steer it: ``fail`` raises an error, ``oom`` runs out of memory on fewer than two GPUs,
-    ``die`` kills this worker's process the first time (remembered in ``die_marker``).
+    Spec ``fake:iters=20,sleep=0.01,scales=2,die_marker=DIR,log=DIR``. It decodes the content (so
+    a bad file fails as with the engine) and returns it, shrunk, as the "stylized" image. Content
+    file names steer it: ``fail`` raises an error, ``oom`` runs out of memory on fewer than two
+    GPUs, ``die`` kills this worker's process the first time (remembered in ``die_marker``).
+    With ``log``, every start of an item leaves a file ``<id>.<random>`` there (tests count them).
     """
 
     def __init__(self, spec: str, gpus: int):
@@ -177,6 +178,7 @@ class FakeBackend:
         self.sleep = float(options.get("sleep", 0.0))
         self.scales = int(options.get("scales", 2))
         self.die_marker = options.get("die_marker")
+        self.log = options.get("log")
         self.gpus = gpus
         self.devices = [f"fake:{i}" for i in range(max(gpus, 1))]
         self.device_names = ["fake"] * len(self.devices)
@@ -185,6 +187,8 @@ class FakeBackend:
         from PIL import Image
 
         started = time.time()
+        if self.log:
+            open(os.path.join(self.log, f"{task.id}.{os.urandom(4).hex()}"), "w").close()
         with Image.open(io.BytesIO(task.content)) as im:
             im.load()
             image = im.convert("RGB")

@@ -1,0 +1,193 @@
+"""``batchstyle run`` and ``batchstyle status`` as a user runs them: real processes, real Ray.
+
+The fake backend keeps these fast; one test runs the real engine with the real weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.ray
+FAKE = "fake:iters=8,sleep=0.03,scales=2"
+
+
+def batchstyle(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "batchstyle", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def start(*args: str) -> subprocess.Popen:
+    """A driver in its own session, so that everything it started can be cleaned up after a SIGKILL."""
+    return subprocess.Popen([sys.executable, "-m", "batchstyle", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # Ray's helper processes outlive a killed driver
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def job(tmp_path, photo):
+    (tmp_path / "photos").mkdir()
+    for i in range(8):
+        photo(48, 36, i).save(tmp_path / "photos" / f"p{i}.png")
+    photo(32, 32, 50).save(tmp_path / "style.png")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("# eight photos, one style\ncontent,style\nphotos,style.png\n")
+    return tmp_path, manifest
+
+
+def records(out: Path) -> dict[str, dict]:
+    return {json.loads(p.read_text())["id"]: json.loads(p.read_text())
+            for p in (out / ".batchstyle" / "done").glob("*.json")}
+
+
+def test_killed_driver_then_rerun_does_every_item_exactly_once(job):
+    root, manifest = job
+    out, log = root / "out", root / "log"
+    log.mkdir()
+    args = ["run", str(manifest), "-o", str(out), "--backend", f"{FAKE},log={log}", "--plain"]
+    proc = start(*args)
+    try:
+        wait_for(lambda: len(records(out)) >= 2 if (out / ".batchstyle" / "done").is_dir() else False, 120,
+                 "two finished images")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        kill_session(proc)
+    done_first = set(records(out))
+    assert 2 <= len(done_first) < 8
+    logged_first = {p.name for p in log.iterdir()}
+    second = batchstyle(*args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"{len(done_first)} already done (skipped)" in second.stdout
+    done = records(out)
+    assert len(done) == 8 and {r["output"] for r in done.values()} == {f"p{i}__style.png" for i in range(8)}
+    started_second = {name.split(".")[0] for name in {p.name for p in log.iterdir()} - logged_first}
+    assert not done_first & started_second  # nothing finished before the kill was made again
+    assert started_second | done_first == set(done)
+    for record in done.values():
+        with Image.open(out / record["output"]) as im:
+            im.load()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not list((out / ".batchstyle" / "checkpoints").iterdir())
+
+
+def test_first_ctrl_c_finishes_running_images_and_exits_130(job):
+    root, manifest = job
+    out = root / "out"
+    args = ["run", str(manifest), "-o", str(out), "--backend", "fake:iters=10,sleep=0.05,scales=2", "--plain"]
+    proc = start(*args)
+    try:
+        wait_for(lambda: (out / ".batchstyle" / "done").is_dir() and len(records(out)) >= 1, 120, "one image")
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        kill_session(proc)
+    assert proc.returncode == 130, output
+    assert "finishing the running images" in output and "Run the same command again" in output
+    assert 1 <= len(records(out)) < 8
+    rerun = batchstyle(*args)
+    assert rerun.returncode == 0 and len(records(out)) == 8
+
+
+def test_a_second_run_on_the_same_output_directory_is_refused(job):
+    root, manifest = job
+    out = root / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom batchstyle.batch.store import OutputDir\n"
+                               "OutputDir(sys.argv[1]).lock().acquire(); print('ok', flush=True); time.sleep(60)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        refused = batchstyle("run", str(manifest), "-o", str(out), "--backend", FAKE)
+        assert refused.returncode == 2
+        assert f"is in use by another batchstyle run (pid {holder.pid}" in refused.stderr
+        assert not (out / ".batchstyle" / "plan.json").exists()  # nothing was started
+    finally:
+        holder.kill()
+        holder.wait()
+    taken = batchstyle("run", str(manifest), "-o", str(out), "--backend", FAKE, "--plain")
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    assert f"Taking over {out} from a run that ended without cleaning up (pid {holder.pid}" in taken.stdout
+    assert len(records(out)) == 8
+
+
+def test_bad_manifest_exits_2_listing_every_problem_and_starts_nothing(job):
+    root, manifest = job
+    manifest.write_text("content,style,end_scale\nphotos,missing.png,\nphotos/p1.png,style.png,huge\n")
+    result = batchstyle("run", str(manifest), "--backend", FAKE)
+    assert result.returncode == 2
+    assert f"{manifest}:2: style image 'missing.png' does not exist" in result.stderr
+    assert f"{manifest}:3: end_scale must be a whole number of pixels or N+" in result.stderr
+    assert "2 problems in" in result.stderr and "nothing was started" in result.stderr
+    assert not (root / "output").exists()
+
+
+def test_failed_items_are_recorded_shown_by_status_and_retried(job, photo):
+    root, manifest = job
+    photo(48, 36, 77).save(root / "photos" / "fail_me.png")
+    out = root / "out"
+    first = batchstyle("run", str(manifest), "-o", str(out), "--backend", FAKE, "--plain")
+    assert first.returncode == 1
+    assert "failed fail_me__style.png (line 3): fail_me.png: fake failure for tests" in first.stdout
+    status = batchstyle("status", str(out))
+    assert status.returncode == 0
+    assert "9 image(s) in the latest run: 8 done, 1 failed, 0 pending" in status.stdout
+    assert "fake failure for tests" in status.stdout
+    (root / "photos" / "fail_me.png").rename(root / "photos" / "fixed.png")
+    second = batchstyle("run", str(manifest), "-o", str(out), "--backend", FAKE, "--plain")
+    assert second.returncode == 0 and "8 already done (skipped), 1 to make" in second.stdout
+
+
+def test_status_of_something_else_is_a_clear_error(tmp_path):
+    result = batchstyle("status", str(tmp_path))
+    assert result.returncode == 2 and "is not a batchstyle output directory" in result.stderr
+
+
+@pytest.mark.weights
+def test_real_engine_end_to_end_with_a_folder_row_and_two_styles(tmp_path, weights_file, images_dir):
+    (tmp_path / "photos").mkdir()
+    for name in ("chelsea_cat.jpg", "coffee.jpg"):
+        with Image.open(images_dir / "content" / name) as im:
+            im.convert("RGB").resize((96, 64)).save(tmp_path / "photos" / name.replace(".jpg", ".png"))
+    for name in ("hokusai_great_wave.jpg", "van_gogh_starry_night.jpg"):
+        with Image.open(images_dir / "style" / name) as im:
+            im.convert("RGB").resize((80, 56)).save(tmp_path / name)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("content,style,style_weights,output,content_weight\n"
+                        "photos,hokusai_great_wave.jpg;van_gogh_starry_night.jpg,2;1,{content}.tif,5\n")
+    env = {"BATCHSTYLE_WEIGHTS": "", "BATCHSTYLE_CACHE_DIR": str(tmp_path / "empty-cache")}
+    result = batchstyle("run", str(manifest), "--weights", str(weights_file), "--plain", "-s", "64", "-ms", "40",
+                        "-ii", "8", "-i", "4", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    import tifffile
+
+    for name in ("chelsea_cat.tif", "coffee.tif"):
+        pixels = tifffile.imread(tmp_path / "output" / name)
+        assert pixels.shape == (43, 64, 3) and pixels.dtype == "uint16" and pixels.std() > 1000
+    done = records(tmp_path / "output")
+    assert {r["settings"]["style_weights"][0] for r in done.values()} == {2.0}
+    assert all(r["weights"].startswith("vgg19-") and r["iterations"] == 12 for r in done.values())
+    status = batchstyle("status", str(tmp_path / "output"), "--all")
+    assert "2 image(s) in the latest run: 2 done, 0 failed, 0 pending" in status.stdout
+    assert "chelsea_cat.tif" in status.stdout and "coffee.tif" in status.stdout

@@ -1,0 +1,158 @@
+"""The scheduler against real Ray (one instance for the module) with the fast fake stylizer.
+
+``ray.init(num_gpus=2)`` declares two GPUs on this GPU-less machine, so 1- and 2-GPU workers are
+scheduled for real while the fake backend computes on the CPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from batchstyle.batch.manifest import read_manifest
+from batchstyle.batch.plan import make_plan
+from batchstyle.batch.scheduler import (RunOptions, Scheduler, after_out_of_memory, after_worker_lost,
+                                        desired_workers)
+from batchstyle.batch.store import OutputDir
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_gpus():
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, object_store_memory=150 * 2**20,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+class RecordingDisplay:
+    def __init__(self, on_update=None):
+        self.lines: list[str] = []
+        self.on_update = on_update
+
+    def update(self, state) -> None:
+        if self.on_update:
+            self.on_update(state)
+
+    def log(self, text: str) -> None:
+        self.lines.append(text)
+
+
+@pytest.fixture
+def batch(tmp_path, photo):
+    """Write input images and a manifest; return a function that plans and runs it."""
+    def make(rows: list[str], names: list[str], **options):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        for i, name in enumerate(names):
+            photo(40, 30, i).save(tmp_path / "in" / name)
+        photo(32, 32, 99).save(tmp_path / "style.png")
+        manifest = tmp_path / "m.csv"
+        manifest.write_text("content,style,gpus,output\n" + "".join(r + "\n" for r in rows))
+        out = OutputDir(tmp_path / "out")
+        plan = make_plan(read_manifest(manifest), out, "fake")
+        (tmp_path / "markers").mkdir(exist_ok=True)
+        spec = f"fake:iters=6,sleep=0.01,scales=2,die_marker={tmp_path / 'markers'}"
+        display = options.pop("display", RecordingDisplay())
+        scheduler = Scheduler(plan.todo, len(plan.done), out, None, "fake",
+                              RunOptions(backend=spec, **options), display)
+        return scheduler, out, plan, display
+
+    return make
+
+
+def run(scheduler):
+    state = scheduler.run()
+    return state, {r.output: r for r in scheduler.out.records().values()}
+
+
+def test_items_are_routed_to_one_and_two_gpu_workers(ray_gpus, batch):
+    scheduler, out, plan, _ = batch(["in/a.png,style.png,,", "in/b.png,style.png,2,", "in/c.png,style.png,1,"],
+                                    ["a.png", "b.png", "c.png"])
+    state, records = run(scheduler)
+    assert state.done == 3 and state.failed == 0
+    assert records["b__style.png"].devices == ["fake:0", "fake:1"]
+    assert sorted(records["b__style.png"].worker.split("GPU ")[1].split(",")) == ["0", "1"]
+    for name in ("a__style.png", "c__style.png"):
+        assert records[name].devices == ["fake:0"] and records[name].attempts == 1
+    assert all((out.root / name).is_file() for name in records)
+
+
+def test_a_worker_killed_mid_item_is_replaced_and_the_item_finishes(ray_gpus, batch):
+    scheduler, out, _, display = batch(["in/die.png,style.png,,", "in/ok.png,style.png,,"], ["die.png", "ok.png"])
+    state, records = run(scheduler)
+    assert state.done == 2 and state.failed == 0
+    assert records["die__style.png"].attempts == 2
+    # it resumed from the checkpoint its first attempt saved after scale 1
+    assert records["die__style.png"].resumed_from_scale == 0
+    assert any("retrying[/] die__style.png: worker lost" in line for line in display.lines)
+
+
+def test_an_item_that_raises_fails_alone(ray_gpus, batch):
+    scheduler, out, _, display = batch(["in/fail.png,style.png,,", "in/fine.png,style.png,,",
+                                        "in/good.png,style.png,,"], ["fail.png", "fine.png", "good.png"])
+    state, records = run(scheduler)
+    assert state.done == 2 and state.failed == 1
+    failure = next(iter(out.failures().values()))
+    assert failure.output == "fail__style.png" and failure.kind == "error"
+    assert "fail.png: fake failure for tests" in failure.error and failure.line == 2
+    assert set(records) == {"fine__style.png", "good__style.png"}
+
+
+def test_out_of_memory_moves_the_item_to_a_two_gpu_worker(ray_gpus, batch):
+    scheduler, out, _, display = batch(["in/oom.png,style.png,,"], ["oom.png"])
+    state, records = run(scheduler)
+    assert state.done == 1
+    assert records["oom__style.png"].devices == ["fake:0", "fake:1"]
+    assert any("oom__style.png: moving it to a two-GPU worker" in line for line in display.lines)
+
+
+def test_an_item_resumes_from_its_saved_checkpoint(ray_gpus, batch):
+    scheduler, out, plan, _ = batch(["in/a.png,style.png,,"], ["a.png"])
+    out.write_checkpoint(plan.todo[0].id, b"fake:0")
+    state, records = run(scheduler)
+    assert records["a__style.png"].resumed_from_scale == 0
+    assert out.checkpoint(plan.todo[0].id) is None  # removed once the image is done
+
+
+def test_first_interrupt_drains_running_items_and_starts_no_more(ray_gpus, batch):
+    holder = {}
+
+    def stop_once_running(state):
+        if state.running and not state.draining:
+            holder["scheduler"].request_stop()
+
+    names = [f"p{i}.png" for i in range(6)]
+    scheduler, out, _, _ = batch([f"in/{n},style.png,," for n in names], names,
+                                 display=RecordingDisplay(stop_once_running))
+    holder["scheduler"] = scheduler
+    state, records = run(scheduler)
+    assert scheduler.interrupted and state.failed == 0
+    assert 1 <= state.done <= 2 == 2 and len(records) == state.done  # only what was running when asked
+    assert state.pending == 6 - state.done
+
+
+def test_pool_policy():
+    # two-GPU work first, one-GPU workers take the rest of the GPUs
+    assert desired_workers({1: 5, 2: 1}, gpus_total=4, gpus_per_node_max=4, cap=None, cpu_nodes=1) == {1: 2, 2: 1}
+    assert desired_workers({1: 1}, gpus_total=4, gpus_per_node_max=4, cap=None, cpu_nodes=1) == {1: 1, 2: 0}
+    # no node with two GPUs: no two-GPU workers
+    assert desired_workers({2: 3}, gpus_total=4, gpus_per_node_max=1, cap=None, cpu_nodes=1) == {1: 0, 2: 0}
+    assert desired_workers({1: 9}, gpus_total=8, gpus_per_node_max=8, cap=3, cpu_nodes=1) == {1: 3, 2: 0}
+    # no GPUs: one CPU worker per node
+    assert desired_workers({0: 7}, gpus_total=0, gpus_per_node_max=0, cap=None, cpu_nodes=3) == {0: 3}
+    assert desired_workers({0: 1}, gpus_total=0, gpus_per_node_max=0, cap=None, cpu_nodes=3) == {0: 1}
+
+
+def test_retry_and_escalation_policy(tmp_path):
+    from batchstyle.batch.plan import Work
+
+    work = Work(item=None, id="x", gpus=1, units=1, end_size=(1, 1))
+    assert after_worker_lost(work, preempted=False, retries=2) and work.attempts == 1
+    assert after_worker_lost(work, preempted=True, retries=2) and work.attempts == 1  # preemption is free
+    assert after_worker_lost(work, preempted=False, retries=2) and work.attempts == 2
+    assert not after_worker_lost(work, preempted=False, retries=2)
+    assert after_out_of_memory(work, can_use_two=True) is None and work.gpus == 2 and work.escalated
+    one = Work(item=None, id="y", gpus=1, units=1, end_size=(1, 1))
+    assert "gpus=2" in after_out_of_memory(one, can_use_two=False)
+    assert "lower end_scale" in after_out_of_memory(work, can_use_two=True)
