@@ -20,6 +20,7 @@ from batchstyle.engine.settings import (INITS, OPTIMIZERS, POOLINGS, STYLE_LOSSE
                                         format_layer_spec, settings_from_text)
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+WEB_GRACE = 2.0  # seconds the live view stays up after a run so the page can show the result
 
 _DEFAULTS = StyleSettings()
 
@@ -137,10 +138,12 @@ def main() -> None:
 @click.option("--browser", is_flag=True, help="With --web, open the live view in the default browser.")
 @click.option("--trace", type=click.Path(dir_okay=False),
               help="Write every iteration's size, loss and time as JSON to this file.")
+@click.option("--cpu-threads", type=click.IntRange(min=1), help="Torch threads on the CPU. [default: all cores]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[str, ...], split: str | None,
             weights: str | None, save_every: int, checkpoint: str | None, proof: str | None, web: bool,
-            host: str, port: int, browser: bool, trace: str | None, quiet: bool, **options: Any) -> None:
+            host: str, port: int, browser: bool, trace: str | None, cpu_threads: int | None, quiet: bool,
+            **options: Any) -> None:
     """Stylize CONTENT with one or more STYLE images (blended) and write the result to --output.
 
     Ctrl-C stops and writes the current image.
@@ -150,10 +153,14 @@ def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[s
         settings = settings_from_options(options)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    with _user_errors():
-        code = _stylize(console, content, list(styles), output, settings, _split_list(devices),
-                        _split_list((split,)) if split else None, weights, save_every, checkpoint, proof,
-                        (host, port) if web else None, browser, trace, quiet)
+    try:
+        with _user_errors():
+            code = _stylize(console, content, list(styles), output, settings, _split_list(devices),
+                            _split_list((split,)) if split else None, weights, save_every, checkpoint, proof,
+                            (host, port) if web else None, browser, trace, quiet, cpu_threads)
+    except KeyboardInterrupt:  # while loading weights or images: nothing to write yet
+        console.print("[yellow]Interrupted[/] before the first iteration; nothing was written.")
+        code = EXIT_INTERRUPTED
     sys.exit(code)
 
 
@@ -195,13 +202,18 @@ def _describe_devices(devices) -> str:
 def _stylize(console: Console, content: str, styles: list[str], output: str, settings: StyleSettings,
              devices: list[str], split: list[str] | None, weights: str | None, save_every: int,
              checkpoint: str | None, proof: str | None, web: tuple[str, int] | None, browser: bool,
-             trace: str | None, quiet: bool) -> int:
+             trace: str | None, quiet: bool, cpu_threads: int | None = None) -> int:
+    import torch
+
     from batchstyle.engine.images import format_for, load_image, save_image
     from batchstyle.engine.multiscale import Checkpoint, Progress, Stylizer
 
     format_for(output)  # an unsupported extension fails now, not after an hour
+    settings.blend_weights(len(styles))  # a wrong number of style weights, too
     content_image = load_image(content, proof=proof)
     style_images = [load_image(path, proof=proof) for path in styles]
+    if cpu_threads:
+        torch.set_num_threads(cpu_threads)
     stylizer = Stylizer(weights, devices or None, split)
     if not quiet:
         console.print(f"Devices: {_describe_devices(stylizer.devices)}")
@@ -209,7 +221,13 @@ def _stylize(console: Console, content: str, styles: list[str], output: str, set
     resume = None
     if checkpoint and Path(checkpoint).is_file():
         resume = Checkpoint.load(checkpoint)
-    run = stylizer.run(content_image, style_images, settings, resume)
+    try:
+        run = stylizer.run(content_image, style_images, settings, resume)
+    except ValueError as exc:
+        if resume is None:
+            raise
+        raise ValueError(f"{checkpoint} was made for other images, settings or weights ({exc}); delete it or "
+                         f"choose another --checkpoint") from None
     if resume is not None and not quiet:
         console.print(f"Continuing from {checkpoint} after scale {resume.scale_index + 1}/{resume.scale_count}")
     records: list[dict] = []
@@ -225,7 +243,7 @@ def _stylize(console: Console, content: str, styles: list[str], output: str, set
 
             webbrowser.open(url)
     display = _StylizeDisplay(console, run, quiet)
-    snapshot_at = 0.0
+    snapshot_at, finished = 0.0, False
     try:
         with display:
             for event in run:
@@ -244,6 +262,7 @@ def _stylize(console: Console, content: str, styles: list[str], output: str, set
                         event.checkpoint.save(checkpoint)
                     if event.scale_index < event.scale_count - 1 and save_every:
                         save_image(run.image(), output)
+        finished = True
     except KeyboardInterrupt:
         save_image(run.image(), output)
         console.print(f"[yellow]Interrupted:[/] wrote the current image to {output}")
@@ -251,10 +270,17 @@ def _stylize(console: Console, content: str, styles: list[str], output: str, set
     finally:
         if trace:
             Path(trace).write_text(json.dumps({"settings": settings.to_dict(), "iterates": records}, indent=1))
-        if preview is not None:
-            preview.finish()
+        if preview is not None and not finished:
             preview.stop()
-    save_image(run.image(), output)
+    final = run.image()
+    save_image(final, output)
+    if preview is not None:  # show the final image and "Finished" before the page loses its server
+        from batchstyle.engine.images import encode_image
+
+        preview.update(None, image=lambda: encode_image(final, "jpeg"))
+        preview.finish()
+        time.sleep(WEB_GRACE)
+        preview.stop()
     if not quiet:
         console.print(f"Wrote {output} ({display.summary()})")
     return 0
@@ -326,8 +352,8 @@ class _StylizeDisplay:
                                   rate=f"{self.rate:.2f} it/s")
         elif now - self._last_line >= 5 or event.iteration == event.iterations:
             self._last_line = now
-            self.console.print(f"{label} iteration {event.iteration}/{event.iterations} "
-                               f"loss {event.loss:.6g} {self.rate:.2f} it/s")
+            rate = f" {self.rate:.2f} it/s" if self.rate else ""
+            self.console.print(f"{label} iteration {event.iteration}/{event.iterations} loss {event.loss:.6g}{rate}")
 
     def summary(self) -> str:
         seconds = time.monotonic() - self._start

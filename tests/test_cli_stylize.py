@@ -409,9 +409,6 @@ def test_ctrl_c_writes_the_current_image_and_exits_130(inputs, weights_file, tmp
 
 
 @pytest.mark.weights
-@pytest.mark.xfail(strict=True, reason="Ctrl-C before the first iteration (loading or downloading the weights) "
-                   "escapes _stylize's try block; click turns it into 'Aborted!' with exit code 1 (failed) "
-                   "instead of 130 (interrupted)")
 def test_ctrl_c_while_loading_weights_exits_130(inputs, weights_file, tmp_path, monkeypatch):
     import batchstyle.engine.multiscale as multiscale
 
@@ -421,6 +418,8 @@ def test_ctrl_c_while_loading_weights_exits_130(inputs, weights_file, tmp_path, 
     monkeypatch.setattr(multiscale, "load_weights_file", interrupted)
     result = stylize(*base_args(inputs, weights_file, tmp_path / "out.png"))
     assert result.exit_code == 130
+    assert "before the first iteration; nothing was written" in result.stderr
+    assert not (tmp_path / "out.png").exists()
 
 
 # --- 8. --checkpoint --------------------------------------------------------------------------------------
@@ -540,9 +539,6 @@ def test_web_live_view_serves_status_and_image(inputs, weights_file, tmp_path):
 
 
 @pytest.mark.weights
-@pytest.mark.xfail(strict=True, reason="_stylize calls preview.finish() and preview.stop() back to back, so the "
-                   "page (polling every 500 ms) never sees done=true: a finished run shows 'Lost the connection' "
-                   "instead of 'Finished'")
 def test_web_view_stays_up_long_enough_to_show_finished(inputs, weights_file, tmp_path, monkeypatch):
     from batchstyle.web import LivePreview
 
