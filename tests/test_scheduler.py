@@ -11,7 +11,7 @@ import pytest
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.scheduler import (RunOptions, Scheduler, after_out_of_memory, after_worker_lost,
-                                        desired_workers)
+                                        desired_workers, fit_to_cluster)
 from batchstyle.batch.store import OutputDir
 
 ray = pytest.importorskip("ray")
@@ -156,3 +156,15 @@ def test_retry_and_escalation_policy(tmp_path):
     one = Work(item=None, id="y", gpus=1, units=1, end_size=(1, 1))
     assert "gpus=2" in after_out_of_memory(one, can_use_two=False)
     assert "lower end_scale" in after_out_of_memory(work, can_use_two=True)
+
+
+def test_two_gpu_items_on_a_cluster_without_two_gpu_machines():
+    from types import SimpleNamespace
+
+    from batchstyle.batch.plan import Work
+
+    asked = Work(item=SimpleNamespace(gpus=2), id="a", gpus=2, units=1, end_size=(1, 1))
+    assert "no node of this cluster has two" in fit_to_cluster(asked, gpus_per_node=1)
+    by_size = Work(item=SimpleNamespace(gpus=None), id="b", gpus=2, units=1, end_size=(5000, 5000))
+    assert fit_to_cluster(by_size, gpus_per_node=1) is None and by_size.gpus == 1
+    assert fit_to_cluster(asked, gpus_per_node=2) is None and asked.gpus == 2

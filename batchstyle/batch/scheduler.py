@@ -109,6 +109,17 @@ def desired_workers(need: dict[int, int], gpus_total: int, gpus_per_node_max: in
     return {1: one, 2: two}
 
 
+def fit_to_cluster(work: Work, gpus_per_node: int) -> str | None:
+    """Make a two-GPU item fit a cluster without two-GPU machines: one GPU, or a failure message."""
+    if work.gpus < 2 or gpus_per_node >= 2:
+        return None
+    if work.item.gpus == 2:
+        return ("gpus=2 needs two GPUs in one machine, but no node of this cluster has two; set gpus=1 "
+                "or a smaller end_scale")
+    work.gpus = 1  # routed to two GPUs only by its size: try one
+    return None
+
+
 def after_worker_lost(work: Work, preempted: bool, retries: int) -> bool:
     """Requeue (True) or give up (False) on an item whose worker died; preemptions are free."""
     if not preempted:
@@ -146,6 +157,12 @@ class Scheduler:
         self.interrupts = 0
         self.fatal: str | None = None
         self._resources()
+        if self.gpus_total:
+            for work in list(self.queue):
+                problem = fit_to_cluster(work, self.gpus_per_node)
+                if problem:
+                    self.queue.remove(work)
+                    self._fail(work, "error", problem, None)
 
     def _resources(self) -> None:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -440,5 +457,5 @@ def _cause(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-__all__ = ["Scheduler", "RunOptions", "BatchState", "desired_workers", "after_worker_lost",
+__all__ = ["Scheduler", "RunOptions", "BatchState", "desired_workers", "fit_to_cluster", "after_worker_lost",
            "after_out_of_memory"]
