@@ -72,6 +72,25 @@ def photo():
     return make_photo
 
 
+_HOLD_LOCK = """
+import sys, time
+from batchstyle.batch.store import OutputDir
+lock = OutputDir(sys.argv[1]).lock().acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def hold_lock(outdir):
+    """A separate process that holds the run lock of ``outdir`` until killed (a live run, to the lock)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(outdir)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
 def pytest_configure(config):
     # Ray must never see a CUDA_VISIBLE_DEVICES that lists fewer GPUs than tests declare.
     os.environ.pop("CUDA_VISIBLE_DEVICES", None)

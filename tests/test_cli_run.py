@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import hold_lock
+
 pytestmark = pytest.mark.ray
 FAKE = "fake:iters=8,sleep=0.03,scales=2"
 
@@ -114,11 +116,8 @@ def test_first_ctrl_c_finishes_running_images_and_exits_130(job):
 def test_a_second_run_on_the_same_output_directory_is_refused(job):
     root, manifest = job
     out = root / "out"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom batchstyle.batch.store import OutputDir\n"
-                               "OutputDir(sys.argv[1]).lock().acquire(); print('ok', flush=True); time.sleep(60)",
-                               str(out)], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(out)
     try:
-        assert holder.stdout.readline().strip() == "ok"
         refused = batchstyle("run", str(manifest), "-o", str(out), "--backend", FAKE)
         assert refused.returncode == 2
         assert f"is in use by another batchstyle run (pid {holder.pid}" in refused.stderr

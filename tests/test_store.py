@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -15,6 +12,7 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import item_id, make_plan
 from batchstyle.batch.store import FailureRecord, HashCache, ItemRecord, LockError, OutputDir
 from batchstyle.engine.settings import StyleSettings
+from conftest import hold_lock
 
 
 @pytest.fixture
@@ -127,21 +125,6 @@ def test_temporary_files_of_a_crashed_run_are_removed(tmp_path):
     keep.write_bytes(b"whole")
     assert out.remove_temp_files() == 3
     assert not any(p.exists() for p in leftovers) and keep.exists()
-
-
-HOLD_LOCK = textwrap.dedent("""
-    import sys, time
-    from batchstyle.batch.store import OutputDir
-    lock = OutputDir(sys.argv[1]).lock().acquire()
-    print("locked", flush=True)
-    time.sleep(60)
-""")
-
-
-def hold_lock(outdir) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(outdir)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
 
 
 def test_a_live_run_holds_the_lock(tmp_path):

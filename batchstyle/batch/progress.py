@@ -48,6 +48,14 @@ def iterations_done(running: Running) -> int:
     return 0 if p is None else sum(n for _, _, n in _ladder(running)[: p.scale_index]) + p.iteration
 
 
+def units_done(running: Running) -> int:
+    """Pixel-iterations done so far (scales before a resumed-from checkpoint count as done)."""
+    p = running.progress
+    if p is None:
+        return 0
+    return sum(w * h * n for w, h, n in _ladder(running)[: p.scale_index]) + p.iteration * p.width * p.height
+
+
 @dataclass
 class _Rate:
     time: float
@@ -89,19 +97,19 @@ class BatchDisplay:
             p = running.progress
             if p is None:
                 continue
-            done_its = iterations_done(running)
+            done_its, done_units = iterations_done(running), units_done(running)
             rate = self._rates.get(key)
-            if rate is None or p.units_done < rate.units:
-                self._rates[key] = _Rate(now, p.units_done, done_its)
+            if rate is None or done_units < rate.units:
+                self._rates[key] = _Rate(now, done_units, done_its)
                 continue
             dt = now - rate.time
-            if dt >= 0.5 and p.units_done > rate.units:
-                ups = (p.units_done - rate.units) / dt
+            if dt >= 0.5 and done_units > rate.units:
+                ups = (done_units - rate.units) / dt
                 its = (done_its - rate.iteration_total) / dt
                 alpha = 0.3 if rate.units_per_s else 1.0
                 rate.units_per_s = (1 - alpha) * rate.units_per_s + alpha * ups
                 rate.its_per_s = (1 - alpha) * rate.its_per_s + alpha * its
-                rate.time, rate.units, rate.iteration_total = now, p.units_done, done_its
+                rate.time, rate.units, rate.iteration_total = now, done_units, done_its
 
     def throughput(self, state: BatchState) -> float:
         """Pixel-iterations per second of the whole batch: running items now, else the average so far."""
@@ -184,4 +192,4 @@ def summary_table(state: BatchState, seconds: float) -> Table:
     return table
 
 
-__all__ = ["BatchDisplay", "summary_table", "duration", "remaining_units", "iterations_done"]
+__all__ = ["BatchDisplay", "summary_table", "duration", "remaining_units", "iterations_done", "units_done"]

@@ -11,21 +11,22 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from batchstyle.engine.events import Progress
 from batchstyle.engine.images import format_for
 
 from .plan import Work
 from .store import FailureRecord, ItemRecord, OutputDir
-from .worker import (ItemCheckpoint, ItemFailure, ItemProgress, ItemResult, ItemTask, StyleWorker,
-                     WorkerInfo)
+from .worker import ItemCheckpoint, ItemFailure, ItemResult, ItemTask, StyleWorker, WorkerInfo
 
 TICK = 0.2  # seconds: how often the display refreshes and Ctrl-C is noticed
 INIT_FAILURES_BEFORE_GIVING_UP = 3
+SLOW_START = 60.0  # seconds after which a worker that has not started is worth a word
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Worker:
     info: WorkerInfo | None = None
     running: "Running | None" = None
     node_id: str | None = None  # where a CPU worker was placed
+    created: float = field(default_factory=time.monotonic)
 
     @property
     def label(self) -> str:
@@ -57,7 +59,7 @@ class Running:
     worker: Worker
     gen: Any
     started: float
-    progress: ItemProgress | None = None
+    progress: Progress | None = None
     checkpoint_scale: int | None = None
 
 
@@ -187,6 +189,7 @@ class Scheduler:
                     self._dispatch()
                 self._pump()
                 self.state.queued = len(self.queue)
+                self._explain_waiting()
                 self.display.update(self.state)
                 if self.state.draining and not self.state.running:
                     break
@@ -221,6 +224,18 @@ class Scheduler:
             have = sum(1 for w in self.workers if w.gpus == shape)
             for _ in range(want[shape] - have):
                 self._start_worker(shape)
+
+    def _explain_waiting(self) -> None:
+        """Say so when workers take long to start (busy or missing GPUs, an autoscaler at work)."""
+        if self.state.draining:
+            return
+        slow = [w for w in self.workers if w.info is None and time.monotonic() - w.created > SLOW_START]
+        if slow:
+            shapes = ", ".join(sorted({f"{w.gpus} GPU" if w.gpus else "CPU" for w in slow}))
+            self.state.message = (f"waiting for {len(slow)} worker(s) ({shapes}) to start: the cluster has no "
+                                  f"free resources for them yet")
+        else:
+            self.state.message = ""
 
     def _shape(self, work: Work) -> int:
         return work.gpus if self.gpus_total else 0
@@ -329,7 +344,7 @@ class Scheduler:
         except RayTaskError as exc:
             self._finish_failed(running, "error", _cause(exc))
             return
-        if isinstance(event, ItemProgress):
+        if isinstance(event, Progress):
             running.progress = event
         elif isinstance(event, ItemCheckpoint):
             self.out.write_checkpoint(running.work.id, event.data)

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import ray
 
+from batchstyle.engine.events import Progress
+
 PROGRESS_INTERVAL = 0.5  # seconds between progress events of one item
 
 
@@ -33,20 +35,6 @@ class ItemTask:
     settings: dict[str, Any]
     output_format: str
     checkpoint: bytes | None = None
-
-
-@dataclass
-class ItemProgress:
-    scale_index: int
-    scale_count: int
-    width: int
-    height: int
-    iteration: int
-    iterations: int
-    loss: float
-    elapsed: float
-    gpu_peak_bytes: int
-    units_done: int  # pixel-iterations done in this run, for rates and ETAs
 
 
 @dataclass
@@ -118,7 +106,7 @@ class EngineBackend:
         import torch
 
         from batchstyle.engine.images import encode_image, load_image
-        from batchstyle.engine.multiscale import Checkpoint, Progress
+        from batchstyle.engine.multiscale import Checkpoint
         from batchstyle.engine.settings import StyleSettings
 
         started = time.time()
@@ -134,15 +122,11 @@ class EngineBackend:
                 checkpoint = None
         if checkpoint is None:
             run = self.stylizer.run(content, styles, settings)
-        units, last, final_loss, out_of_memory = 0, None, None, False
+        last, out_of_memory = None, False
         try:
             for event in run:
                 if isinstance(event, Progress):
-                    units += event.width * event.height
-                    final_loss = event.loss
-                    yield ItemProgress(event.scale_index, event.scale_count, event.width, event.height,
-                                       event.iteration, event.iterations, event.loss, event.elapsed,
-                                       event.gpu_peak_bytes, units)
+                    yield event
                     last = event
                 elif event.scale_index < event.scale_count - 1:
                     yield ItemCheckpoint(event.scale_index, event.scale_count, event.checkpoint.to_bytes())
@@ -156,7 +140,7 @@ class EngineBackend:
             return
         image = run.image()
         yield ItemResult(encode_image(image, task.output_format), image.shape[2], image.shape[1],
-                         time.time() - started, run.total_iterations, final_loss,
+                         time.time() - started, run.total_iterations, last.loss if last else None,
                          last.gpu_peak_bytes if last else 0,
                          None if checkpoint is None else checkpoint.scale_index)
 
@@ -201,7 +185,6 @@ class FakeBackend:
             yield ItemFailure("oom", "out of GPU memory on fake:0 (fake)")
             return
         start = int(task.checkpoint.decode().split(":")[1]) + 1 if task.checkpoint else 0
-        units = 0
         for scale in range(start, self.scales):
             for i in range(1, self.iters + 1):
                 if "die" in name and self.die_marker and scale == self.scales - 1 and i == self.iters // 2:
@@ -210,9 +193,9 @@ class FakeBackend:
                         open(marker, "w").close()
                         os.kill(os.getpid(), 9)  # a real, abrupt process death mid-item
                 time.sleep(self.sleep)
-                units += image.width * image.height
-                yield ItemProgress(scale, self.scales, image.width, image.height, i, self.iters,
-                                   1.0 / (units + 1), time.time() - started, 0, units)
+                now = time.time()
+                yield Progress(scale, self.scales, image.width, image.height, i, self.iters,
+                               1.0 / (scale * self.iters + i), now - started, 0, now)
             if scale < self.scales - 1:
                 yield ItemCheckpoint(scale, self.scales, f"fake:{scale}".encode())
         image.thumbnail((64, 64))
@@ -257,7 +240,7 @@ class StyleWorker:
         pending = None
         try:
             for event in self.backend.run(task):
-                if isinstance(event, ItemProgress):
+                if isinstance(event, Progress):
                     now = time.monotonic()
                     if now - last_sent >= PROGRESS_INTERVAL or event.iteration == 1:
                         last_sent, pending = now, None
@@ -276,5 +259,5 @@ class StyleWorker:
             yield ItemFailure(kind, message, traceback.format_exc())
 
 
-__all__ = ["StyleWorker", "ItemTask", "ItemProgress", "ItemCheckpoint", "ItemResult", "ItemFailure",
+__all__ = ["StyleWorker", "ItemTask", "ItemCheckpoint", "ItemResult", "ItemFailure",
            "WorkerInfo", "EngineBackend", "FakeBackend", "make_backend"]

@@ -13,8 +13,8 @@ from importlib import import_module
 
 _EXPORTS = {
     "StyleSettings": "settings",
-    "Stylizer": "multiscale", "StyleRun": "multiscale", "stylize": "multiscale", "Progress": "multiscale",
-    "ScaleFinished": "multiscale", "Checkpoint": "multiscale", "StopStylize": "multiscale", "DeviceError": "multiscale",
+    "Stylizer": "multiscale", "StyleRun": "multiscale", "stylize": "multiscale", "Progress": "events",
+    "ScaleFinished": "events", "Checkpoint": "multiscale", "StopStylize": "multiscale", "DeviceError": "multiscale",
     "scale_schedule": "schedule", "size_to_fit": "schedule", "content_sizes": "schedule",
     "VGGWeights": "weights", "WeightsError": "weights", "resolve_weights": "weights",
     "load_weights_file": "weights",

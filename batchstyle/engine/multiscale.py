@@ -24,6 +24,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch.nn import functional as F
 
+from .events import Progress, ScaleFinished
 from .images import atomic_write
 from .losses import STYLE_LOSSES, ContentLoss, TVLoss, default_style_layer_weights, normalized
 from .optim import EMA, AdamMoments, make_adam, make_lbfgs
@@ -52,31 +53,6 @@ def resized(image: Image.Image, w: int, h: int) -> Image.Image:
 
 
 # --- events and checkpoints -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Progress:
-    """One optimiser step. ``scale_index`` and ``iteration`` count from 0 and 1."""
-
-    scale_index: int
-    scale_count: int
-    width: int
-    height: int
-    iteration: int
-    iterations: int
-    loss: float
-    elapsed: float
-    gpu_peak_bytes: int
-    time: float
-
-
-@dataclass(frozen=True)
-class ScaleFinished:
-    scale_index: int
-    scale_count: int
-    width: int
-    height: int
-    checkpoint: "Checkpoint"
-
 
 CHECKPOINT_FORMAT = "batchstyle-checkpoint-1"
 
