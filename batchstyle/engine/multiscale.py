@@ -415,7 +415,7 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image],
     ``callback`` receives every event; raising :class:`StopStylize` in it ends the run early and the
     current image is returned.
     """
-    settings = (settings or StyleSettings()).replace(**overrides) if overrides else (settings or StyleSettings())
+    settings = (settings or StyleSettings()).replace(**overrides)
     if isinstance(styles, Image.Image):
         styles = [styles]
     stylizer = stylizer or Stylizer(weights, devices)
