@@ -385,11 +385,14 @@ class _StylizeDisplay:
               help="VGG-19 weights file; read once here and shipped to the workers. "
                    "[default: $BATCHSTYLE_WEIGHTS, the cache, or torchvision's download]")
 @click.option("--cpu-threads", type=click.IntRange(min=1), help="Torch threads per worker. [default: the node's CPUs for CPU workers]")
+@click.option("--stall-timeout", type=click.FloatRange(min=0), default=1800, show_default=True,
+              help="Seconds without any progress from an image before its worker is replaced and the image "
+                   "retried (a hung GPU); 0 never.")
 @click.option("--plain", is_flag=True, help="Plain log lines instead of the live table (automatic when not a terminal).")
 @click.option("--backend", default="engine", hidden=True, help="engine, or fake:... for tests and benchmarks.")
 def run(manifest: str, outdir: str | None, address: str | None, device: str, workers: int | None,
         two_gpu_pixels: int, retries: int, force: bool, weights: str | None, cpu_threads: int | None,
-        plain: bool, backend: str, **options: Any) -> None:
+        stall_timeout: float, plain: bool, backend: str, **options: Any) -> None:
     """Stylize every image of a MANIFEST (CSV), on this machine or a Ray cluster; resumable.
 
     \b
@@ -403,6 +406,7 @@ def run(manifest: str, outdir: str | None, address: str | None, device: str, wor
     Paths are relative to the manifest. Run the same command again to resume.
     """
     from batchstyle.batch.manifest import ManifestError, read_manifest
+    from batchstyle.batch.scheduler import RunOptions
     from batchstyle.batch.store import LockError, OutputDir
 
     console = Console(highlight=False, soft_wrap=True)  # log lines are never wrapped
@@ -425,15 +429,16 @@ def run(manifest: str, outdir: str | None, address: str | None, device: str, wor
     except OSError as exc:
         raise UserError(f"cannot use {out.root} as the output directory: {exc.strerror or exc}") from None
     try:
-        code = _run_batch(console, items, out, lock, address, device, workers, two_gpu_pixels, retries,
-                          force, weights, cpu_threads, plain, backend)
+        options_ = RunOptions(backend=backend, device=device, workers=workers, retries=retries,
+                              cpu_threads=cpu_threads, stall_timeout=stall_timeout or None)
+        code = _run_batch(console, items, out, lock, address, two_gpu_pixels, force, weights, plain, options_)
     finally:
         lock.release()
     sys.exit(code)
 
 
-def _run_batch(console: Console, items, out, lock, address, device, workers, two_gpu_pixels, retries, force,
-               weights, cpu_threads, plain, backend) -> int:
+def _run_batch(console: Console, items, out, lock, address, two_gpu_pixels, force, weights, plain,
+               options) -> int:
     from batchstyle.batch.plan import make_plan
     from batchstyle.batch.progress import BatchDisplay, summary_table
 
@@ -445,7 +450,7 @@ def _run_batch(console: Console, items, out, lock, address, device, workers, two
     if removed:
         console.print(f"Removed {removed} temporary file(s) left by an interrupted run.")
     resolved = None
-    if backend == "engine":
+    if options.backend == "engine":
         from batchstyle.engine.weights import WeightsError, resolve_weights
 
         try:
@@ -454,7 +459,7 @@ def _run_batch(console: Console, items, out, lock, address, device, workers, two
             raise UserError(str(exc)) from None
         identity = resolved.identity
     else:
-        identity = backend
+        identity = options.backend
     plan = make_plan(items, out, identity, force=force, two_gpu_pixels=two_gpu_pixels)
     console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
                   f"{len(plan.todo)} to make, into {out.root}")
@@ -462,12 +467,10 @@ def _run_batch(console: Console, items, out, lock, address, device, workers, two
         return 0
     started = time.time()
     ray = _start_ray(address)
-    from batchstyle.batch.scheduler import RunOptions, Scheduler
+    from batchstyle.batch.scheduler import Scheduler
 
     try:
         weights_ref = ray.put(resolved.to_numpy()) if resolved is not None else None
-        options = RunOptions(backend=backend, device=device, workers=workers, retries=retries,
-                             cpu_threads=cpu_threads)
         with BatchDisplay(console, live=False if plain else None) as display:
             scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, options, display)
             try:
@@ -532,10 +535,13 @@ def status(outdir: str, show_all: bool) -> None:
     extra = len(done_ids - planned)
     if extra:
         console.print(f"({extra} more done image(s) from earlier manifests or settings)")
-    holder = out.lock().holder()
+    lock = out.lock()
+    holder = lock.holder()
     if holder:
-        console.print(f"A run may be in progress or have crashed: pid {holder.get('pid')} on {holder.get('host')}, "
-                      f"started {time.strftime('%Y-%m-%d %H:%M', time.localtime(holder.get('started', 0)))}.")
+        since = time.strftime('%Y-%m-%d %H:%M', time.localtime(holder.get('started', 0)))
+        who = f"pid {holder.get('pid')} on {holder.get('host')}, started {since}"
+        console.print(f"A run is in progress ({who})." if lock.held_elsewhere() else
+                      f"The last run ended without finishing ({who}); run the same command again to resume.")
     limit = None if show_all else 20
     if failed:
         table = Table("line", "image", "error", title="failed", title_justify="left", show_lines=False)

@@ -122,9 +122,11 @@ def test_a_second_run_on_the_same_output_directory_is_refused(job):
         assert refused.returncode == 2
         assert f"is in use by another batchstyle run (pid {holder.pid}" in refused.stderr
         assert not (out / ".batchstyle" / "plan.json").exists()  # nothing was started
+        assert f"A run is in progress (pid {holder.pid} on " in batchstyle("status", str(out)).stdout
     finally:
         holder.kill()
         holder.wait()
+    assert f"The last run ended without finishing (pid {holder.pid}" in batchstyle("status", str(out)).stdout
     taken = batchstyle("run", str(manifest), "-o", str(out), "--backend", FAKE, "--plain")
     assert taken.returncode == 0, taken.stdout + taken.stderr
     assert f"Taking over {out} from a run that ended without cleaning up (pid {holder.pid}" in taken.stdout

@@ -88,6 +88,13 @@ def test_a_worker_killed_mid_item_is_replaced_and_the_item_finishes(ray_gpus, ba
     assert any("retrying[/] die__style.png: worker lost" in line for line in display.lines)
 
 
+def test_a_stalled_worker_is_replaced_and_its_item_runs_again(ray_gpus, batch):
+    scheduler, out, _, display = batch(["in/hang.png,style.png,,"], ["hang.png"], stall_timeout=2.0)
+    state, records = run(scheduler)
+    assert state.done == 1 and records["hang__style.png"].attempts == 2
+    assert any("hang__style.png: worker lost (no progress for" in line for line in display.lines)
+
+
 def test_an_item_that_raises_fails_alone(ray_gpus, batch):
     scheduler, out, _, display = batch(["in/fail.png,style.png,,", "in/fine.png,style.png,,",
                                         "in/good.png,style.png,,"], ["fail.png", "fine.png", "good.png"])

@@ -130,6 +130,7 @@ def test_temporary_files_of_a_crashed_run_are_removed(tmp_path):
 def test_a_live_run_holds_the_lock(tmp_path):
     proc = hold_lock(tmp_path / "out")
     try:
+        assert OutputDir(tmp_path / "out").lock().held_elsewhere()
         with pytest.raises(LockError, match=rf"in use by another batchstyle run \(pid {proc.pid} on "):
             OutputDir(tmp_path / "out").lock().acquire()
     finally:
@@ -141,6 +142,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
     proc = hold_lock(tmp_path / "out")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert not OutputDir(tmp_path / "out").lock().held_elsewhere()
     lock = OutputDir(tmp_path / "out").lock().acquire()
     try:
         assert lock.taken_over["pid"] == proc.pid

@@ -36,6 +36,7 @@ class RunOptions:
     workers: int | None = None  # most workers at once; None: as many as the cluster's resources allow
     retries: int = 2  # extra attempts for an item whose worker was lost
     cpu_threads: int | None = None
+    stall_timeout: float | None = 1800.0  # seconds without any event from an item before its worker is replaced
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Running:
     started: float
     progress: Progress | None = None
     checkpoint_scale: int | None = None
+    last_event: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -188,6 +190,7 @@ class Scheduler:
                 if not self.state.draining:
                     self._dispatch()
                 self._pump()
+                self._replace_stalled()
                 self.state.queued = len(self.queue)
                 self._explain_waiting()
                 self.display.update(self.state)
@@ -317,6 +320,15 @@ class Scheduler:
             elif waitable in gens and gens[waitable].work.id in self.state.running:
                 self._next_event(gens[waitable])
 
+    def _replace_stalled(self) -> None:
+        """A worker silent for too long (a hung device, a deadlock) is killed; its item runs again."""
+        limit = self.options.stall_timeout
+        if not limit:
+            return
+        now = time.monotonic()
+        for running in [r for r in self.state.running.values() if now - r.last_event > limit]:
+            self._worker_lost(running, f"no progress for {now - running.last_event:.0f} s", False)
+
     def _worker_ready(self, worker: Worker) -> None:
         try:
             worker.info = ray.get(worker.info_ref)
@@ -331,6 +343,7 @@ class Scheduler:
                 self.fatal = f"workers cannot start ({count} tries): {cause}"
 
     def _next_event(self, running: Running) -> None:
+        running.last_event = time.monotonic()
         try:
             ref = next(running.gen)
         except StopIteration:  # ended without a result: treat as a lost worker

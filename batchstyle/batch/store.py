@@ -229,6 +229,21 @@ class RunLock:
         except (OSError, ValueError):
             return None
 
+    def held_elsewhere(self) -> bool:
+        """Whether a live process holds this lock (probing it without taking it)."""
+        if fcntl is None or not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
     def holder(self) -> dict[str, Any] | None:
         try:
             return json.loads(self.path.read_bytes())

@@ -151,7 +151,8 @@ class FakeBackend:
     Spec ``fake:iters=20,sleep=0.01,scales=2,die_marker=DIR,log=DIR``. It decodes the content (so
     a bad file fails as with the engine) and returns it, shrunk, as the "stylized" image. Content
     file names steer it: ``fail`` raises an error, ``oom`` runs out of memory on fewer than two
-    GPUs, ``die`` kills this worker's process the first time (remembered in ``die_marker``).
+    GPUs, ``die`` kills this worker's process the first time (remembered in ``die_marker``) and
+    ``hang`` stops responding the first time.
     With ``log``, every start of an item leaves a file ``<id>.<random>`` there (tests count them).
     """
 
@@ -187,10 +188,13 @@ class FakeBackend:
         start = int(task.checkpoint.decode().split(":")[1]) + 1 if task.checkpoint else 0
         for scale in range(start, self.scales):
             for i in range(1, self.iters + 1):
-                if "die" in name and self.die_marker and scale == self.scales - 1 and i == self.iters // 2:
+                if self.die_marker and scale == self.scales - 1 and i == self.iters // 2 and \
+                        ("die" in name or "hang" in name):
                     marker = os.path.join(self.die_marker, task.id)
                     if not os.path.exists(marker):
                         open(marker, "w").close()
+                        if "hang" in name:
+                            time.sleep(3600)  # stuck, as a hung device would leave it
                         os.kill(os.getpid(), 9)  # a real, abrupt process death mid-item
                 time.sleep(self.sleep)
                 now = time.time()
