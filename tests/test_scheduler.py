@@ -154,13 +154,13 @@ def test_pool_policy():
 def test_retry_and_escalation_policy(tmp_path):
     from batchstyle.batch.plan import Work
 
-    work = Work(item=None, id="x", gpus=1, units=1, end_size=(1, 1))
+    work = Work(item=None, id="x", gpus=1, units=1)
     assert after_worker_lost(work, preempted=False, retries=2) and work.attempts == 1
     assert after_worker_lost(work, preempted=True, retries=2) and work.attempts == 1  # preemption is free
     assert after_worker_lost(work, preempted=False, retries=2) and work.attempts == 2
     assert not after_worker_lost(work, preempted=False, retries=2)
     assert after_out_of_memory(work, can_use_two=True) is None and work.gpus == 2 and work.escalated
-    one = Work(item=None, id="y", gpus=1, units=1, end_size=(1, 1))
+    one = Work(item=None, id="y", gpus=1, units=1)
     assert "gpus=2" in after_out_of_memory(one, can_use_two=False)
     assert "lower end_scale" in after_out_of_memory(work, can_use_two=True)
 
@@ -170,8 +170,8 @@ def test_two_gpu_items_on_a_cluster_without_two_gpu_machines():
 
     from batchstyle.batch.plan import Work
 
-    asked = Work(item=SimpleNamespace(gpus=2), id="a", gpus=2, units=1, end_size=(1, 1))
+    asked = Work(item=SimpleNamespace(gpus=2), id="a", gpus=2, units=1)
     assert "no node of this cluster has two" in fit_to_cluster(asked, gpus_per_node=1)
-    by_size = Work(item=SimpleNamespace(gpus=None), id="b", gpus=2, units=1, end_size=(5000, 5000))
+    by_size = Work(item=SimpleNamespace(gpus=None), id="b", gpus=2, units=1)
     assert fit_to_cluster(by_size, gpus_per_node=1) is None and by_size.gpus == 1
     assert fit_to_cluster(asked, gpus_per_node=2) is None and asked.gpus == 2

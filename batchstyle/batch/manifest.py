@@ -40,10 +40,6 @@ class Item:
     gpus: int | None = None  # 1 or 2 from the manifest, None = decided by size
     content_size: tuple[int, int] = (0, 0)
 
-    @property
-    def name(self) -> str:
-        return self.output
-
 
 @dataclass(frozen=True)
 class Problem:

@@ -26,13 +26,8 @@ class Work:
     id: str
     gpus: int  # 1 or 2: the worker shape it goes to
     units: int  # pixel-iterations (for ETAs)
-    end_size: tuple[int, int]
     attempts: int = 0  # runs that ended without a result (worker lost, OOM)
     escalated: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.item.output
 
 
 @dataclass
@@ -75,7 +70,7 @@ def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force
     for item in items:
         end_size = content_sizes(item.content_size, item.settings)[-1]
         works.append(Work(item, item_id(item, hashes, weights_identity), route(item, end_size, two_gpu_pixels),
-                          work_units(item.content_size, item.settings), end_size))
+                          work_units(item.content_size, item.settings)))
     hashes.save()
     if force:
         for work in works:

@@ -61,7 +61,6 @@ class Running:
     gen: Any
     started: float
     progress: Progress | None = None
-    checkpoint_scale: int | None = None
     last_event: float = field(default_factory=time.monotonic)
 
 
@@ -361,7 +360,6 @@ class Scheduler:
             running.progress = event
         elif isinstance(event, ItemCheckpoint):
             self.out.write_checkpoint(running.work.id, event.data)
-            running.checkpoint_scale = event.scale_index
         elif isinstance(event, ItemResult):
             self._finish_done(running, event)
         elif isinstance(event, ItemFailure):

@@ -332,7 +332,7 @@ def encode_image(image: Any, fmt: str) -> bytes:
     elif fmt == "webp":
         options.update(quality=_WEBP_QUALITY)
     buffer = io.BytesIO()
-    Image.fromarray(_to_uint8(image), "RGB").save(buffer, fmt.upper(), **options)
+    Image.fromarray(to_uint8(image), "RGB").save(buffer, fmt.upper(), **options)
     return buffer.getvalue()
 
 
@@ -377,7 +377,7 @@ def _float_pixels(image: Any) -> np.ndarray:
     raise TypeError(f"expected a PIL image, float tensor or float array, got {type(image).__name__}")
 
 
-def _to_uint8(image: Any) -> np.ndarray:
+def to_uint8(image: Any) -> np.ndarray:
     """8-bit ``H x W x 3`` pixels: ``floor(x * 255)`` in the input's own float precision, like torchvision."""
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))

@@ -25,7 +25,7 @@ from safetensors.torch import save as st_save
 from torch.nn import functional as F
 
 from .events import Progress, ScaleFinished
-from .images import atomic_write
+from .images import atomic_write, to_uint8
 from .losses import STYLE_LOSSES, ContentLoss, TVLoss, default_style_layer_weights, normalized
 from .optim import EMA, AdamMoments, make_adam, make_lbfgs
 from .schedule import content_sizes, scale_schedule, size_to_fit, style_size_at
@@ -235,8 +235,7 @@ class StyleRun:
         return out[0]
 
     def pil(self) -> Image.Image:
-        array = (self.image().permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # truncates, as the reference
-        return Image.fromarray(array, "RGB")
+        return Image.fromarray(to_uint8(self.image()), "RGB")
 
     # -- setup -------------------------------------------------------------------------------------
 
