@@ -82,6 +82,30 @@ def settings_from_options(options: dict[str, Any], base: StyleSettings | None = 
     return settings_from_text(text, base)
 
 
+def speed_options(func: Callable) -> Callable:
+    """--precision, --memory-format and --compile: how the engine runs (not what it makes)."""
+    from batchstyle.engine.speed import MEMORY_FORMATS, PRECISIONS
+
+    func = click.option("--compile", "compile_", is_flag=True,
+                        help="torch.compile the network for each scale's size (pays off only on long runs; "
+                             "the first iterations of each size wait for the compiler).")(func)
+    func = click.option("--memory-format", type=click.Choice(MEMORY_FORMATS), default="auto", show_default=True,
+                        help="Activation layout. auto: channels_last on CUDA, contiguous (NCHW) on CPU.")(func)
+    func = click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                        help="Convolution arithmetic. bf16 keeps Gram matrices, losses and the optimizer in "
+                             "float32. auto: bf16 where the CPU or GPU has native bfloat16 units, else fp32. "
+                             "fp32 reproduces the reference exactly.")(func)
+    return func
+
+
+def speed_from_options(options: dict[str, Any]):
+    """Pop the speed options out of a command's keyword arguments into a :class:`Speed`."""
+    from batchstyle.engine.speed import Speed
+
+    return Speed(precision=options.pop("precision", "auto"), memory_format=options.pop("memory_format", "auto"),
+                 compile=bool(options.pop("compile_", False)))
+
+
 class UserError(click.ClickException):
     """A problem with the user's input: printed as one or two lines, exit code 2."""
 
@@ -139,6 +163,7 @@ def main() -> None:
 @click.option("--trace", type=click.Path(dir_okay=False),
               help="Write every iteration's size, loss and time as JSON to this file.")
 @click.option("--cpu-threads", type=click.IntRange(min=1), help="Torch threads on the CPU. [default: all cores]")
+@speed_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[str, ...], split: str | None,
             weights: str | None, save_every: int, checkpoint: str | None, proof: str | None, web: bool,
@@ -149,6 +174,7 @@ def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[s
     Ctrl-C stops and writes the current image.
     """
     console = Console(stderr=True, highlight=False, soft_wrap=True)
+    speed = speed_from_options(options)
     try:
         settings = settings_from_options(options)
     except ValueError as exc:
@@ -157,7 +183,7 @@ def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[s
         with _user_errors():
             code = _stylize(console, content, list(styles), output, settings, _split_list(devices),
                             _split_list((split,)) if split else None, weights, save_every, checkpoint, proof,
-                            (host, port) if web else None, browser, trace, quiet, cpu_threads)
+                            (host, port) if web else None, browser, trace, quiet, cpu_threads, speed)
     except KeyboardInterrupt:  # while loading weights or images: nothing to write yet
         console.print("[yellow]Interrupted[/] before the first iteration; nothing was written.")
         code = EXIT_INTERRUPTED
@@ -202,7 +228,7 @@ def _describe_devices(devices) -> str:
 def _stylize(console: Console, content: str, styles: list[str], output: str, settings: StyleSettings,
              devices: list[str], split: list[str] | None, weights: str | None, save_every: int,
              checkpoint: str | None, proof: str | None, web: tuple[str, int] | None, browser: bool,
-             trace: str | None, quiet: bool, cpu_threads: int | None = None) -> int:
+             trace: str | None, quiet: bool, cpu_threads: int | None = None, speed=None) -> int:
     import torch
 
     from batchstyle.engine.images import format_for, load_image, save_image
@@ -214,9 +240,9 @@ def _stylize(console: Console, content: str, styles: list[str], output: str, set
     style_images = [load_image(path, proof=proof) for path in styles]
     if cpu_threads:
         torch.set_num_threads(cpu_threads)
-    stylizer = Stylizer(weights, devices or None, split)
+    stylizer = Stylizer(weights, devices or None, split, speed=speed)
     if not quiet:
-        console.print(f"Devices: {_describe_devices(stylizer.devices)}")
+        console.print(f"Devices: {_describe_devices(stylizer.devices)}, {stylizer.speed.label()}")
         console.print(f"Weights: {stylizer.weights.source}")
     resume = None
     if checkpoint and Path(checkpoint).is_file():
@@ -388,11 +414,16 @@ class _StylizeDisplay:
 @click.option("--stall-timeout", type=click.FloatRange(min=0), default=1800, show_default=True,
               help="Seconds without any progress from an image before its worker is replaced and the image "
                    "retried (a hung GPU); 0 never.")
+@click.option("--batch-size", default="auto", show_default=True, metavar="N|auto",
+              help="Images of the same size and loop settings that a worker optimises together (each keeps its "
+                   "own loss and result). auto: on a GPU up to 8 images of at most 512x512, as many as fit in "
+                   "half its memory; 1 on CPU (measured no faster there).")
+@speed_options
 @click.option("--plain", is_flag=True, help="Plain log lines instead of the live table (automatic when not a terminal).")
 @click.option("--backend", default="engine", hidden=True, help="engine, or fake:... for tests and benchmarks.")
 def run(manifest: str, outdir: str | None, address: str | None, device: str, workers: int | None,
         two_gpu_pixels: int, retries: int, force: bool, weights: str | None, cpu_threads: int | None,
-        stall_timeout: float, plain: bool, backend: str, **options: Any) -> None:
+        stall_timeout: float, batch_size: str, plain: bool, backend: str, **options: Any) -> None:
     """Stylize every image of a MANIFEST (CSV), on this machine or a Ray cluster; resumable.
 
     \b
@@ -410,6 +441,8 @@ def run(manifest: str, outdir: str | None, address: str | None, device: str, wor
     from batchstyle.batch.store import LockError, OutputDir
 
     console = Console(highlight=False, soft_wrap=True)  # log lines are never wrapped
+    speed = speed_from_options(options)
+    batch = _batch_size(batch_size)
     try:
         defaults = settings_from_options(options)
     except ValueError as exc:
@@ -430,11 +463,24 @@ def run(manifest: str, outdir: str | None, address: str | None, device: str, wor
         raise UserError(f"cannot use {out.root} as the output directory: {exc.strerror or exc}") from None
     try:
         options_ = RunOptions(backend=backend, device=device, workers=workers, retries=retries,
-                              cpu_threads=cpu_threads, stall_timeout=stall_timeout or None)
+                              cpu_threads=cpu_threads, stall_timeout=stall_timeout or None, batch_size=batch,
+                              speed=speed.to_dict())
         code = _run_batch(console, items, out, lock, address, two_gpu_pixels, force, weights, plain, options_)
     finally:
         lock.release()
     sys.exit(code)
+
+
+def _batch_size(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"--batch-size must be a whole number >= 1 or auto, not {text!r}")
+    return value
 
 
 def _run_batch(console: Console, items, out, lock, address, two_gpu_pixels, force, weights, plain,

@@ -42,18 +42,20 @@ class RecordingDisplay:
 @pytest.fixture
 def batch(tmp_path, photo):
     """Write input images and a manifest; return a function that plans and runs it."""
-    def make(rows: list[str], names: list[str], **options):
+    def make(rows: list[str], names: list[str], sizes: dict[str, tuple[int, int]] | None = None, **options):
         (tmp_path / "in").mkdir(exist_ok=True)
         for i, name in enumerate(names):
-            photo(40, 30, i).save(tmp_path / "in" / name)
+            photo(*(sizes or {}).get(name, (40, 30)), i).save(tmp_path / "in" / name)
         photo(32, 32, 99).save(tmp_path / "style.png")
         manifest = tmp_path / "m.csv"
         manifest.write_text("content,style,gpus,output\n" + "".join(r + "\n" for r in rows))
         out = OutputDir(tmp_path / "out")
         plan = make_plan(read_manifest(manifest), out, "fake")
         (tmp_path / "markers").mkdir(exist_ok=True)
-        spec = f"fake:iters=6,sleep=0.01,scales=2,die_marker={tmp_path / 'markers'}"
+        (tmp_path / "log").mkdir(exist_ok=True)
+        spec = f"fake:iters=6,sleep=0.01,scales=2,die_marker={tmp_path / 'markers'},log={tmp_path / 'log'}"
         display = options.pop("display", RecordingDisplay())
+        options.setdefault("batch_size", 1)
         scheduler = Scheduler(plan.todo, len(plan.done), out, None, "fake",
                               RunOptions(backend=spec, **options), display)
         return scheduler, out, plan, display
@@ -137,6 +139,74 @@ def test_first_interrupt_drains_running_items_and_starts_no_more(ray_gpus, batch
     assert scheduler.interrupted and state.failed == 0
     assert 1 <= state.done <= 2 == 2 and len(records) == state.done  # only what was running when asked
     assert state.pending == 6 - state.done
+
+
+def starts(out, plan) -> dict[str, list[int]]:
+    """For each output, the batch sizes of its starts, largest first (from the fake backend's log)."""
+    names = {w.id: w.item.output for w in plan.all}
+    found: dict[str, list[int]] = {}
+    for f in (out.root.parent / "log").iterdir():
+        item_id, size, _ = f.name.split(".")
+        found.setdefault(names[item_id], []).append(int(size))
+    return {name: sorted(sizes, reverse=True) for name, sizes in found.items()}
+
+
+def test_compatible_items_are_batched_and_each_gets_its_own_result(ray_gpus, batch):
+    names = [f"p{i}.png" for i in range(5)] + ["wide.png"]
+    scheduler, out, plan, display = batch([f"in/{n},style.png,," for n in names], names,
+                                          sizes={"wide.png": (48, 30)}, batch_size=None, workers=1)
+    state, records = run(scheduler)
+    assert state.done == 6 and state.failed == 0
+    # automatic size on a (fake) 80 GiB GPU: the five 40x30 images together, the 48x30 one alone
+    assert starts(out, plan) == {**{f"p{i}__style.png": [5] for i in range(5)}, "wide__style.png": [1]}
+    assert all(records[f"p{i}__style.png"].attempts == 1 for i in range(5))
+    assert sum("in a batch of 5" in line for line in display.lines) == 5
+    # each item's own image (the fake returns its content, shrunk), not a neighbour's
+    from PIL import Image
+    from batchstyle.engine.images import load_image
+    for i in range(5):
+        made = Image.open(out.root / f"p{i}__style.png").convert("RGB")
+        own = load_image(out.root.parent / "in" / f"p{i}.png").convert("RGB").resize(made.size)
+        assert made.tobytes() == own.tobytes()
+
+
+def test_batch_size_limits_each_batch(ray_gpus, batch):
+    names = [f"p{i}.png" for i in range(5)]
+    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, batch_size=2, workers=1)
+    state, _ = run(scheduler)
+    assert state.done == 5
+    assert sorted(s for sizes in starts(out, plan).values() for s in sizes) == [1, 2, 2, 2, 2]
+
+
+def test_a_bad_item_in_a_batch_fails_alone(ray_gpus, batch):
+    names = ["fail.png", "fine.png", "good.png"]
+    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, batch_size=3, workers=1)
+    state, records = run(scheduler)
+    assert state.done == 2 and state.failed == 1
+    assert set(records) == {"fine__style.png", "good__style.png"}
+    assert starts(out, plan) == {"fine__style.png": [2], "good__style.png": [2]}
+
+
+def test_a_batch_out_of_memory_retries_its_items_alone(ray_gpus, batch):
+    names = ["oom.png", "a.png", "b.png"]
+    scheduler, out, plan, display = batch([f"in/{n},style.png,," for n in names], names, batch_size=3, workers=1)
+    state, records = run(scheduler)
+    assert state.done == 3 and state.failed == 0
+    assert starts(out, plan) == {"oom__style.png": [3, 1, 1], "a__style.png": [3, 1], "b__style.png": [3, 1]}
+    assert records["oom__style.png"].devices == ["fake:0", "fake:1"]  # alone it still needed two GPUs
+    assert records["a__style.png"].devices == ["fake:0"]
+    assert sum("retrying alone" in line for line in display.lines) == 3
+
+
+def test_a_worker_killed_mid_batch_requeues_every_item_of_the_batch(ray_gpus, batch):
+    names = ["die.png", "a.png", "b.png"]
+    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, batch_size=3, workers=1)
+    state, records = run(scheduler)
+    assert state.done == 3 and state.failed == 0
+    for name in ("die__style.png", "a__style.png", "b__style.png"):
+        assert records[name].attempts == 2
+        assert records[name].resumed_from_scale == 0  # all three resumed from their own checkpoints
+    assert starts(out, plan)["a__style.png"] == [3, 3]  # and again as one batch
 
 
 def test_pool_policy():

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 
 from batchstyle.engine.schedule import content_sizes, work_units
+from batchstyle.engine.settings import batch_key
 
 from .manifest import Item
 from .store import HashCache, OutputDir, PlanEntry
@@ -28,6 +29,9 @@ class Work:
     units: int  # pixel-iterations (for ETAs)
     attempts: int = 0  # runs that ended without a result (worker lost, OOM)
     escalated: bool = False
+    batch_key: str | None = None  # items with equal keys may be optimised together; None: alone
+    pixels: int = 0  # of the final image
+    solo: bool = False  # failed inside a batch once: from now on it runs alone
 
 
 @dataclass
@@ -68,9 +72,11 @@ def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force
     hashes = HashCache(out.meta / "hashes.json")
     works = []
     for item in items:
-        end_size = content_sizes(item.content_size, item.settings)[-1]
+        sizes = content_sizes(item.content_size, item.settings)
+        end_size = sizes[-1]
         works.append(Work(item, item_id(item, hashes, weights_identity), route(item, end_size, two_gpu_pixels),
-                          work_units(item.content_size, item.settings)))
+                          work_units(item.content_size, item.settings), batch_key=batch_key(item.settings, sizes),
+                          pixels=end_size[0] * end_size[1]))
     hashes.save()
     if force:
         for work in works:

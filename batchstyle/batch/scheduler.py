@@ -19,6 +19,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from batchstyle.engine.events import Progress
 from batchstyle.engine.images import format_for
+from batchstyle.engine.speed import auto_batch_size
 
 from .plan import Work
 from .store import FailureRecord, ItemRecord, OutputDir
@@ -37,6 +38,8 @@ class RunOptions:
     retries: int = 2  # extra attempts for an item whose worker was lost
     cpu_threads: int | None = None
     stall_timeout: float | None = 1800.0  # seconds without any event from an item before its worker is replaced
+    batch_size: int | None = None  # items optimised together per worker; None: automatic by size and memory
+    speed: dict | None = None  # engine Speed options for every worker
 
 
 @dataclass
@@ -45,7 +48,7 @@ class Worker:
     gpus: int  # 0 for a CPU worker
     info_ref: Any
     info: WorkerInfo | None = None
-    running: "Running | None" = None
+    batch: list["Running"] = field(default_factory=list)  # the items it is making now (one call)
     node_id: str | None = None  # where a CPU worker was placed
     created: float = field(default_factory=time.monotonic)
 
@@ -58,10 +61,11 @@ class Worker:
 class Running:
     work: Work
     worker: Worker
-    gen: Any
+    gen: Any  # shared by the items of one batch
     started: float
     progress: Progress | None = None
     last_event: float = field(default_factory=time.monotonic)
+    batch_size: int = 1
 
 
 @dataclass
@@ -220,7 +224,7 @@ class Scheduler:
                                len(self.cpu_nodes))
         for shape in sorted(want, reverse=True):
             have = [w for w in self.workers if w.gpus == shape]
-            for worker in [w for w in have if w.running is None][: max(0, len(have) - want[shape])]:
+            for worker in [w for w in have if not w.batch][: max(0, len(have) - want[shape])]:
                 self._retire(worker)
         for shape in sorted(want, reverse=True):
             have = sum(1 for w in self.workers if w.gpus == shape)
@@ -253,11 +257,12 @@ class Scheduler:
             actor = StyleWorker.options(
                 num_cpus=self.cpu_nodes[node], num_gpus=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-            ).remote(self.options.backend, self.weights_ref, self.weights_identity, 0, threads)
+            ).remote(self.options.backend, self.weights_ref, self.weights_identity, 0, threads, self.options.speed)
             worker = Worker(actor, 0, actor.info.remote(), node_id=node)
         else:
             actor = StyleWorker.options(num_gpus=gpus, num_cpus=1).remote(
-                self.options.backend, self.weights_ref, self.weights_identity, gpus, self.options.cpu_threads)
+                self.options.backend, self.weights_ref, self.weights_identity, gpus, self.options.cpu_threads,
+                self.options.speed)
             worker = Worker(actor, gpus, actor.info.remote())
         self.workers.append(worker)
 
@@ -267,24 +272,49 @@ class Scheduler:
 
     def _dispatch(self) -> None:
         for worker in self.workers:
-            if worker.info is None or worker.running is not None:
+            if worker.info is None or worker.batch:
                 continue
-            work = self._next_for(worker)
-            if work is None:
+            tasks = []
+            for work in self._next_for(worker):
+                task = self._task(work)
+                if task is not None:
+                    tasks.append((work, task))
+            if not tasks:
                 continue
-            task = self._task(work)
-            if task is None:
-                continue
-            running = Running(work, worker, worker.actor.run.remote(task), time.time())
-            worker.running = running
-            self.state.running[work.id] = running
+            gen = worker.actor.run.remote([task for _, task in tasks])
+            now = time.time()
+            for work, _ in tasks:
+                running = Running(work, worker, gen, now, batch_size=len(tasks))
+                worker.batch.append(running)
+                self.state.running[work.id] = running
 
-    def _next_for(self, worker: Worker) -> Work | None:
+    def batch_limit(self, work: Work, worker: Worker) -> int:
+        """How many items like ``work`` this worker makes at once (``--batch-size`` or automatic)."""
+        if work.batch_key is None or work.solo:
+            return 1
+        if self.options.batch_size:
+            return self.options.batch_size
+        info = worker.info
+        return auto_batch_size(work.pixels, info.device_kind if info else "cpu",
+                               info.memory_bytes if info else 0, info.precision if info else "fp32")
+
+    def _next_for(self, worker: Worker) -> list[Work]:
+        """The next queued item for this worker's shape, with compatible items to batch with it."""
         for i, work in enumerate(self.queue):
             if self._shape(work) == worker.gpus:
                 del self.queue[i]
-                return work
-        return None
+                group = [work]
+                limit = self.batch_limit(work, worker)
+                if limit > 1:
+                    for other in list(self.queue):
+                        if len(group) >= limit:
+                            break
+                        if other.batch_key == work.batch_key and not other.solo and \
+                                self._shape(other) == worker.gpus:
+                            self.queue.remove(other)
+                            group.append(other)
+                return group
+        return []
 
     def _task(self, work: Work) -> ItemTask | None:
         """Read the inputs for a worker; a file that vanished since planning fails the item."""
@@ -305,7 +335,7 @@ class Scheduler:
     def _pump(self) -> None:
         """Wait a moment for events, then handle every one that has arrived."""
         starting = {w.info_ref: w for w in self.workers if w.info is None}
-        gens = {r.gen: r for r in self.state.running.values()}
+        gens = {w.batch[0].gen: w for w in self.workers if w.batch}
         waitables = [*starting, *gens]
         if not waitables:
             time.sleep(TICK)
@@ -316,17 +346,19 @@ class Scheduler:
         for waitable in ready:
             if waitable in starting:
                 self._worker_ready(starting[waitable])
-            elif waitable in gens and gens[waitable].work.id in self.state.running:
+            elif waitable in gens and gens[waitable].batch and gens[waitable].batch[0].gen is waitable:
                 self._next_event(gens[waitable])
 
     def _replace_stalled(self) -> None:
-        """A worker silent for too long (a hung device, a deadlock) is killed; its item runs again."""
+        """A worker silent for too long (a hung device, a deadlock) is killed; its items run again."""
         limit = self.options.stall_timeout
         if not limit:
             return
         now = time.monotonic()
-        for running in [r for r in self.state.running.values() if now - r.last_event > limit]:
-            self._worker_lost(running, f"no progress for {now - running.last_event:.0f} s", False)
+        for worker in [w for w in self.workers if w.batch]:
+            silent = now - max(r.last_event for r in worker.batch)
+            if silent > limit:
+                self._worker_lost(worker, f"no progress for {silent:.0f} s", False)
 
     def _worker_ready(self, worker: Worker) -> None:
         try:
@@ -341,20 +373,27 @@ class Scheduler:
             if count >= INIT_FAILURES_BEFORE_GIVING_UP:
                 self.fatal = f"workers cannot start ({count} tries): {cause}"
 
-    def _next_event(self, running: Running) -> None:
-        running.last_event = time.monotonic()
+    def _next_event(self, worker: Worker) -> None:
+        now = time.monotonic()
+        for running in worker.batch:
+            running.last_event = now
+        gen = worker.batch[0].gen
         try:
-            ref = next(running.gen)
+            ref = next(gen)
         except StopIteration:  # ended without a result: treat as a lost worker
-            self._worker_lost(running, "the worker stopped without a result", False)
+            self._worker_lost(worker, "the worker stopped without a result", False)
             return
         try:
-            event = ray.get(ref)
+            task_id, event = ray.get(ref)
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-            self._worker_lost(running, _cause(exc), bool(getattr(exc, "preempted", False)))
+            self._worker_lost(worker, _cause(exc), bool(getattr(exc, "preempted", False)))
             return
         except RayTaskError as exc:
-            self._finish_failed(running, "error", _cause(exc))
+            for running in list(worker.batch):
+                self._finish_failed(running, "error", _cause(exc))
+            return
+        running = next((r for r in worker.batch if r.work.id == task_id), None)
+        if running is None:  # an item already given up on (cannot happen in order; be safe)
             return
         if isinstance(event, Progress):
             running.progress = event
@@ -369,7 +408,8 @@ class Scheduler:
 
     def _release(self, running: Running) -> None:
         self.state.running.pop(running.work.id, None)
-        running.worker.running = None
+        if running in running.worker.batch:
+            running.worker.batch.remove(running)
 
     def _finish_done(self, running: Running, result: ItemResult) -> None:
         work, item = running.work, running.work.item
@@ -387,7 +427,8 @@ class Scheduler:
         self.state.units_done += work.units
         self.state.finished.append((work, record))
         resumed = "" if result.resumed_from_scale is None else f", resumed after scale {result.resumed_from_scale + 1}"
-        self.display.log(f"[green]done[/] {item.output} ({result.seconds:.0f} s on {record.worker}{resumed})")
+        batch = f", in a batch of {result.batch_size}" if result.batch_size > 1 else ""
+        self.display.log(f"[green]done[/] {item.output} ({result.seconds:.0f} s on {record.worker}{resumed}{batch})")
 
     def _finish_failed(self, running: Running, kind: str, message: str) -> None:
         self._release(running)
@@ -406,7 +447,15 @@ class Scheduler:
 
     def _item_failure(self, running: Running, failure: ItemFailure) -> None:
         work, worker = running.work, running.worker
-        if failure.kind == "oom":
+        if failure.batch_size > 1 and failure.kind in ("oom", "error"):
+            # the batch as a whole failed: each item gets a run of its own, which decides
+            self._release(running)
+            if failure.kind == "oom" and not worker.batch:
+                self._retire(worker)
+            work.solo = True
+            self.display.log(f"[yellow]retrying alone[/] {work.item.output}: its batch failed ({failure.message})")
+            self.queue.appendleft(work)
+        elif failure.kind == "oom":
             self._release(running)
             self._retire(worker)  # a fresh process sheds the allocator's fragmentation
             problem = after_out_of_memory(work, self.gpus_per_node >= 2 and self.gpus_total >= 2)
@@ -417,18 +466,22 @@ class Scheduler:
                 self._fail(work, "oom", problem, worker)
         elif failure.kind == "device":
             self._release(running)
-            self._retire(worker)
+            if not worker.batch:
+                self._retire(worker)
             self._requeue_or_fail(work, f"device error: {failure.message}", False)
         else:
             self._finish_failed(running, "error", failure.message)
 
-    def _worker_lost(self, running: Running, cause: str, preempted: bool) -> None:
-        worker = running.worker
-        self._release(running)
+    def _worker_lost(self, worker: Worker, cause: str, preempted: bool) -> None:
+        """The worker died or hangs: every item it was making is requeued (or given up on)."""
+        batch = list(worker.batch)
+        for running in batch:
+            self._release(running)
         if worker in self.workers:
             self.workers.remove(worker)
         ray.kill(worker.actor)
-        self._requeue_or_fail(running.work, f"worker lost ({cause})", preempted)
+        for running in reversed(batch):
+            self._requeue_or_fail(running.work, f"worker lost ({cause})", preempted)
 
     def _requeue_or_fail(self, work: Work, reason: str, preempted: bool) -> None:
         if self.aborting:

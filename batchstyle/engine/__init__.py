@@ -13,7 +13,8 @@ from importlib import import_module
 
 _EXPORTS = {
     "StyleSettings": "settings",
-    "Stylizer": "multiscale", "StyleRun": "multiscale", "stylize": "multiscale", "Progress": "events",
+    "Stylizer": "multiscale", "StyleRun": "multiscale", "BatchRun": "multiscale", "Job": "multiscale",
+    "Speed": "speed", "TargetCache": "multiscale", "stylize": "multiscale", "Progress": "events",
     "ScaleFinished": "events", "Checkpoint": "multiscale", "StopStylize": "multiscale", "DeviceError": "multiscale",
     "scale_schedule": "schedule", "size_to_fit": "schedule", "content_sizes": "schedule",
     "VGGWeights": "weights", "WeightsError": "weights", "resolve_weights": "weights",

@@ -1,7 +1,9 @@
 """Loss terms: content, style (normalised Gram or Wasserstein-2 Gaussian), total variation.
 
 Each loss is a small module whose ``forward`` reads like its formula (engine-spec §2). Activations
-are ``[N, C, H, W]``; with N > 1 every loss is the sum of the per-image losses.
+are ``[N, C, H, W]`` and every loss returns ``[N]``: one value per image, so that images optimised
+together in a batch keep independent objectives (their sum's gradient is each image's own).
+Targets are ``[N, ...]`` (one per image) or ``[1, ...]`` (shared).
 """
 
 from __future__ import annotations
@@ -13,9 +15,20 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def per_image_sum(t: torch.Tensor) -> torch.Tensor:
+    """Σ over everything but the first dimension, ``[N, ...]`` -> ``[N]``.
+
+    One image is summed as a whole, exactly as the reference does (same order, same bits). A
+    tensor without an image dimension (0-d or 1-d) is summed to a scalar.
+    """
+    if t.dim() < 2:
+        return t.sum()
+    return t.sum()[None] if t.shape[0] == 1 else t.flatten(1).sum(1)
+
+
 def scaled_mse(diff: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Σd² / (Σ|d| + eps): an MSE whose gradient has an L1 norm of about 1 (exactly 1 when all |d| agree)."""
-    return diff.pow(2).sum() / diff.abs().sum().add(eps)
+    """Σd² / (Σ|d| + eps) per image: an MSE whose gradient has an L1 norm of about 1."""
+    return per_image_sum(diff.pow(2)) / per_image_sum(diff.abs()).add(eps)
 
 
 def gram(feats: torch.Tensor) -> torch.Tensor:
@@ -145,7 +158,7 @@ class W2StyleLoss(nn.Module):
         mean_term = (mean - self.mean).pow(2).sum(-1) / channels
         cross = sqrtm(self.cov_sqrt @ cov @ self.cov_sqrt)
         cov_term = torch.diagonal(self.cov + cov - 2 * cross, dim1=-2, dim2=-1).sum(-1) / channels
-        return (mean_term + cov_term).sum()
+        return mean_term + cov_term
 
 
 STYLE_LOSSES = {"gram": GramStyleLoss, "w2": W2StyleLoss}
@@ -158,8 +171,9 @@ class TVLoss(nn.Module):
         padded = F.pad(image, (0, 1, 0, 1), "replicate")
         dx = padded[..., :-1, 1:] - padded[..., :-1, :-1]
         dy = padded[..., 1:, :-1] - padded[..., :-1, :-1]
-        return (dx**2 + dy**2).mean()
+        sq = dx**2 + dy**2
+        return per_image_sum(sq) / sq[0].numel() if sq.shape[0] > 1 else sq.mean()[None]
 
 
-__all__ = ["scaled_mse", "gram", "normalized", "default_style_layer_weights", "ContentLoss",
+__all__ = ["per_image_sum", "scaled_mse", "gram", "normalized", "default_style_layer_weights", "ContentLoss",
            "GramStyleLoss", "W2StyleLoss", "TVLoss", "sqrtm", "STYLE_LOSSES"]

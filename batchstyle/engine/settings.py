@@ -210,6 +210,27 @@ def _float_tuple(name: str, values: Any) -> tuple[float, ...]:
     return out
 
 
+# Settings that may differ between items optimised together in one batch: they change only an
+# item's own targets, weights or starting point, not the shape of the loop.
+PER_ITEM_SETTINGS = frozenset({
+    "content_weight", "tv_weight", "style_weight", "style_weights", "init", "style_scale", "style_size",
+    "content_layer_weights", "style_layer_weights", "seed", "original_colors",
+})
+
+
+def batch_key(settings: StyleSettings, sizes: list[tuple[int, int]]) -> str | None:
+    """Items with equal keys can be optimised together; None for items that must run alone.
+
+    ``sizes`` are the item's content sizes at each scale (:func:`schedule.content_sizes`). Only
+    Adam batches: its update is per pixel, so a batch gives each item its own trajectory, while
+    L-BFGS couples everything it optimises through its line search and history.
+    """
+    if settings.optimizer != "adam":
+        return None
+    shared = {k: v for k, v in settings.to_dict().items() if k not in PER_ITEM_SETTINGS and k != "end_scale"}
+    return repr((sorted(shared.items()), [tuple(s) for s in sizes]))
+
+
 # Other spellings users know from the reference's CLI and neural-style.
 SETTING_ALIASES = {
     "style_scale_fac": "style_scale",
@@ -292,7 +313,7 @@ def settings_from_text(values: Mapping[str, str], base: StyleSettings | None = N
 
 
 __all__ = [
-    "StyleSettings", "parse_end_scale", "resolve_end_scale", "parse_layer_spec", "format_layer_spec",
+    "StyleSettings", "PER_ITEM_SETTINGS", "batch_key", "parse_end_scale", "resolve_end_scale", "parse_layer_spec", "format_layer_spec",
     "parse_setting", "settings_from_text", "canonical_setting_name", "setting_names",
     "STYLE_LOSSES", "OPTIMIZERS", "INITS", "POOLINGS", "DEFAULT_CONTENT_LAYERS", "DEFAULT_STYLE_LAYERS",
 ]
