@@ -7,6 +7,8 @@ This is the only module that prints and exits. Exit codes: 0 done, 1 failed, 2 b
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -551,6 +553,119 @@ def _start_ray(address: str | None):
         kwargs["include_dashboard"] = False
     ray.init(address=address or None, **kwargs)
     return ray
+
+
+# --- bench ---------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--sizes", default="128,256,512", show_default=True, metavar="PX[,PX]",
+              help="Image sizes (long side; square for synthetic images).")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Timed iterations per measurement.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Untimed iterations first (cuDNN autotuning, compilation, caches).")
+@click.option("-c", "--config", "configs", multiple=True, metavar="SPEC",
+              help="A configuration to measure, e.g. fp32, bf16,channels_last, bf16,batch=4,compile; repeat "
+                   "for a side-by-side table. The first is the baseline. [default: fp32, then each option "
+                   "alone, then combined]")
+@click.option("--full", is_flag=True, help="Time the whole multi-scale run (the engine options' settings, with "
+              "--end-scale from --sizes) and report images per hour, instead of iterations at one size.")
+@click.option("--content", type=click.Path(exists=True, dir_okay=False), help="Real content image. [default: synthetic]")
+@click.option("--style", type=click.Path(exists=True, dir_okay=False), help="Real style image. [default: synthetic]")
+@click.option("--devices", default=None, metavar="DEV[,DEV]", help="cpu, cuda:0, or cuda:0,cuda:1 to split. "
+              "[default: cuda:0 if available, else cpu]")
+@click.option("--weights", type=click.Path(dir_okay=False), envvar="BATCHSTYLE_WEIGHTS",
+              help="VGG-19 weights file. [default: $BATCHSTYLE_WEIGHTS, the cache, or torchvision's download]")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Measure each configuration this many times (alternating) and report the median.")
+@click.option("--cpu-threads", type=click.IntRange(min=1), help="Torch threads on the CPU. [default: all cores]")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+@engine_options
+def bench(sizes: str, steps: int, warmup: int, configs: tuple[str, ...], full: bool, content: str | None,
+          style: str | None, devices: str | None, weights: str | None, repeats: int, cpu_threads: int | None,
+          as_json: bool, **options: Any) -> None:
+    """Measure engine throughput for several configurations side by side (precision, memory format,
+    compilation, batch size): iterations/s, megapixel-iterations/s, fraction of peak FLOP/s, peak
+    memory and the final loss in float32 against the first configuration.
+
+    Each measurement runs in its own process. Example:
+    batchstyle bench --sizes 256 -c fp32 -c bf16 -c bf16,batch=4
+    """
+    from batchstyle.bench import compare, default_configs, median_of, quality_problems, run_child
+    from batchstyle.bench import Config
+
+    try:
+        size_list = [int(v) for v in _split_list((sizes,))]
+        if not size_list or min(size_list) < 32:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--sizes must be pixel sizes of at least 32 separated by commas, not {sizes!r}") from None
+    try:
+        settings = settings_from_options(options)
+        parsed = [Config.parse(c) for c in configs]
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    device_list = _split_list((devices,)) if devices else None
+    with _user_errors():
+        from batchstyle.engine.multiscale import check_devices, default_devices
+        from batchstyle.engine.weights import resolve_weights
+
+        checked = check_devices(device_list or default_devices())
+        weights_path = weights or os.environ.get("BATCHSTYLE_WEIGHTS")
+        if not weights_path:
+            resolve_weights()  # fails now, with the message that says how to get weights
+    parsed = parsed or default_configs(checked[0].type)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    spec = dict(iterations=steps, warmup=warmup, devices=[str(d) for d in checked], weights=weights_path,
+                content=content, style=style, full=full, settings=settings.to_dict(), threads=cpu_threads)
+    results = []
+    for size in size_list:
+        runs: dict[Config, list] = {c: [] for c in parsed}
+        for r in range(repeats):
+            for config in parsed:
+                try:
+                    runs[config].append(run_child(config, size, **spec))
+                except RuntimeError as exc:
+                    raise UserError(str(exc)) from None
+                m = runs[config][-1]
+                console.print(f"{size} px {config.name}: {m.item_iterations_per_s:.2f} image-it/s, "
+                              f"{m.seconds:.1f} s" + (f" (repeat {r + 1})" if repeats > 1 else ""))
+        results += [median_of(runs[c]) for c in parsed]
+    compare(results)
+    if as_json:
+        import dataclasses
+
+        click.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
+    else:
+        Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(bench_table(results, full))
+    for problem in quality_problems(results):
+        console.print(f"[yellow]quality:[/] {problem}")
+
+
+def bench_table(results, full: bool):
+    from rich.table import Table
+
+    first = results[0]
+    title = (f"{first.device}, {'whole runs' if full else f'{first.steps} timed iterations at one size'}; "
+             f"memory: {first.memory_kind}")
+    table = Table(title=title, title_justify="left")
+    for name in ("size", "config", "it/s", "image-it/s", "speedup", "MP-it/s", "TFLOP/s", "of peak",
+                 "peak mem", "final loss", "vs base"):
+        table.add_column(name, justify="left" if name == "config" else "right")
+    if full:
+        table.add_column("images/h", justify="right")
+    base: dict[int, float] = {}
+    for r in results:
+        base.setdefault(r.size, r.item_iterations_per_s)
+        row = [f"{r.width}x{r.height}", r.config, f"{r.steps_per_s:.2f}", f"{r.item_iterations_per_s:.2f}",
+               f"{r.item_iterations_per_s / base[r.size]:.2f}x", f"{r.megapixel_iterations_per_s:.2f}",
+               f"{r.tflops:.2f}", "–" if r.fraction_of_peak is None else f"{r.fraction_of_peak:.1%}",
+               f"{r.peak_memory_bytes / 2**20:,.0f} MiB", f"{statistics.fmean(r.final_losses):.5g}",
+               "–" if r.loss_vs_baseline is None else f"{r.loss_vs_baseline:+.2%}"]
+        if full:
+            row.append(f"{r.images_per_hour:,.0f}")
+        table.add_row(*row)
+    return table
 
 
 # --- status ----------------------------------------------------------------------------------------

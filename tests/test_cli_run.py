@@ -179,8 +179,9 @@ def test_real_engine_end_to_end_with_a_folder_row_and_two_styles(tmp_path, weigh
                         "photos,hokusai_great_wave.jpg;van_gogh_starry_night.jpg,2;1,{content}.tif,5\n")
     env = {"BATCHSTYLE_WEIGHTS": "", "BATCHSTYLE_CACHE_DIR": str(tmp_path / "empty-cache")}
     result = batchstyle("run", str(manifest), "--weights", str(weights_file), "--plain", "-s", "64", "-ms", "40",
-                        "-ii", "8", "-i", "4", env=env)
+                        "-ii", "8", "-i", "4", "--batch-size", "2", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("in a batch of 2)") == 2  # same size and settings: optimised together
     import tifffile
 
     for name in ("chelsea_cat.tif", "coffee.tif"):
@@ -188,7 +189,8 @@ def test_real_engine_end_to_end_with_a_folder_row_and_two_styles(tmp_path, weigh
         assert pixels.shape == (43, 64, 3) and pixels.dtype == "uint16" and pixels.std() > 1000
     done = records(tmp_path / "output")
     assert {r["settings"]["style_weights"][0] for r in done.values()} == {2.0}
-    assert all(r["weights"].startswith("vgg19-") and r["iterations"] == 12 for r in done.values())
+    assert all(r["weights"].startswith("vgg19-") and r["iterations"] == 12 and r["batch_size"] == 2
+               for r in done.values())
     status = batchstyle("status", str(tmp_path / "output"), "--all")
     assert "2 image(s) in the latest run: 2 done, 0 failed, 0 pending" in status.stdout
     assert "chelsea_cat.tif" in status.stdout and "coffee.tif" in status.stdout

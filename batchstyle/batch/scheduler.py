@@ -420,7 +420,7 @@ class Scheduler:
             worker=info.label if info else "", devices=info.devices if info else [], attempts=work.attempts + 1,
             started=running.started, finished=time.time(), seconds=result.seconds, iterations=result.iterations,
             final_loss=result.final_loss, gpu_peak_bytes=result.gpu_peak_bytes,
-            resumed_from_scale=result.resumed_from_scale)
+            resumed_from_scale=result.resumed_from_scale, batch_size=result.batch_size)
         self.out.write_result(record, result.image)
         self._release(running)
         self.state.done += 1

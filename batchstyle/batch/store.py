@@ -66,6 +66,7 @@ class ItemRecord:
     final_loss: float | None = None
     gpu_peak_bytes: int = 0
     resumed_from_scale: int | None = None
+    batch_size: int = 1  # images optimised together with this one, itself included
 
 
 @dataclass

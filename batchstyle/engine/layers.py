@@ -48,5 +48,21 @@ def min_input_size(deepest: int) -> int:
     return 2 ** sum(1 for p in POOL_INDICES if p <= deepest)
 
 
-__all__ = ["LAYER_NAMES", "LAYER_INDEX", "CONV_INDICES", "POOL_INDICES", "CONV_SHAPES", "layer_index",
+def conv_macs(width: int, height: int, deepest: int) -> int:
+    """Multiply-accumulates of the 3x3 convolutions from the input up to module ``deepest``, one image.
+
+    One optimisation step costs about twice this (the forward pass, and the backward pass to the
+    input, which needs no weight gradients), i.e. 4x this in FLOPs.
+    """
+    total = 0
+    for i in range(deepest + 1):
+        if i in CONV_SHAPES:
+            out_ch, in_ch = CONV_SHAPES[i]
+            total += width * height * out_ch * in_ch * 9
+        elif i in POOL_INDICES:
+            width, height = width // 2, height // 2
+    return total
+
+
+__all__ = ["conv_macs", "LAYER_NAMES", "LAYER_INDEX", "CONV_INDICES", "POOL_INDICES", "CONV_SHAPES", "layer_index",
            "min_input_size"]

@@ -230,13 +230,15 @@ class Stylizer:
         """The forward pass used for optimisation steps: the model, compiled if ``speed.compile``."""
         if not self.speed.compile:
             return model
-        key = id(model)
+        key = (model.deepest, model.pooling)
         if key not in self._compiled:
             import torch._dynamo
 
             # one graph per scale size and batch size; a worker sees many over its life
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
-            self._compiled[key] = torch.compile(model, dynamic=False)
+            twin = VGGFeatures(self._placed, [LAYER_NAMES[model.deepest]], pooling=model.pooling,
+                               devices=self.devices, split=self.split, compilable=True)
+            self._compiled[key] = torch.compile(twin.to(memory_format=self.memory_format), dynamic=False)
         return self._compiled[key]
 
     def run(self, content: Image.Image, styles: Sequence[Image.Image], settings: StyleSettings | None = None,
@@ -565,6 +567,7 @@ class BatchRun:
                                                              moments.exp_avg_sq[j:j + 1].cpu().contiguous(),
                                                              moments.step),
                     item.generator.get_state(), item.fingerprint)
+            for j, item in enumerate(self.items):
                 yield j, ScaleFinished(k, n, w, h, item.checkpoint)
 
 

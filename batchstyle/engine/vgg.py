@@ -35,6 +35,24 @@ class Scale(nn.Module):
         return self.module(x) * self.scale
 
 
+class EdgePaddedConv(nn.Module):
+    """A 3x3 convolution after replicate padding written as concatenation of the edge rows/columns.
+
+    The same values as ``padding_mode="replicate"``; used for compiled models, whose compiler
+    mishandles the backward of the native replication-pad op.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=0)
+        self.conv.weight, self.conv.bias = conv.weight, conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+        x = torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
+        return self.conv(x)
+
+
 def _pool(kind: str) -> nn.Module:
     if kind == "max":
         return nn.MaxPool2d(2, 2)
@@ -71,14 +89,17 @@ class VGGFeatures(nn.Module):
     """The VGG-19 convolutional trunk up to the deepest layer asked for.
 
     ImageNet normalisation happens inside; conv1_1 pads by replication (fewer edge artefacts);
-    non-max pooling is rescaled to keep activation magnitudes. ``forward`` returns the requested
+    non-max pooling is rescaled to keep activation magnitudes. ``compilable`` writes the padding
+    in a form ``torch.compile`` handles (same values). ``forward`` returns the requested
     activations by module index, plus the raw input under ``"input"``.
     """
 
     def __init__(self, weights: Mapping[str, torch.Tensor], layers: Iterable[str], pooling: str = "max",
-                 devices: Sequence[torch.device | str] = ("cpu",), split: Sequence[str] | None = None):
+                 devices: Sequence[torch.device | str] = ("cpu",), split: Sequence[str] | None = None,
+                 compilable: bool = False):
         super().__init__()
         self.layer_names = tuple(dict.fromkeys(layers))
+        self.pooling = pooling
         self.indices = sorted({layer_index(n) for n in self.layer_names})
         self.deepest = self.indices[-1]
         self.devices = [torch.device(d) for d in devices]
@@ -93,7 +114,7 @@ class VGGFeatures(nn.Module):
                 conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, padding_mode="replicate" if i == 0 else "zeros")
                 conv.weight = nn.Parameter(weights[f"features.{i}.weight"], requires_grad=False)
                 conv.bias = nn.Parameter(weights[f"features.{i}.bias"], requires_grad=False)
-                module = conv
+                module = EdgePaddedConv(conv) if i == 0 and compilable else conv
             elif name.startswith("relu"):
                 module = nn.ReLU(inplace=True)
             else:

@@ -1,0 +1,297 @@
+"""``batchstyle bench``: engine throughput per configuration, side by side.
+
+Every (configuration, size) measurement runs in a fresh Python process, so that peak memory,
+compiled graphs and allocator caches of one do not colour the next. A measurement optimises
+``batch`` items at one fixed size (one scale: ``end_scale = min_scale = size``) for ``warmup``
+untimed iterations and then ``iterations`` timed ones, or with ``full`` the whole multi-scale
+run of the default settings at that end scale. It reports optimiser steps per second, images
+(items) x iterations per second, megapixel-iterations per second, achieved TFLOP/s (from the
+layer shapes: forward plus backward to the input) and its fraction of the device's peak where
+known, peak memory, and each item's final loss evaluated in float32, compared with the first
+configuration (the baseline) at the same size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from batchstyle.engine.layers import LAYER_INDEX, conv_macs
+from batchstyle.engine.settings import StyleSettings
+from batchstyle.engine.speed import MEMORY_FORMATS, PRECISIONS, Speed
+
+# Dense peak TFLOP/s by (device name fragment) for fp32 / tf32 / bf16 (vendor datasheets, no sparsity).
+PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
+    ("H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}),
+    ("H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.0}),
+    ("H100", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}),
+    ("H200", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}),
+    ("A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}),
+    ("L40S", {"fp32": 91.6, "tf32": 183.0, "bf16": 362.0}),
+    ("L4", {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}),
+    ("A10", {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0}),
+    ("RTX 4090", {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2}),
+]
+
+QUALITY_TOLERANCE = 0.03  # the final loss may be this much above the baseline's before it is flagged
+
+
+def peak_tflops(device_name: str, precision: str) -> float | None:
+    for fragment, peaks in PEAK_TFLOPS:
+        if fragment.lower() in device_name.lower():
+            return peaks.get(precision)
+    return None
+
+
+@dataclass(frozen=True)
+class Config:
+    """One column of the comparison: engine speed options plus the batch size."""
+
+    precision: str = "fp32"
+    memory_format: str = "contiguous"
+    compile: bool = False
+    batch: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "Config":
+        """``fp32``, ``bf16,channels_last,batch=4,compile`` or ``precision=bf16,...``."""
+        values: dict[str, Any] = {}
+        for part in (p.strip() for p in text.replace("+", ",").split(",")):
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep:
+                if key in PRECISIONS:
+                    key, value = "precision", key
+                elif key in MEMORY_FORMATS:
+                    key, value = "memory_format", key
+                elif key in ("nhwc", "cl"):
+                    key, value = "memory_format", "channels_last"
+                elif key == "compile":
+                    value = "1"
+                else:
+                    raise ValueError(f"unknown configuration part {part!r} in {text!r}; use precision "
+                                     f"({'/'.join(PRECISIONS)}), memory format ({'/'.join(MEMORY_FORMATS)}), "
+                                     f"compile, batch=N")
+            if key == "batch":
+                try:
+                    values["batch"] = int(value)
+                except ValueError:
+                    raise ValueError(f"batch must be a whole number, not {value!r}") from None
+                if values["batch"] < 1:
+                    raise ValueError("batch must be at least 1")
+            elif key == "compile":
+                values["compile"] = value.strip().lower() in ("1", "true", "yes", "on")
+            elif key in ("precision", "memory_format"):
+                values[key] = value.strip()
+            else:
+                raise ValueError(f"unknown configuration key {key!r} in {text!r}")
+        config = cls(**values)
+        config.speed()  # validates precision and memory format
+        return config
+
+    def speed(self) -> Speed:
+        return Speed(precision=self.precision, memory_format=self.memory_format, compile=self.compile)
+
+    @property
+    def name(self) -> str:
+        parts = [self.precision, {"channels_last": "NHWC", "contiguous": "NCHW"}.get(self.memory_format,
+                                                                                  self.memory_format)]
+        if self.compile:
+            parts.append("compile")
+        parts.append(f"b{self.batch}")
+        return " ".join(parts)
+
+
+def default_configs(device_kind: str) -> list[Config]:
+    """The baseline (fp32, NCHW, one item), each option alone, then the options combined."""
+    configs = [Config()]
+    if device_kind == "cuda":
+        configs.append(Config(precision="tf32"))
+    configs += [Config(precision="bf16"), Config(memory_format="channels_last"), Config(compile=True),
+                Config(batch=4), Config(precision="bf16", batch=4)]
+    if device_kind == "cuda":
+        configs.append(Config(precision="bf16", memory_format="channels_last", compile=True, batch=4))
+    return configs
+
+
+@dataclass
+class Measurement:
+    config: str
+    size: int
+    width: int
+    height: int
+    batch: int
+    steps: int
+    seconds: float  # timed part (or, with full, the whole run)
+    steps_per_s: float
+    item_iterations_per_s: float
+    megapixel_iterations_per_s: float
+    tflops: float
+    peak_tflops: float | None
+    fraction_of_peak: float | None
+    peak_memory_bytes: int
+    memory_kind: str  # "gpu allocated" or "process RSS"
+    final_losses: list[float]
+    device: str
+    images_per_hour: float | None = None
+    loss_vs_baseline: float | None = None  # relative, filled in by the parent
+    extra: dict = field(default_factory=dict)
+
+
+# --- one measurement (in a child process) ----------------------------------------------------------
+
+def synthetic_images(size: int, seed: int = 0):
+    """A smooth random content image and a busier style image, deterministic, as PIL images."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+
+    def smooth(side: int, octaves: int) -> Image.Image:
+        out = np.zeros((side, side, 3))
+        for o in range(octaves):
+            cells = 2 ** (o + 2)
+            grid = rng.random((cells, cells, 3))
+            layer = Image.fromarray((grid * 255).astype(np.uint8)).resize((side, side), Image.BICUBIC)
+            out += np.asarray(layer, dtype=np.float64) / 2 ** o
+        out = out / out.max() * 255
+        return Image.fromarray(out.astype(np.uint8), "RGB")
+
+    return smooth(size, 3), smooth(max(size, 256), 6)
+
+
+def measure(config: Config, size: int, iterations: int, warmup: int, devices: list[str], weights: str | None,
+            content: str | None, style: str | None, full: bool, settings: dict | None) -> Measurement:
+    import resource
+    import time
+
+    import torch
+
+    from batchstyle.engine.images import load_image
+    from batchstyle.engine.multiscale import Job, Stylizer
+
+    stylizer = Stylizer(weights, devices, speed=config.speed())
+    device = stylizer.devices[0]
+    if content and style:
+        content_image, style_image = load_image(content), load_image(style)
+    else:
+        content_image, style_image = synthetic_images(size)
+    base = StyleSettings.from_dict(settings or {})
+    if full:
+        base = base.replace(end_scale=size)
+    else:
+        base = base.replace(end_scale=size, min_scale=size, initial_iterations=warmup + iterations)
+    # distinct items: mirrored/flipped contents and their own seeds
+    from PIL import Image
+    variants = [content_image, content_image.transpose(Image.FLIP_LEFT_RIGHT),
+                content_image.transpose(Image.FLIP_TOP_BOTTOM), content_image.transpose(Image.ROTATE_180)]
+    jobs = [Job(variants[k % 4], [style_image], base.replace(seed=k)) for k in range(config.batch)]
+    run = stylizer.run_batch(jobs)
+    cuda = device.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    sync()
+    start = time.perf_counter()
+    timed_from, steps = start, 0
+    for index, event in run:
+        if index != 0 or not hasattr(event, "iteration"):
+            continue
+        if not full and event.iteration == warmup:
+            sync()
+            timed_from = time.perf_counter()
+        steps += 1
+    sync()
+    end = time.perf_counter()
+    timed_steps = steps if full else iterations
+    seconds = end - (start if full else timed_from)
+    if cuda:
+        torch.backends.cudnn.conv.fp32_precision = "ieee"  # evaluate in true float32
+    losses = run.evaluate()
+    w, h = run.sizes[-1]
+    deepest = max(LAYER_INDEX[n] for n in base.content_layers + base.style_layers)
+    if full:
+        flops = sum(4 * conv_macs(sw, sh, deepest) * (base.initial_iterations if k == 0 else base.iterations)
+                    for k, (sw, sh) in enumerate(run.sizes)) * config.batch
+        pixel_its = sum(sw * sh * (base.initial_iterations if k == 0 else base.iterations)
+                        for k, (sw, sh) in enumerate(run.sizes)) * config.batch
+    else:
+        flops = 4 * conv_macs(w, h, deepest) * config.batch * timed_steps
+        pixel_its = w * h * config.batch * timed_steps
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    precision = stylizer.speed.precision
+    peak = peak_tflops(name, "fp32" if precision == "tf32" and not cuda else precision) if cuda else None
+    tflops = flops / seconds / 1e12
+    if cuda:
+        memory, kind = torch.cuda.max_memory_allocated(device), "gpu allocated"
+    else:
+        memory, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
+    return Measurement(
+        config=config.name, size=size, width=w, height=h, batch=config.batch, steps=timed_steps, seconds=seconds,
+        steps_per_s=timed_steps / seconds, item_iterations_per_s=timed_steps * config.batch / seconds,
+        megapixel_iterations_per_s=pixel_its / seconds / 1e6, tflops=tflops, peak_tflops=peak,
+        fraction_of_peak=tflops / peak if peak else None, peak_memory_bytes=memory, memory_kind=kind,
+        final_losses=losses, device=name, images_per_hour=3600 * config.batch / seconds if full else None,
+        extra={"threads": torch.get_num_threads(), "torch": torch.__version__})
+
+
+def child_main(argv: list[str]) -> None:
+    """``python -m batchstyle.bench CHILD-JSON``: one measurement, printed as JSON on the last line."""
+    spec = json.loads(argv[0])
+    if spec.get("threads"):
+        import torch
+        torch.set_num_threads(spec["threads"])
+    config = Config(**spec.pop("config"))
+    spec.pop("threads", None)
+    result = measure(config, **spec)
+    print(json.dumps(asdict(result)))
+
+
+# --- the parent ------------------------------------------------------------------------------------
+
+def run_child(config: Config, size: int, **spec: Any) -> Measurement:
+    payload = json.dumps({"config": asdict(config), "size": size, **spec})
+    proc = subprocess.run([sys.executable, "-m", "batchstyle.bench", payload], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+        raise RuntimeError(f"{config.name} at {size} px failed:\n{tail}")
+    return Measurement(**json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def compare(results: list[Measurement]) -> None:
+    """Fill in each result's final loss relative to the baseline (the first configuration) at its size."""
+    baseline: dict[int, float] = {}
+    for r in results:
+        mean = statistics.fmean(r.final_losses)
+        if r.size not in baseline:
+            baseline[r.size] = mean
+        r.loss_vs_baseline = mean / baseline[r.size] - 1
+
+
+def quality_problems(results: list[Measurement], tolerance: float = QUALITY_TOLERANCE) -> list[str]:
+    return [f"{r.config} at {r.size} px: final loss {r.loss_vs_baseline:+.1%} against the baseline"
+            for r in results if r.loss_vs_baseline is not None and r.loss_vs_baseline > tolerance]
+
+
+def median_of(runs: list[Measurement]) -> Measurement:
+    """The run with the median time (its other figures come with it), over repeats of one measurement."""
+    ordered = sorted(runs, key=lambda r: r.seconds)
+    return ordered[len(ordered) // 2]
+
+
+__all__ = ["Config", "Measurement", "default_configs", "measure", "run_child", "compare", "quality_problems",
+           "median_of", "peak_tflops", "PEAK_TFLOPS", "synthetic_images"]
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1:])
