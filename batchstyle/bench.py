@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -269,13 +268,16 @@ def run_child(config: Config, size: int, **spec: Any) -> Measurement:
 
 
 def compare(results: list[Measurement]) -> None:
-    """Fill in each result's final loss relative to the baseline (the first configuration) at its size."""
+    """Fill in each result's final loss relative to the baseline (the first configuration) at its size.
+
+    The first item of every configuration has the baseline's inputs and seed (the others of a batch
+    are mirrored variants), so its loss is the one compared.
+    """
     baseline: dict[int, float] = {}
     for r in results:
-        mean = statistics.fmean(r.final_losses)
-        if r.size not in baseline:
-            baseline[r.size] = mean
-        r.loss_vs_baseline = mean / baseline[r.size] - 1
+        first = r.final_losses[0]
+        baseline.setdefault(r.size, first)
+        r.loss_vs_baseline = first / baseline[r.size] - 1
 
 
 def quality_problems(results: list[Measurement], tolerance: float = QUALITY_TOLERANCE) -> list[str]:

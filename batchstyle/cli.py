@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -418,8 +417,8 @@ class _StylizeDisplay:
                    "retried (a hung GPU); 0 never.")
 @click.option("--batch-size", default="auto", show_default=True, metavar="N|auto",
               help="Images of the same size and loop settings that a worker optimises together (each keeps its "
-                   "own loss and result). auto: on a GPU up to 8 images of at most 512x512, as many as fit in "
-                   "half its memory; 1 on CPU (measured no faster there).")
+                   "own loss and result). auto: on a GPU up to 8 images of at most 512x512 px, as many as fit "
+                   "in half its memory; on a CPU up to 4 of at most 256x256 px.")
 @speed_options
 @click.option("--plain", is_flag=True, help="Plain log lines instead of the live table (automatic when not a terminal).")
 @click.option("--backend", default="engine", hidden=True, help="engine, or fake:... for tests and benchmarks.")
@@ -660,7 +659,7 @@ def bench_table(results, full: bool):
         row = [f"{r.width}x{r.height}", r.config, f"{r.steps_per_s:.2f}", f"{r.item_iterations_per_s:.2f}",
                f"{r.item_iterations_per_s / base[r.size]:.2f}x", f"{r.megapixel_iterations_per_s:.2f}",
                f"{r.tflops:.2f}", "–" if r.fraction_of_peak is None else f"{r.fraction_of_peak:.1%}",
-               f"{r.peak_memory_bytes / 2**20:,.0f} MiB", f"{statistics.fmean(r.final_losses):.5g}",
+               f"{r.peak_memory_bytes / 2**20:,.0f} MiB", f"{r.final_losses[0]:.5g}",
                "–" if r.loss_vs_baseline is None else f"{r.loss_vs_baseline:+.2%}"]
         if full:
             row.append(f"{r.images_per_hour:,.0f}")

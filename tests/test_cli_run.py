@@ -160,6 +160,13 @@ def test_failed_items_are_recorded_shown_by_status_and_retried(job, photo):
     assert second.returncode == 0 and "8 already done (skipped), 1 to make" in second.stdout
 
 
+def test_a_bad_batch_size_is_refused_before_anything_starts(job):
+    root, manifest = job
+    result = batchstyle("run", str(manifest), "-o", str(root / "out"), "--backend", FAKE, "--batch-size", "0")
+    assert result.returncode == 2 and "--batch-size must be a whole number >= 1 or auto, not '0'" in result.stderr
+    assert not (root / "out").exists()
+
+
 def test_status_of_something_else_is_a_clear_error(tmp_path):
     result = batchstyle("status", str(tmp_path))
     assert result.returncode == 2 and "is not a batchstyle output directory" in result.stderr

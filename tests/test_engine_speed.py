@@ -184,13 +184,35 @@ def test_speed_options_resolve_per_device_and_reject_nonsense():
         Speed(memory_format="nhwc")
 
 
+def test_gpu_defaults_follow_the_device(monkeypatch):
+    """The CUDA branch of the automatic choices, with the device's capability faked on this CPU machine."""
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    hopper = Speed().resolve([cuda])
+    assert (hopper.precision, hopper.memory_format, hopper.loss_every) == ("bf16", "channels_last", 10)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert Speed().resolve([cuda]).precision == "fp32"  # Turing: no bf16 tensor cores
+    assert Speed(precision="tf32", memory_format="contiguous").resolve([cuda]).memory_format == "contiguous"
+
+
+def test_peak_flops_are_known_for_common_gpus():
+    from batchstyle.bench import peak_tflops
+
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
+    assert peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
+    assert peak_tflops("NVIDIA H200", "tf32") == 494.7
+    assert peak_tflops("NVIDIA A100-SXM4-80GB", "fp32") == 19.5
+    assert peak_tflops("cpu", "fp32") is None
+
+
 def test_automatic_batch_size_follows_image_size_and_device_memory():
     gib = 1 << 30
     assert auto_batch_size(256 * 256, "cuda", 80 * gib, "bf16") == 8
     assert auto_batch_size(512 * 512, "cuda", 80 * gib, "bf16") == 8
     assert auto_batch_size(512 * 512, "cuda", 2 * gib, "fp32") == 1  # half of 2 GiB holds one
     assert auto_batch_size(1024 * 1024, "cuda", 80 * gib, "bf16") == 1  # big images keep the GPU busy alone
-    assert auto_batch_size(256 * 256, "cpu", 0, "bf16") == 1  # measured no faster on CPU
+    assert auto_batch_size(256 * 256, "cpu", 0, "bf16") == 4  # measured faster per image on CPU up to 256 px
+    assert auto_batch_size(362 * 362, "cpu", 0, "bf16") == 1  # and slower at 512 px
 
 
 def test_flops_per_iteration_from_layer_shapes():

@@ -427,11 +427,15 @@ class BatchRun:
         s, image = self.settings, item.styles[k]
         sw, sh = style_size_at(image.size, scale, item.settings)
         loss_cls = STYLE_LOSSES[s.style_loss]
-        key = (item.style_digests[k], sw, sh, s.style_layers, s.pooling, s.style_loss, self.model.deepest)
+        key = (item.style_digests[k], sw, sh, s.style_layers, s.pooling, s.style_loss, self.model.deepest,
+               self.speed.precision)
 
         def compute() -> list:
             style = to_tensor(resized(image, sw, sh)).to(self.devices[0])
-            feats = self.model(style.contiguous(memory_format=self.stylizer.memory_format), layers=s.style_layers)
+            with self._precision_context():
+                feats = self.model(style.contiguous(memory_format=self.stylizer.memory_format),
+                                   layers=s.style_layers)
+            # statistics outside autocast: Gram matrices and moments are float32 matmuls
             return [loss_cls.statistics(feats[LAYER_INDEX[name]].float()) for name in s.style_layers]
 
         return self.stylizer.targets.get(key, compute)
@@ -439,8 +443,11 @@ class BatchRun:
     def _criterion(self, content: torch.Tensor, scale: int) -> Callable[[dict], torch.Tensor]:
         """The weighted objective at one scale, one value per item: Σ content + Σ style + TV."""
         s, model, first = self.settings, self.model, self.devices[0]
+        # Targets go through the same arithmetic as the iterate (bf16 convolutions under bf16), so
+        # that rounding shifts both alike: the content image scores zero content loss, as in fp32.
         with torch.no_grad():
-            content_feats = model(content, layers=s.content_layers)
+            with self._precision_context():
+                content_feats = model(content, layers=s.content_layers)
             per_item = [[self._style_statistics(item, k, scale) for k in range(len(item.styles))]
                         for item in self.items]
         loss_cls = STYLE_LOSSES[s.style_loss]
