@@ -178,6 +178,16 @@ def test_batch_size_limits_each_batch(ray_gpus, batch):
     assert sorted(s for sizes in starts(out, plan).values() for s in sizes) == [1, 2, 2, 2, 2]
 
 
+def test_batches_are_shared_out_among_idle_workers(ray_gpus, batch):
+    names = [f"p{i}.png" for i in range(6)]
+    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, batch_size=None, workers=2)
+    state, records = run(scheduler)
+    assert state.done == 6
+    sizes = sorted(s for sizes in starts(out, plan).values() for s in sizes)
+    assert sizes == [3] * 6  # two batches of three, one per GPU, not one batch of six
+    assert len({r.worker for r in records.values()}) == 2
+
+
 def test_a_bad_item_in_a_batch_fails_alone(ray_gpus, batch):
     names = ["fail.png", "fine.png", "good.png"]
     scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, batch_size=3, workers=1)

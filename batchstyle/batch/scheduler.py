@@ -299,20 +299,24 @@ class Scheduler:
                                info.memory_bytes if info else 0, info.precision if info else "fp32")
 
     def _next_for(self, worker: Worker) -> list[Work]:
-        """The next queued item for this worker's shape, with compatible items to batch with it."""
+        """The next queued item for this worker's shape, with compatible items to batch with it.
+
+        A batch takes at most its share of the compatible items among the workers of this shape,
+        so that 8 images on 2 GPUs run as 4 + 4, not 8 + nothing.
+        """
         for i, work in enumerate(self.queue):
             if self._shape(work) == worker.gpus:
                 del self.queue[i]
                 group = [work]
                 limit = self.batch_limit(work, worker)
                 if limit > 1:
-                    for other in list(self.queue):
-                        if len(group) >= limit:
-                            break
-                        if other.batch_key == work.batch_key and not other.solo and \
-                                self._shape(other) == worker.gpus:
-                            self.queue.remove(other)
-                            group.append(other)
+                    mates = [w for w in self.queue if w.batch_key == work.batch_key and not w.solo
+                             and self._shape(w) == worker.gpus]
+                    peers = sum(1 for w in self.workers if w.gpus == worker.gpus and not w.batch)
+                    share = -(-(len(mates) + 1) // max(peers, 1))
+                    for other in mates[:min(limit, share) - 1]:
+                        self.queue.remove(other)
+                        group.append(other)
                 return group
         return []
 
