@@ -418,7 +418,7 @@ class _StylizeDisplay:
 @click.option("--batch-size", default="auto", show_default=True, metavar="N|auto",
               help="Images of the same size and loop settings that a worker optimises together (each keeps its "
                    "own loss and result). auto: on a GPU up to 8 images of at most 512x512 px, as many as fit "
-                   "in half its memory; on a CPU up to 4 of at most 128x128 px.")
+                   "in half its memory; on a CPU up to 4 of at most 256x256 px.")
 @speed_options
 @click.option("--plain", is_flag=True, help="Plain log lines instead of the live table (automatic when not a terminal).")
 @click.option("--backend", default="engine", hidden=True, help="engine, or fake:... for tests and benchmarks.")

@@ -105,11 +105,12 @@ def auto_precision(kind: str, device: Any = None) -> str:
 BYTES_PER_PIXEL = {"fp32": 3300, "tf32": 3300, "bf16": 2200}
 
 # Batching pays while one item leaves the device partly idle (kernel launches, small matrices).
-# Measured on a 2-core CPU with bf16 (batchstyle bench, batch 4 against 1, image-iterations/s):
-# 1.17x at 128 px, 1.05x at 256 px, 0.84-1.14x at 512 px; the demo batch (256 px) ran no faster
-# batched. So a CPU batches only images up to 128x128 px, by 4. A GPU has far more parallelism
-# to fill; up to 512x512 px by 8 is the starting point, not yet measured on a GPU.
-BATCH_LIMITS = {"cuda": (512 * 512, 8), "cpu": (128 * 128, 4)}
+# Measured on a 2-core CPU with bf16 (batchstyle bench, image-iterations/s against batch 1):
+# whole 3-scale runs to 256 px 1.17x with batch 2 and 1.28x with 4; at one fixed size, batch 4
+# 1.17x at 128 px, 1.05x at 256 px, 0.84-1.14x at 512 px. So a CPU batches images up to
+# 256x256 px, by 4. A GPU has far more parallelism to fill; up to 512x512 px by 8 is the
+# starting point, not yet measured on a GPU.
+BATCH_LIMITS = {"cuda": (512 * 512, 8), "cpu": (256 * 256, 4)}
 
 
 def auto_batch_size(pixels: int, device_kind: str, memory_bytes: int | None, precision: str = "fp32") -> int:
