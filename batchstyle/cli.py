@@ -587,8 +587,11 @@ def bench(sizes: str, steps: int, warmup: int, configs: tuple[str, ...], full: b
     compilation, batch size): iterations/s, megapixel-iterations/s, fraction of peak FLOP/s, peak
     memory and the final loss in float32 against the first configuration.
 
-    Each measurement runs in its own process. Example:
+    Each measurement runs in its own process. Examples:
+
+    \b
     batchstyle bench --sizes 256 -c fp32 -c bf16 -c bf16,batch=4
+    batchstyle bench --full --sizes 512 -c fp32 -c bf16,channels_last,batch=8 --json
     """
     from batchstyle.bench import compare, default_configs, median_of, quality_problems, run_child
     from batchstyle.bench import Config
