@@ -173,10 +173,16 @@ def test_compiled_iterations_match_eager(random_weights, images):
     assert (a.image() - b.image()).abs().mean().item() < 1e-3
 
 
-def test_speed_options_resolve_per_device_and_reject_nonsense():
-    cpu = Speed().resolve([torch.device("cpu")])
-    expected = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    assert cpu.precision == expected and cpu.memory_format == "contiguous" and cpu.loss_every == 1
+def test_speed_options_resolve_per_device_and_reject_nonsense(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for bf16, amx, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")):
+        # plain AVX-512 (oneDNN would emulate bf16, slower than fp32) stays fp32
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        cpu = Speed().resolve([torch.device("cpu")])
+        assert cpu.precision == expected and cpu.memory_format == "contiguous" and cpu.loss_every == 1
     assert Speed(precision="tf32").resolve([torch.device("cpu")]).precision == "tf32"
     with pytest.raises(ValueError, match="precision must be one of"):
         Speed(precision="fp16")
