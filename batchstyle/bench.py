@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from batchstyle.engine.layers import LAYER_INDEX, conv_macs
+from batchstyle.engine.schedule import work_units
 from batchstyle.engine.settings import StyleSettings
 from batchstyle.engine.speed import MEMORY_FORMATS, PRECISIONS, Speed
 
@@ -100,12 +101,7 @@ class Config:
 
     @property
     def name(self) -> str:
-        parts = [self.precision, {"channels_last": "NHWC", "contiguous": "NCHW"}.get(self.memory_format,
-                                                                                  self.memory_format)]
-        if self.compile:
-            parts.append("compile")
-        parts.append(f"b{self.batch}")
-        return " ".join(parts)
+        return f"{self.speed().label()} b{self.batch}"
 
 
 def default_configs(device_kind: str) -> list[Config]:
@@ -219,16 +215,14 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
     w, h = run.sizes[-1]
     deepest = max(LAYER_INDEX[n] for n in base.content_layers + base.style_layers)
     if full:
-        flops = sum(4 * conv_macs(sw, sh, deepest) * (base.initial_iterations if k == 0 else base.iterations)
-                    for k, (sw, sh) in enumerate(run.sizes)) * config.batch
-        pixel_its = sum(sw * sh * (base.initial_iterations if k == 0 else base.iterations)
-                        for k, (sw, sh) in enumerate(run.sizes)) * config.batch
+        its = [base.initial_iterations] + [base.iterations] * (len(run.sizes) - 1)
+        flops = sum(4 * conv_macs(sw, sh, deepest) * n for (sw, sh), n in zip(run.sizes, its)) * config.batch
+        pixel_its = work_units(content_image.size, base) * config.batch
     else:
         flops = 4 * conv_macs(w, h, deepest) * config.batch * timed_steps
         pixel_its = w * h * config.batch * timed_steps
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    precision = stylizer.speed.precision
-    peak = peak_tflops(name, "fp32" if precision == "tf32" and not cuda else precision) if cuda else None
+    peak = peak_tflops(name, stylizer.speed.precision) if cuda else None
     tflops = flops / seconds / 1e12
     if cuda:
         memory, kind = torch.cuda.max_memory_allocated(device), "gpu allocated"

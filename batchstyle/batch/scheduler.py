@@ -65,7 +65,6 @@ class Running:
     started: float
     progress: Progress | None = None
     last_event: float = field(default_factory=time.monotonic)
-    batch_size: int = 1
 
 
 @dataclass
@@ -284,7 +283,7 @@ class Scheduler:
             gen = worker.actor.run.remote([task for _, task in tasks])
             now = time.time()
             for work, _ in tasks:
-                running = Running(work, worker, gen, now, batch_size=len(tasks))
+                running = Running(work, worker, gen, now)
                 worker.batch.append(running)
                 self.state.running[work.id] = running
 

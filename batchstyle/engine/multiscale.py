@@ -176,10 +176,6 @@ class TargetCache:
             self.bytes -= self._size(old)
         return stats
 
-    def clear(self) -> None:
-        self.entries.clear()
-        self.bytes = 0
-
 
 class Stylizer:
     """VGG-19 on one or more devices, ready to stylize any number of images.
@@ -337,9 +333,6 @@ class BatchRun:
         self._events: Iterator | None = None
 
     # -- public ------------------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     @property
     def total_iterations(self) -> int:

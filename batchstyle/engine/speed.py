@@ -70,11 +70,9 @@ class Speed:
         return Speed(precision, memory_format, self.compile, loss_every)
 
     def label(self) -> str:
-        parts = [self.precision, "NHWC" if self.memory_format == "channels_last" else
-                 "NCHW" if self.memory_format == "contiguous" else "auto-format"]
-        if self.compile:
-            parts.append("compiled")
-        return " ".join(parts)
+        """Short name, e.g. ``bf16 NHWC compile``."""
+        layout = {"channels_last": "NHWC", "contiguous": "NCHW"}.get(self.memory_format, "auto-format")
+        return " ".join([self.precision, layout] + (["compile"] if self.compile else []))
 
 
 def auto_precision(kind: str, device: Any = None) -> str:
