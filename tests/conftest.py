@@ -72,6 +72,18 @@ def photo():
     return make_photo
 
 
+def folder_job(root, folder: str, count: int, size: tuple[int, int], style_seed: int, manifest: str,
+               comment: str = ""):
+    """``count`` photos in ``root/folder``, one style image and a one-row manifest over the folder."""
+    (root / folder).mkdir()
+    for i in range(count):
+        make_photo(*size, i).save(root / folder / f"p{i}.png")
+    make_photo(32, 32, style_seed).save(root / "style.png")
+    path = root / manifest
+    path.write_text(comment + f"content,style\n{folder},style.png\n")
+    return root, path
+
+
 _HOLD_LOCK = """
 import sys, time
 from batchstyle.batch.store import OutputDir

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import hold_lock
+from conftest import folder_job, hold_lock
 
 pytestmark = pytest.mark.ray
 FAKE = "fake:iters=8,sleep=0.03,scales=2"
@@ -50,14 +50,8 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 @pytest.fixture
-def job(tmp_path, photo):
-    (tmp_path / "photos").mkdir()
-    for i in range(8):
-        photo(48, 36, i).save(tmp_path / "photos" / f"p{i}.png")
-    photo(32, 32, 50).save(tmp_path / "style.png")
-    manifest = tmp_path / "manifest.csv"
-    manifest.write_text("# eight photos, one style\ncontent,style\nphotos,style.png\n")
-    return tmp_path, manifest
+def job(tmp_path):
+    return folder_job(tmp_path, "photos", 8, (48, 36), 50, "manifest.csv", "# eight photos, one style\n")
 
 
 def records(out: Path) -> dict[str, dict]:

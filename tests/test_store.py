@@ -12,18 +12,12 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import item_id, make_plan
 from batchstyle.batch.store import FailureRecord, HashCache, ItemRecord, LockError, OutputDir
 from batchstyle.engine.settings import StyleSettings
-from conftest import hold_lock
+from conftest import folder_job, hold_lock
 
 
 @pytest.fixture
-def job(tmp_path, photo):
-    (tmp_path / "in").mkdir()
-    for i in range(3):
-        photo(40, 30, i).save(tmp_path / "in" / f"p{i}.png")
-    photo(32, 32, 9).save(tmp_path / "style.png")
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("content,style\nin,style.png\n")
-    return tmp_path, manifest
+def job(tmp_path):
+    return folder_job(tmp_path, "in", 3, (40, 30), 9, "m.csv")
 
 
 def record_for(work, output_dir: OutputDir) -> ItemRecord:
