@@ -215,8 +215,7 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
     w, h = run.sizes[-1]
     deepest = max(LAYER_INDEX[n] for n in base.content_layers + base.style_layers)
     if full:
-        its = [base.initial_iterations] + [base.iterations] * (len(run.sizes) - 1)
-        flops = sum(4 * conv_macs(sw, sh, deepest) * n for (sw, sh), n in zip(run.sizes, its)) * config.batch
+        flops = sum(4 * conv_macs(s.width, s.height, deepest) * s.iterations for s in run.ladder) * config.batch
         pixel_its = work_units(content_image.size, base) * config.batch
     else:
         flops = 4 * conv_macs(w, h, deepest) * config.batch * timed_steps

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from batchstyle.engine.losses import (GramStyleLoss, TVLoss, W2StyleLoss, default_style_layer_weights, gram,
                                       normalized, scaled_mse, sqrtm)
-from batchstyle.engine.schedule import content_sizes, scale_schedule, size_to_fit, style_size_at
+from batchstyle.engine.schedule import scale_ladder, scale_schedule, size_to_fit, style_size_at
 from batchstyle.engine.optim import EMA, AdamMoments, make_adam
 from batchstyle.engine.settings import StyleSettings, parse_layer_spec, resolve_end_scale
 from batchstyle.engine.vgg import LAYER_INDEX, POOLING_SCALES, VGGFeatures, device_plan, min_input_size
@@ -131,10 +131,15 @@ def test_scale_schedules_of_the_spec(end, expected):
     assert scale_schedule(end, 128) == expected
 
 
-def test_content_sizes_per_scale_keep_aspect_and_upscale():
-    settings = StyleSettings(end_scale=512)
-    assert content_sizes((2896, 2172), settings) == [(128, 96), (181, 136), (256, 192), (362, 272), (512, 384)]
-    assert content_sizes((100, 300), StyleSettings(end_scale=256)) == [(43, 128), (60, 181), (85, 256)]
+def test_the_ladder_gives_content_sizes_that_keep_aspect_and_upscale_with_their_iterations():
+    ladder = scale_ladder((2896, 2172), StyleSettings(end_scale=512))
+    assert [s.size for s in ladder] == [(128, 96), (181, 136), (256, 192), (362, 272), (512, 384)]
+    assert [s.long_side for s in ladder] == [128, 181, 256, 362, 512]
+    assert [s.iterations for s in ladder] == [1000, 500, 500, 500, 500]
+    ladder = scale_ladder((100, 300), StyleSettings(end_scale=256, initial_iterations=7, iterations=3))
+    assert [s.size for s in ladder] == [(43, 128), (60, 181), (85, 256)]
+    assert [s.iterations for s in ladder] == [7, 3, 3]
+    assert sum(s.units for s in ladder) == 43 * 128 * 7 + 60 * 181 * 3 + 85 * 256 * 3
 
 
 def test_style_sizes_per_scale_are_never_upscaled():

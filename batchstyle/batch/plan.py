@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from batchstyle.engine.schedule import content_sizes, work_units
+from batchstyle.engine.schedule import scale_ladder
 from batchstyle.engine.settings import batch_key
 
 from .manifest import Item
@@ -72,10 +72,11 @@ def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force
     hashes = HashCache(out.meta / "hashes.json")
     works = []
     for item in items:
-        sizes = content_sizes(item.content_size, item.settings)
+        ladder = scale_ladder(item.content_size, item.settings)
+        sizes = [scale.size for scale in ladder]
         end_size = sizes[-1]
         works.append(Work(item, item_id(item, hashes, weights_identity), route(item, end_size, two_gpu_pixels),
-                          work_units(item.content_size, item.settings), batch_key=batch_key(item.settings, sizes),
+                          sum(scale.units for scale in ladder), batch_key=batch_key(item.settings, sizes),
                           pixels=end_size[0] * end_size[1]))
     hashes.save()
     if force:

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from batchstyle.engine.schedule import content_sizes
+from batchstyle.engine.schedule import scale_ladder
 
 from .scheduler import BatchState, Running
 
@@ -29,9 +29,7 @@ def duration(seconds: float | None) -> str:
 def _ladder(running: Running) -> list[tuple[int, int, int]]:
     """(width, height, iterations) of each scale of a running item."""
     item = running.work.item
-    sizes = content_sizes(item.content_size, item.settings)
-    its = [item.settings.initial_iterations] + [item.settings.iterations] * (len(sizes) - 1)
-    return [(w, h, n) for (w, h), n in zip(sizes, its)]
+    return [(s.width, s.height, s.iterations) for s in scale_ladder(item.content_size, item.settings)]
 
 
 def remaining_units(running: Running) -> int:

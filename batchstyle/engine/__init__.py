@@ -16,7 +16,7 @@ _EXPORTS = {
     "Stylizer": "multiscale", "StyleRun": "multiscale", "BatchRun": "multiscale", "Job": "multiscale",
     "Speed": "speed", "TargetCache": "multiscale", "stylize": "multiscale", "Progress": "events",
     "ScaleFinished": "events", "Checkpoint": "multiscale", "StopStylize": "multiscale", "DeviceError": "multiscale",
-    "scale_schedule": "schedule", "size_to_fit": "schedule", "content_sizes": "schedule",
+    "scale_schedule": "schedule", "size_to_fit": "schedule", "scale_ladder": "schedule", "Scale": "schedule",
     "VGGWeights": "weights", "WeightsError": "weights", "resolve_weights": "weights",
     "load_weights_file": "weights",
     "VGGFeatures": "vgg",

@@ -31,8 +31,8 @@ from .events import Progress, ScaleFinished
 from .images import atomic_write, to_uint8
 from .losses import STYLE_LOSSES, ContentLoss, TVLoss, default_style_layer_weights, normalized
 from .optim import EMA, AdamMoments, make_adam, make_lbfgs
-from .schedule import content_sizes, scale_schedule, size_to_fit, style_size_at
-from .settings import StyleSettings, batch_key, resolve_end_scale
+from .schedule import scale_ladder, scale_schedule, size_to_fit, style_size_at
+from .settings import StyleSettings, batch_key
 from .speed import Speed
 from .vgg import LAYER_INDEX, LAYER_NAMES, VGGFeatures, device_plan, layer_index, min_input_size
 from .weights import VGGWeights, load_weights_file, resolve_weights
@@ -306,13 +306,13 @@ class BatchRun:
         self.items = [_Item(job, stylizer.weights.identity) for job in jobs]
         first = self.items[0]
         self.settings = first.settings
-        self.end_scale = resolve_end_scale(self.settings.end_scale, first.content.size)
-        self.scales = scale_schedule(self.end_scale, self.settings.min_scale)
-        self.sizes = [size_to_fit(first.content.size, s, scale_up=True) for s in self.scales]
+        self.ladder = scale_ladder(first.content.size, self.settings)
+        self.scales = [scale.long_side for scale in self.ladder]
+        self.sizes = [scale.size for scale in self.ladder]
         if len(self.items) > 1:
             key = batch_key(self.settings, self.sizes)
             for k, item in enumerate(self.items[1:], 2):
-                other = batch_key(item.settings, content_sizes(item.content.size, item.settings))
+                other = batch_key(item.settings, [sc.size for sc in scale_ladder(item.content.size, item.settings)])
                 if key is None or other != key:
                     raise ValueError(f"item {k} cannot share a batch with item 1: batched items need Adam, the "
                                      "same content size at every scale and the same loop settings")
@@ -336,8 +336,7 @@ class BatchRun:
 
     @property
     def total_iterations(self) -> int:
-        s = self.settings
-        return s.initial_iterations + s.iterations * (len(self.scales) - 1)
+        return sum(scale.iterations for scale in self.ladder)
 
     def __iter__(self) -> Iterator[tuple[int, Progress | ScaleFinished]]:
         if self._events is None:
@@ -527,7 +526,7 @@ class BatchRun:
             opt = make_adam(x, s.step_size, moments) if adam else make_lbfgs(x)
             if cuda:
                 torch.cuda.empty_cache()
-            iterations = s.initial_iterations if k == 0 else s.iterations
+            iterations = self.ladder[k].iterations
             values: list[float] = [math.nan] * count
             for i in range(1, iterations + 1):
                 if adam:
@@ -637,5 +636,5 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image],
 
 
 __all__ = ["Stylizer", "StyleRun", "BatchRun", "Job", "TargetCache", "Speed", "Progress", "ScaleFinished", "Checkpoint", "StopStylize", "DeviceError",
-           "stylize", "scale_schedule", "size_to_fit", "style_size_at", "content_sizes", "check_devices",
+           "stylize", "scale_schedule", "size_to_fit", "style_size_at", "scale_ladder", "check_devices",
            "default_devices", "to_tensor", "rgb_to_yuv", "yuv_to_rgb"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .settings import StyleSettings, resolve_end_scale
 
 
@@ -33,17 +35,37 @@ def style_size_at(style_size: tuple[int, int], scale: int, settings: StyleSettin
     return size_to_fit(style_size, target)
 
 
-def content_sizes(content_size: tuple[int, int], settings: StyleSettings) -> list[tuple[int, int]]:
-    """The content image's ``(w, h)`` at each scale of the run."""
+@dataclass(frozen=True)
+class Scale:
+    """One rung of the ladder: its long side, the content image's size there and its iterations."""
+
+    long_side: int
+    width: int
+    height: int
+    iterations: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    @property
+    def units(self) -> int:
+        """Pixel-iterations of this scale."""
+        return self.width * self.height * self.iterations
+
+
+def scale_ladder(content_size: tuple[int, int], settings: StyleSettings) -> list[Scale]:
+    """The scales of a run for a content image of ``(w, h)``: ``initial_iterations`` at the first,
+    ``iterations`` at each later one."""
     end = resolve_end_scale(settings.end_scale, content_size)
-    return [size_to_fit(content_size, s, scale_up=True) for s in scale_schedule(end, settings.min_scale)]
+    return [Scale(side, *size_to_fit(content_size, side, scale_up=True),
+                  settings.initial_iterations if k == 0 else settings.iterations)
+            for k, side in enumerate(scale_schedule(end, settings.min_scale))]
 
 
 def work_units(content_size: tuple[int, int], settings: StyleSettings) -> int:
     """Pixel-iterations of a run: a device-independent measure of its cost (for ETAs)."""
-    sizes = content_sizes(content_size, settings)
-    its = [settings.initial_iterations] + [settings.iterations] * (len(sizes) - 1)
-    return sum(w * h * n for (w, h), n in zip(sizes, its))
+    return sum(scale.units for scale in scale_ladder(content_size, settings))
 
 
-__all__ = ["scale_schedule", "size_to_fit", "style_size_at", "content_sizes", "work_units"]
+__all__ = ["Scale", "scale_ladder", "scale_schedule", "size_to_fit", "style_size_at", "work_units"]
