@@ -1,4 +1,5 @@
-"""Shared fixtures: real weights and images from ../shared (skipped when absent), tiny random weights."""
+"""Shared fixtures: real weights from ../shared (skipped when absent), the demo job's public-domain
+images, tiny random weights."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("BATCHSTYLE_SHARED", ROOT.parent / "shared"))
-WEIGHTS_FILE = Path(os.environ.get("BATCHSTYLE_WEIGHTS") or SHARED / "models" / "vgg19_features.safetensors")
-IMAGES = SHARED / "images"
+WEIGHTS_FILE = Path(os.environ.get("BATCHSTYLE_WEIGHTS") or ROOT.parent / "shared" / "models" /
+                    "vgg19_features.safetensors")
+DEMO_IMAGES = ROOT / "jobs" / "demo"  # real photos and paintings that ship with the repository
 
 
 @pytest.fixture(scope="session")
@@ -28,10 +29,10 @@ def real_weights(weights_file):
 
 
 @pytest.fixture(scope="session")
-def images_dir() -> Path:
-    if not (IMAGES / "content").is_dir() or not (IMAGES / "style").is_dir():
-        pytest.skip(f"test images not found under {IMAGES}")
-    return IMAGES
+def demo_images() -> Path:
+    """``content/`` (astronaut_eileen_collins, chelsea_cat, coffee .jpg) and ``styles/``
+    (hokusai_great_wave, van_gogh_starry_night .jpg)."""
+    return DEMO_IMAGES
 
 
 @pytest.fixture(scope="session")

@@ -167,13 +167,13 @@ def test_status_of_something_else_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.weights
-def test_real_engine_end_to_end_with_a_folder_row_and_two_styles(tmp_path, weights_file, images_dir):
+def test_real_engine_end_to_end_with_a_folder_row_and_two_styles(tmp_path, weights_file, demo_images):
     (tmp_path / "photos").mkdir()
     for name in ("chelsea_cat.jpg", "coffee.jpg"):
-        with Image.open(images_dir / "content" / name) as im:
+        with Image.open(demo_images / "content" / name) as im:
             im.convert("RGB").resize((96, 64)).save(tmp_path / "photos" / name.replace(".jpg", ".png"))
     for name in ("hokusai_great_wave.jpg", "van_gogh_starry_night.jpg"):
-        with Image.open(images_dir / "style" / name) as im:
+        with Image.open(demo_images / "styles" / name) as im:
             im.convert("RGB").resize((80, 56)).save(tmp_path / name)
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("content,style,style_weights,output,content_weight\n"

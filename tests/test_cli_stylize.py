@@ -54,15 +54,15 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def inputs(images_dir, tmp_path_factory) -> dict[str, Path]:
+def inputs(demo_images, tmp_path_factory) -> dict[str, Path]:
     """Small copies of real images: a 150x100 content photo and two style paintings of ~100 px height."""
     d = tmp_path_factory.mktemp("inputs")
     out = {}
     for name, src, size in (("content", "content/chelsea_cat.jpg", (150, 100)),
                             ("content_tall", "content/chelsea_cat.jpg", (100, 150)),
-                            ("style", "style/van_gogh_starry_night.jpg", (160, 100)),
-                            ("style2", "style/hokusai_great_wave.jpg", (180, 100))):
-        with Image.open(images_dir / src) as im:
+                            ("style", "styles/van_gogh_starry_night.jpg", (160, 100)),
+                            ("style2", "styles/hokusai_great_wave.jpg", (180, 100))):
+        with Image.open(demo_images / src) as im:
             path = d / f"{name}.png"
             im.convert("RGB").resize(size, Image.LANCZOS).save(path)
         out[name] = path

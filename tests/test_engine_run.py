@@ -159,9 +159,9 @@ def real_stylizer(real_weights):
 
 
 @pytest.fixture(scope="module")
-def real_pair(images_dir):
-    content = Image.open(images_dir / "content" / "tubingen_neckarfront.jpg").convert("RGB")
-    style = Image.open(images_dir / "style" / "van_gogh_starry_night.jpg").convert("RGB")
+def real_pair(demo_images):
+    content = Image.open(demo_images / "content" / "astronaut_eileen_collins.jpg").convert("RGB")
+    style = Image.open(demo_images / "styles" / "van_gogh_starry_night.jpg").convert("RGB")
     return content, style
 
 

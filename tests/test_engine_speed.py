@@ -135,13 +135,13 @@ def test_target_cache_stays_within_its_byte_budget():
 
 
 @pytest.mark.weights
-def test_reduced_precision_and_layouts_keep_the_final_loss(real_weights, images_dir):
+def test_reduced_precision_and_layouts_keep_the_final_loss(real_weights, demo_images):
     """The quality guard on real weights and images: each speed option's final float32 loss stays
     within 3 % of the float32 run on the same inputs and seed."""
     from batchstyle.engine.images import load_image
 
-    content = load_image(images_dir / "content" / "tubingen_neckarfront.jpg")
-    style = load_image(images_dir / "style" / "van_gogh_starry_night.jpg")
+    content = load_image(demo_images / "content" / "astronaut_eileen_collins.jpg")
+    style = load_image(demo_images / "styles" / "van_gogh_starry_night.jpg")
     settings = StyleSettings(end_scale=96, min_scale=96, initial_iterations=40, content_weight=5)
 
     def final_loss(speed, batch=1):
