@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import os
 import posixpath
 import string
@@ -18,19 +17,23 @@ from typing import Iterator
 
 from PIL import Image, UnidentifiedImageError
 
-from batchstyle.engine.settings import StyleSettings, canonical_setting_name, parse_setting, setting_names
+from batchstyle.engine.settings import (FIELDS_BY_NAME, SettingsError, StyleSettings, canonical_setting_name,
+                                        did_you_mean, settings_from_text)
 
 # Image files a folder or glob row expands to (Pillow reads them all).
 INPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 DEFAULT_OUTPUT = "{content}__{style}.png"
-BATCH_COLUMNS = ("content", "style", "style_weights", "output", "gpus")
+BATCH_COLUMNS = ("content", "style", "output", "gpus")  # and every setting, by its field name
 PLACEHOLDERS = ("content", "style", "line", "n")
 
 
 @dataclass(frozen=True)
 class Item:
-    """One image to make: inputs, resolved settings and where the result goes."""
+    """One image to make: its manifest line, inputs, resolved settings and where the result goes.
+
+    Planning (:func:`batch.plan.make_plan`) fills in the rest: its id, its route and its cost.
+    """
 
     line: int
     content: Path
@@ -39,6 +42,11 @@ class Item:
     output: str  # relative to the output directory, with / separators
     gpus: int | None = None  # 1 or 2 from the manifest, None = decided by size
     content_size: tuple[int, int] = (0, 0)
+    id: str = ""
+    route: int = 1  # GPUs of the worker it goes to (1 or 2)
+    units: int = 0  # pixel-iterations of the whole run (for ETAs)
+    group_key: str | None = None  # items with equal keys may be optimised together; None: alone
+    pixels: int = 0  # of the final image
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,14 @@ def _column_key(header: str) -> str | None:
     return canonical_setting_name(key)
 
 
+def _unknown_column(name: str) -> str:
+    hint = did_you_mean(name, [*BATCH_COLUMNS, *FIELDS_BY_NAME])
+    if hint:
+        return f"unknown column {name.strip()!r}{hint}"
+    return (f"unknown column {name.strip()!r}; columns are {', '.join(BATCH_COLUMNS)} and engine options "
+            f"({', '.join(FIELDS_BY_NAME)})")
+
+
 def _expand_content(cell: str, base: Path) -> tuple[list[Path], str | None]:
     """A file, a folder (its images, sorted by name) or a glob (its images, sorted)."""
     path = base / cell
@@ -154,17 +170,12 @@ def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None
                   output_template: str = DEFAULT_OUTPUT) -> list[Item]:
     """Parse and check a manifest; return its items in order or raise :class:`ManifestError`."""
     path = Path(path)
-    defaults = defaults or StyleSettings()
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise ManifestError(path, [Problem(0, "the manifest does not exist")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(path, [Problem(0, f"cannot read the manifest ({exc})")]) from None
-    base = path.parent
-    problems: list[Problem] = []
-    items: list[Item] = []
-    checker = _Checker()
     rows = _logical_rows(text)
     try:
         header_line, header = next(rows)
@@ -173,135 +184,127 @@ def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None
                                               "content,style")]) from None
     except csv.Error as exc:
         raise ManifestError(path, [Problem(1, f"not valid CSV ({exc})")]) from None
-    columns: list[str | None] = []
-    for name in header:
-        key = _column_key(name)
-        if key is None:
-            problems.append(Problem(header_line, f"unknown column {name.strip()!r}; columns are "
-                                                 f"{', '.join(BATCH_COLUMNS)} and engine options "
-                                                 f"({', '.join(setting_names())})"))
-        elif key in columns:
-            problems.append(Problem(header_line, f"column {name.strip()!r} appears twice"))
-        columns.append(key)
-    for required in ("content", "style"):
-        if required not in columns:
-            problems.append(Problem(header_line, f"the header has no {required!r} column"))
-    if problems:
-        raise ManifestError(path, problems)
-
-    owners: dict[str, tuple[int, Path]] = {}
+    reader = _RowReader(path.parent, defaults or StyleSettings(), output_template)
+    columns = reader.columns(header_line, header)
+    if reader.problems:
+        raise ManifestError(path, reader.problems)
+    items: list[Item] = []
+    line = header_line
     try:
         for line, row in rows:
-            if len(row) > len(columns):
-                problems.append(Problem(line, f"{len(row)} cells but the header has {len(columns)} columns "
-                                              f"(quote cells that contain commas)"))
-                continue
-            cells = {col: cell.strip() for col, cell in zip(columns, row) if col is not None}
-            items += _read_row(line, cells, base, defaults, output_template, checker, owners, problems)
+            items += reader.row(line, columns, row)
     except csv.Error as exc:
-        problems.append(Problem(line if "line" in locals() else header_line, f"not valid CSV ({exc})"))
-    if problems:
-        raise ManifestError(path, problems)
+        reader.problems.append(Problem(line, f"not valid CSV ({exc})"))
+    if reader.problems:
+        raise ManifestError(path, reader.problems)
     if not items:
         raise ManifestError(path, [Problem(header_line, "the manifest lists no images")])
     return items
 
 
-def _read_row(line: int, cells: dict[str, str], base: Path, defaults: StyleSettings, template: str,
-              checker: _Checker, owners: dict[str, tuple[int, Path]], problems: list[Problem]) -> list[Item]:
-    bad = len(problems)
+class _RowReader:
+    """Reads the rows of one manifest, collecting every problem with its line."""
 
-    def problem(message: str) -> None:
-        problems.append(Problem(line, message))
+    def __init__(self, base: Path, defaults: StyleSettings, template: str):
+        self.base, self.defaults, self.template = base, defaults, template
+        self.problems: list[Problem] = []
+        self.checker = _Checker()
+        self.owners: dict[str, tuple[int, Path]] = {}  # output (lower case) -> the line and content making it
 
-    # settings: the row's cells over the command line's defaults
-    changes: dict[str, object] = {}
-    for column, cell in cells.items():
-        if column in BATCH_COLUMNS or not cell:
-            continue
+    def columns(self, line: int, header: list[str]) -> list[str | None]:
+        columns: list[str | None] = []
+        for name in header:
+            key = _column_key(name)
+            if key is None:
+                self.problems.append(Problem(line, _unknown_column(name)))
+            elif key in columns:
+                self.problems.append(Problem(line, f"column {name.strip()!r} appears twice"))
+            columns.append(key)
+        for required in ("content", "style"):
+            if required not in columns:
+                self.problems.append(Problem(line, f"the header has no {required!r} column"))
+        return columns
+
+    def row(self, line: int, columns: list[str | None], row: list[str]) -> list[Item]:
+        """The row's items, or none when anything in it is wrong (its problems are recorded)."""
+        if len(row) > len(columns):
+            self.problems.append(Problem(line, f"{len(row)} cells but the header has {len(columns)} columns "
+                                               f"(quote cells that contain commas)"))
+            return []
+        cells = {col: cell.strip() for col, cell in zip(columns, row) if col is not None}
+        before = len(self.problems)
+        problem = lambda message: self.problems.append(Problem(line, message))  # noqa: E731
+        settings = self._settings(cells, problem)
+        gpus = self._gpus(cells.get("gpus", ""), problem)
+        styles = self._styles(cells.get("style", ""), settings, problem)
+        items = [Item(line, content, styles, settings, output, gpus, size)
+                 for content, size, output in self._contents(line, cells, styles, problem)]
+        return items if len(self.problems) == before else []
+
+    def _settings(self, cells: dict[str, str], problem) -> StyleSettings:
+        """The row's cells over the command line's defaults."""
         try:
-            value = parse_setting(column, cell)
-        except ValueError as exc:
-            problem(str(exc))
-            continue
-        if column in ("content_layers", "style_layers"):
-            changes[column], changes[column[:-1] + "_weights"] = value
-        else:
-            changes[column] = value
-    if cells.get("style_weights"):
-        try:
-            changes["style_weights"] = parse_setting("style_weights", cells["style_weights"].replace(";", " "))
-        except ValueError as exc:
-            problem(str(exc))
-    settings = defaults
-    if len(problems) == bad:
-        try:
-            settings = defaults.replace(**changes)
-        except ValueError as exc:
-            problem(str(exc))
+            return settings_from_text({c: v for c, v in cells.items() if c not in BATCH_COLUMNS and v}, self.defaults)
+        except SettingsError as exc:
+            for message in exc.problems:
+                problem(message)
+            return self.defaults
 
-    gpus = None
-    if cells.get("gpus"):
-        if cells["gpus"] in ("1", "2"):
-            gpus = int(cells["gpus"])
-        else:
-            problem(f"gpus must be 1 or 2, not {cells['gpus']!r}")
+    @staticmethod
+    def _gpus(cell: str, problem) -> int | None:
+        if cell and cell not in ("1", "2"):
+            problem(f"gpus must be 1 or 2, not {cell!r}")
+        return int(cell) if cell in ("1", "2") else None
 
-    style_cells = [s.strip() for s in cells.get("style", "").split(";") if s.strip()]
-    if not style_cells:
-        problem("style is empty; give one or more style images separated by ';'")
-    styles = []
-    for cell in style_cells:
-        style = base / cell
-        result = checker.image(style)
-        if isinstance(result, str):
-            problem(f"style image {cell!r} {result}")
-        styles.append(style)
-    weights = settings.style_weights
-    if weights is not None and style_cells and len(weights) != len(style_cells):
-        problem(f"{len(weights)} style weights for {len(style_cells)} style image(s); give one weight per style, "
-                f"separated by ';'")
+    def _styles(self, cell: str, settings: StyleSettings, problem) -> tuple[Path, ...]:
+        names = [s.strip() for s in cell.split(";") if s.strip()]
+        if not names:
+            problem("style is empty; give one or more style images separated by ';'")
+        for name in names:
+            result = self.checker.image(self.base / name)
+            if isinstance(result, str):
+                problem(f"style image {name!r} {result}")
+        weights = settings.style_weights
+        if weights is not None and names and len(weights) != len(names):
+            problem(f"{len(weights)} style weights for {len(names)} style image(s); give one weight per style, "
+                    f"separated by ';'")
+        return tuple(self.base / name for name in names)
 
-    content_cell = cells.get("content", "")
-    if not content_cell:
-        problem("content is empty; give an image, a folder or a pattern such as photos/*.jpg")
-        return []
-    contents, error = _expand_content(content_cell, base)
-    if error:
-        problem(error)
-        return []
-    items = []
-    for n, content in enumerate(contents, 1):
-        size = checker.image(content)
-        label = content_cell if len(contents) == 1 else f"{content_cell} -> {content.name}"
-        if isinstance(size, str):
-            problem(f"content image {label!r} {size}")
-            continue
-        output, error = _output_path(cells.get("output") or template, content, tuple(styles), line, n)
+    def _contents(self, line: int, cells: dict[str, str], styles: tuple[Path, ...], problem):
+        """(content path, size, output) of each image the content cell names."""
+        cell = cells.get("content", "")
+        if not cell:
+            problem("content is empty; give an image, a folder or a pattern such as photos/*.jpg")
+            return
+        contents, error = _expand_content(cell, self.base)
         if error:
             problem(error)
-            break
+            return
+        for n, content in enumerate(contents, 1):
+            size = self.checker.image(content)
+            if isinstance(size, str):
+                label = cell if len(contents) == 1 else f"{cell} -> {content.name}"
+                problem(f"content image {label!r} {size}")
+                continue
+            output, error = _output_path(cells.get("output") or self.template, content, styles, line, n)
+            if error:
+                problem(error)
+                return
+            if self._claim(output, line, content, problem):
+                yield content, size, output
+
+    def _claim(self, output: str, line: int, content: Path, problem) -> bool:
+        """Whether this row may write ``output``: two items never write one file."""
         key = output.lower()  # outputs differing only by case collide on macOS and Windows
-        if key in owners:
-            other_line, other = owners[key]
+        if key in self.owners:
+            other_line, other = self.owners[key]
             where = "this row" if other_line == line else f"line {other_line}"
             problem(f"output {output!r} is also written by {where} ({other.name}); give each row its own "
                     f"output, e.g. {{content}}__{{style}}.png")
-            continue
-        owners[key] = (line, content)
-        items.append(Item(line, content, tuple(styles), settings, output, gpus, size))
-    return items if len(problems) == bad else []
+            return False
+        self.owners[key] = (line, content)
+        return True
 
 
-def manifest_text(rows: list[dict[str, str]]) -> str:
-    """Write rows as manifest CSV (used by tests and tools that generate manifests)."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-__all__ = ["Item", "Problem", "ManifestError", "read_manifest", "manifest_text", "DEFAULT_OUTPUT",
+__all__ = ["Item", "Problem", "ManifestError", "read_manifest", "DEFAULT_OUTPUT",
            "INPUT_EXTENSIONS", "OUTPUT_EXTENSIONS"]

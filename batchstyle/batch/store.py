@@ -66,7 +66,7 @@ class ItemRecord:
     final_loss: float | None = None
     gpu_peak_bytes: int = 0
     resumed_from_scale: int | None = None
-    batch_size: int = 1  # images optimised together with this one, itself included
+    group_size: int = 1  # images optimised together with this one, itself included
 
 
 @dataclass
@@ -80,6 +80,7 @@ class FailureRecord:
     attempts: int
     time: float
     worker: str = ""
+    detail: str = ""  # the traceback, where there is one
 
 
 @dataclass
