@@ -153,7 +153,7 @@ def test_failed_items_are_recorded_shown_by_status_and_retried(job, photo):
     assert first.returncode == 1
     assert "failed fail_me__style.png (line 3): fail_me.png: fake failure for tests" in first.stdout
     status = batchstyle("status", str(out))
-    assert status.returncode == 0
+    assert status.returncode == 1  # images failed: scripts can tell
     assert "9 image(s) in the latest run: 8 done, 1 failed, 0 pending" in status.stdout
     assert "fake failure for tests" in status.stdout
     (root / "photos" / "fail_me.png").rename(root / "photos" / "fixed.png")

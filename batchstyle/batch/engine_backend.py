@@ -21,6 +21,16 @@ def bytes_of(value: Any) -> bytes:
     return value if isinstance(value, bytes) else ray.get(value)
 
 
+def _load(data: bytes, name: str, max_pixels: int | None, notes: list[str]):
+    """An input image, with the warnings its decoding raised kept as notes (``name: what``)."""
+    from batchstyle.engine.images import image_notes, load_image
+
+    with image_notes() as raised:
+        image = load_image(data, name=name, max_pixels=max_pixels)
+    notes += [f"{name}: {note}" for note in raised]
+    return image
+
+
 class EngineBackend:
     """The engine on this worker's devices, with style targets cached across items."""
 
@@ -52,6 +62,7 @@ class EngineBackend:
         Yields ``(item id, event)``. An item whose inputs cannot be read fails alone; the others go on.
         """
         groups: dict[int | None, list[tuple[ItemInputs, Any]]] = {}
+        self.notes: dict[str, list[str]] = {}
         for one in inputs:
             try:
                 job = self._job(one)
@@ -64,12 +75,11 @@ class EngineBackend:
             yield from self._run_group(group)
 
     def _job(self, one: ItemInputs):
-        from batchstyle.engine.images import load_image
         from batchstyle.engine.multiscale import Checkpoint, Job
 
-        item = one.item
-        content = load_image(one.content, name=item.content.name)
-        styles = [load_image(bytes_of(s), name=p.name) for s, p in zip(one.styles, item.styles)]
+        item, notes = one.item, self.notes.setdefault(one.item.id, [])
+        content = _load(one.content, item.content.name, one.max_pixels, notes)
+        styles = [_load(bytes_of(s), p.name, one.max_pixels, notes) for s, p in zip(one.styles, item.styles)]
         checkpoint = None
         if one.checkpoint:
             try:
@@ -115,7 +125,8 @@ class EngineBackend:
             yield item.id, ItemResult(encode_image(run.image(index), format_for(item.output)), seconds,
                                       run.total_iterations, final.loss if final else None,
                                       final.gpu_peak_bytes if final else 0,
-                                      None if start is None else start.scale_index, group_size=len(items))
+                                      None if start is None else start.scale_index, group_size=len(items),
+                                      notes=self.notes.get(item.id, []))
 
 
 __all__ = ["EngineBackend", "bytes_of"]

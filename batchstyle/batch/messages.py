@@ -7,7 +7,7 @@ the user's file system. This module imports neither torch nor Ray.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .manifest import Item
@@ -21,6 +21,7 @@ class ItemInputs:
     content: bytes
     styles: list[Any]  # ObjectRefs to style bytes (shared by many items) or bytes
     checkpoint: bytes | None = None
+    max_pixels: int | None = None  # the largest input image accepted (None: the engine's default)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ItemResult:
     gpu_peak_bytes: int
     resumed_from_scale: int | None = None
     group_size: int = 1  # how many items were optimised together with this one (itself included)
+    notes: list[str] = field(default_factory=list)  # warnings raised while decoding its inputs
 
 
 @dataclass
@@ -51,6 +53,7 @@ class ItemFailure:
 
 @dataclass
 class WorkerInfo:
+    node_id: str  # the Ray node it lives on: a worker whose node left the cluster is lost
     host: str
     gpu_ids: list[str]
     devices: list[str]

@@ -31,9 +31,16 @@ class Plan:
 
 
 def item_id(item: Item, hashes: HashCache, weights_identity: str) -> str:
-    """Hash of the input images' bytes, the resolved settings, the weights and the output path."""
+    """Hash of the input images' bytes, the resolved settings, the weights and the output path.
+
+    A content file that cannot even be read (an item with a problem) counts by its path instead.
+    """
+    try:
+        content = hashes.digest(item.content)
+    except OSError:
+        content = f"unreadable: {item.content}"
     payload = {
-        "content": hashes.digest(item.content),
+        "content": content,
         "styles": [hashes.digest(s) for s in item.styles],
         "settings": item.settings.to_dict(),
         "weights": weights_identity,
@@ -52,6 +59,8 @@ def route(item: Item, end_size: tuple[int, int], two_gpu_pixels: int) -> int:
 
 def planned(item: Item, hashes: HashCache, weights_identity: str, two_gpu_pixels: int) -> Item:
     """The item with its id, route, cost and group key filled in."""
+    if item.problem:  # it will not run: an id, no cost
+        return replace(item, id=item_id(item, hashes, weights_identity))
     ladder = scale_ladder(item.content_size, item.settings)
     sizes = [scale.size for scale in ladder]
     width, height = sizes[-1]
@@ -67,10 +76,7 @@ def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force
     hashes = HashCache(out.meta / "hashes.json")
     items = [planned(item, hashes, weights_identity, two_gpu_pixels) for item in items]
     hashes.save()
-    if force:
-        for item in items:
-            out.forget(item.id)
-    done_ids = out.done_ids()
+    done_ids = set() if force else out.done_ids()  # --force: a record goes when its new image replaces it
     out.write_plan([PlanEntry(i.id, i.output, i.line, str(i.content)) for i in items], {"weights": weights_identity})
     return Plan(todo=[i for i in items if i.id not in done_ids], done=[i for i in items if i.id in done_ids],
                 weights=weights_identity)

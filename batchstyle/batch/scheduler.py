@@ -8,6 +8,7 @@ has learnt about each item (attempts, route, whether it must run alone).
 
 from __future__ import annotations
 
+import errno
 import signal
 import time
 from collections import Counter, deque
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from batchstyle.engine.events import Progress
@@ -29,6 +30,7 @@ from .store import FailureRecord, ItemRecord, OutputDir
 from .worker import BackendFactory, StyleWorker
 
 TICK = 0.2  # seconds: how often the display refreshes and Ctrl-C is noticed
+NODE_CHECK = 2.0  # seconds between looks at the cluster's nodes (joined, lost)
 INIT_FAILURES_BEFORE_GIVING_UP = 3
 SLOW_START = 60.0  # seconds after which a worker that has not started is worth a word
 
@@ -43,6 +45,8 @@ class RunOptions:
     stall_timeout: float | None = 1800.0  # seconds without any event from an item before its worker is replaced
     group_size: int | None = None  # items optimised together per call; None: automatic by size and memory
     speed: dict | None = None  # engine Speed options for every worker
+    force: bool = False  # redo from the start: saved checkpoints are not used
+    max_pixels: int | None = None  # the largest input image the workers accept (None: the engine's default)
 
 
 @dataclass
@@ -63,7 +67,7 @@ class Worker:
     info_ref: Any
     info: WorkerInfo | None = None
     call: Call | None = None
-    node_id: str | None = None  # where a CPU worker was placed
+    node_id: str | None = None  # its node: where a CPU worker was placed, or where a GPU worker started
     created: float = field(default_factory=time.monotonic)
 
     @property
@@ -84,6 +88,7 @@ class BatchState:
     units_total: int = 0
     units_done: int = 0
     draining: bool = False
+    interrupted: int = 0  # images stopped mid-way by a second Ctrl-C (they resume from their checkpoints)
     message: str = ""
     failures: list[FailureRecord] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
@@ -121,22 +126,33 @@ class Scheduler:
         self.init_failures: dict[int, int] = {}
         self.aborting = False
         self.interrupts = 0
+        self._announced = 0  # Ctrl-Cs already said out loud
         self.fatal: str | None = None
-        self._resources()
+        self._nodes_seen = 0.0
+        self._follow_cluster()
+        for item in [i for i in self.queue if i.problem]:  # unreadable files found in folders
+            self.queue.remove(item)
+            self._fail(item, "input", item.problem)
         if self.gpus_total:
             self._fit_to_cluster()
 
-    def _resources(self) -> None:
+    def _follow_cluster(self) -> None:
+        """Look at the cluster's nodes: the pool follows nodes that join, and a worker whose node
+        left is lost (its images run again elsewhere, from their last checkpoints)."""
+        self._nodes_seen = time.monotonic()
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        self.gpus_total = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
+        real_gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
+        self.gpus_total = real_gpus
         self.gpus_per_node = int(max((n["Resources"].get("GPU", 0) for n in nodes), default=0))
         if self.options.device == "cpu":
             self.gpus_total = self.gpus_per_node = 0
-        elif self.options.device == "gpu" and self.gpus_total == 0:
-            # an autoscaling cluster with no GPU node yet: asking for workers makes the nodes
-            self.gpus_total = self.options.workers or 1
-            self.gpus_per_node = max(self.gpus_per_node, 2)
+        elif self.options.device == "gpu":
+            # an autoscaling cluster: asking for the workers wanted is what makes its GPU nodes
+            self.gpus_total = max(real_gpus, self.options.workers or 1)
+            self.gpus_per_node = self.gpus_per_node if real_gpus else 2
         self.cpu_nodes = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in nodes}
+        for worker in [w for w in self.workers if w.node_id and w.node_id not in self.cpu_nodes]:
+            self._worker_lost(worker, "its node left the cluster", preempted=True)
 
     def _fit_to_cluster(self) -> None:
         for item in list(self.queue):
@@ -153,24 +169,32 @@ class Scheduler:
         previous = self._install_signal_handlers()
         try:
             while (self.queue or self.state.running) and not self.aborting and not self.fatal:
-                self._adjust_pool()
-                if not self.state.draining:
-                    self._dispatch()
-                self._pump()
-                self._replace_stalled()
-                self.state.queued = len(self.queue)
-                self._explain_waiting()
-                self.display.update(self.state)
+                self._tick()
                 if self.state.draining and not self.state.running:
                     break
         finally:
             self._restore_signal_handlers(previous)
+            self._announce_interrupts()
+            self.state.interrupted = len(self.state.running) if self.aborting else 0
             for worker in self.workers:
                 ray.kill(worker.actor)
             self.workers.clear()
         if self.fatal:
             raise RuntimeError(self.fatal)
         return self.state
+
+    def _tick(self) -> None:
+        if time.monotonic() - self._nodes_seen >= NODE_CHECK:
+            self._follow_cluster()
+        self._adjust_pool()
+        if not self.state.draining:
+            self._dispatch()
+        self._pump()
+        self._replace_stalled()
+        self.state.queued = len(self.queue)
+        self._explain_waiting()
+        self._announce_interrupts()
+        self.display.update(self.state)
 
     @property
     def interrupted(self) -> bool:
@@ -279,7 +303,9 @@ class Scheduler:
         except OSError as exc:
             self._fail(item, "error", f"cannot read {exc.filename}: {exc.strerror}")
             return None
-        return ItemInputs(item, content, [self.style_refs[s] for s in item.styles], self.out.checkpoint(item.id))
+        checkpoint = None if self.options.force else self.out.checkpoint(item.id)
+        return ItemInputs(item, content, [self.style_refs[s] for s in item.styles], checkpoint,
+                          self.options.max_pixels)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -314,9 +340,12 @@ class Scheduler:
     def _worker_ready(self, worker: Worker) -> None:
         try:
             worker.info = ray.get(worker.info_ref)
+            worker.node_id = worker.info.node_id
             self.init_failures[worker.gpus] = 0
-        except RayActorError as exc:
+        except RayError as exc:
             self.workers.remove(worker)
+            if worker.node_id and worker.node_id not in self.cpu_nodes:
+                return  # its node left the cluster before it started: not the worker's fault
             count = self.init_failures.get(worker.gpus, 0) + 1
             self.init_failures[worker.gpus] = count
             cause = _cause(exc)
@@ -328,18 +357,16 @@ class Scheduler:
         call = worker.call
         call.last_event = time.monotonic()
         try:
-            ref = next(call.events)
+            item_id, event = ray.get(next(call.events))
         except StopIteration:  # ended without a result: treat as a lost worker
             self._worker_lost(worker, "the worker stopped without a result", False)
-            return
-        try:
-            item_id, event = ray.get(ref)
-        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-            self._worker_lost(worker, _cause(exc), bool(getattr(exc, "preempted", False)))
             return
         except RayTaskError as exc:
             for item in list(call.items):
                 self._finish_failed(worker, item, "error", _cause(exc))
+            return
+        except RayError as exc:  # the actor, its process or its node died
+            self._worker_lost(worker, _cause(exc), bool(getattr(exc, "preempted", False)))
             return
         item = next((i for i in call.items if i.id == item_id), None)
         if item is None:  # an item already given up on (cannot happen in order; be safe)
@@ -372,14 +399,27 @@ class Scheduler:
             worker=worker.label, devices=info.devices if info else [], attempts=self.attempts[item.id] + 1,
             started=worker.call.started, finished=time.time(), seconds=result.seconds, iterations=result.iterations,
             final_loss=result.final_loss, gpu_peak_bytes=result.gpu_peak_bytes,
-            resumed_from_scale=result.resumed_from_scale, group_size=result.group_size)
-        self.out.write_result(record, result.image)
+            resumed_from_scale=result.resumed_from_scale, group_size=result.group_size,
+            notes=list(dict.fromkeys([*item.notes, *result.notes])))
+        try:
+            self.out.write_result(record, result.image)
+        except OSError as exc:
+            self._write_failed(worker, item, exc)
+            return
         self._release(worker, item)
         self.state.done += 1
         self.state.units_done += item.units
         resumed = "" if result.resumed_from_scale is None else f", resumed after scale {result.resumed_from_scale + 1}"
         together = f", in a group of {result.group_size}" if result.group_size > 1 else ""
         self.display.log(f"[green]done[/] {item.output} ({result.seconds:.0f} s on {record.worker}{resumed}{together})")
+
+    def _write_failed(self, worker: Worker, item: Item, exc: OSError) -> None:
+        """An image that cannot be written fails alone, unless the output directory itself is gone."""
+        problem = self.out.unusable()
+        if problem:
+            self.fatal = problem
+            return
+        self._finish_failed(worker, item, "write", f"cannot write {item.output}: {_why_not_written(exc)}")
 
     def _finish_failed(self, worker: Worker, item: Item, kind: str, message: str, detail: str = "") -> None:
         self._release(worker, item)
@@ -389,7 +429,10 @@ class Scheduler:
         failure = FailureRecord(id=item.id, output=item.output, line=item.line, content=str(item.content),
                                 error=message, kind=kind, attempts=self.attempts[item.id] + 1, time=time.time(),
                                 worker=worker, detail=detail)
-        self.out.write_failure(failure)
+        try:
+            self.out.write_failure(failure)
+        except OSError as exc:
+            self.fatal = self.out.unusable() or f"cannot record a failure in {self.out.meta}: {exc.strerror or exc}"
         self.state.failed += 1
         self.state.units_total -= item.units
         self.state.failures.append(failure)
@@ -460,12 +503,18 @@ class Scheduler:
 
     def _on_interrupt(self, signum, frame) -> None:
         self.interrupts += 1
-        if self.interrupts == 1:
-            self.state.draining = True
-            self.state.message = "Ctrl-C: finishing the running images; press Ctrl-C again to stop now"
-            self.display.log(self.state.message)
-        else:
-            self.aborting = True
+        self.state.draining = True
+        self.aborting = self.interrupts > 1
+
+    def _announce_interrupts(self) -> None:
+        """Say once what each Ctrl-C does (from the loop: a signal handler must not print)."""
+        if self.interrupts == 1 and not self._announced and not self.aborting:
+            self.display.log("[yellow]Ctrl-C:[/] finishing the running images, starting no more; press Ctrl-C "
+                             "again to stop now")
+        if self.aborting and self._announced < 2:
+            self.display.log("[yellow]Stopping now:[/] the running images continue from their last finished "
+                             "scale next time")
+        self._announced = max(self._announced, min(self.interrupts, 2))
 
     def _on_terminate(self, signum, frame) -> None:
         self.interrupts += 2
@@ -476,6 +525,18 @@ class Scheduler:
         self._on_interrupt(None, None)
         if now:
             self._on_interrupt(None, None)
+
+
+def _why_not_written(exc: OSError) -> str:
+    """An OS error on writing an image, in words (with what to do where that is clear)."""
+    where = exc.filename or ""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"a file stands where a folder of its path should be ({where}); move it away or change the output"
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied ({where})"
+    return f"{exc.strerror or exc} ({where})" if where else str(exc.strerror or exc)
 
 
 def _cause(exc: BaseException) -> str:

@@ -30,7 +30,7 @@ class StyleWorker:
                  threads: int | None = None, speed: dict | None = None):
         self.backend = (backend or EngineBackend)(weights, weights_identity, gpus, threads, speed)
         context = ray.get_runtime_context()
-        self.info_ = WorkerInfo(host=socket.gethostname(),
+        self.info_ = WorkerInfo(node_id=context.get_node_id(), host=socket.gethostname(),
                                 gpu_ids=[str(g) for g in context.get_accelerator_ids().get("GPU", [])],
                                 devices=self.backend.devices, memory_bytes=self.backend.memory_bytes,
                                 device_kind=self.backend.device_kind, precision=self.backend.precision)

@@ -96,6 +96,31 @@ def speed_from_options(options: dict[str, Any]):
                  compile=bool(options.pop("compile_", False)))
 
 
+def parse_pixels(text: str) -> int:
+    """A pixel count: ``250000000``, ``250M`` or ``1G`` (also ``250MP``)."""
+    value = text.strip().upper().removesuffix("P")
+    scale = {"K": 10**3, "M": 10**6, "G": 10**9}.get(value[-1:], 1)
+    try:
+        number = float(value[:-1] if scale > 1 else value) * scale
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise click.BadParameter(f"a pixel count such as 250M or 1G, not {text!r}")
+    return int(number)
+
+
+def max_pixels_option(func: Callable) -> Callable:
+    """--max-input-pixels: the largest input image accepted."""
+    from batchstyle.engine.images import MAX_PIXELS
+
+    return click.option(
+        "--max-input-pixels", default=f"{MAX_PIXELS // 10**6}M", show_default=True, metavar="PIXELS",
+        callback=lambda ctx, param, value: parse_pixels(value),
+        help="Largest input image accepted (a header that claims more is refused without decoding it: a "
+             "decompression bomb); room for 150 MP medium-format photos. Raise it, e.g. 1G, for larger files.",
+    )(func)
+
+
 def split_list(values: tuple[str | None, ...]) -> list[str]:
     """Comma-separated values of one or more repeated options."""
     return [v.strip() for value in values if value for v in value.split(",") if v.strip()]
@@ -128,4 +153,5 @@ class user_errors:
 
 
 __all__ = ["EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "UserError", "setting_options",
-           "settings_from_options", "speed_options", "speed_from_options", "split_list", "user_errors", "with_flag"]
+           "settings_from_options", "speed_options", "speed_from_options", "split_list", "user_errors", "with_flag",
+           "max_pixels_option", "parse_pixels"]

@@ -3,7 +3,10 @@ the stylize progress bar, the bench table and the status tables."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
+from typing import Iterator
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -25,17 +28,35 @@ class BatchDisplay:
         self.progress = BatchProgress()
         self._live: Live | None = None
         self._last_plain = 0.0
+        self._last_counts = ""
+        self._noted: set[str] = set()
 
     def __enter__(self) -> "BatchDisplay":
         if self.live_mode:
-            self._live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self._live = Live(console=self.console, refresh_per_second=4, transient=True)
             self._live.start()
         return self
 
     def __exit__(self, *exc) -> None:
         if self._live is not None:
-            self._live.stop()
+            self._live.stop()  # the table goes; the last counts stay, above the summary
             self._live = None
+            if self._last_counts:
+                self.console.print(self._last_counts)
+
+    @contextlib.contextmanager
+    def warnings_as_notes(self) -> Iterator[None]:
+        """Warnings raised while the batch runs become one note line each, never raw text over the table."""
+        def note(message, category, filename, lineno, file=None, line=None) -> None:
+            text = " ".join(str(message).split())
+            if text not in self._noted:
+                self._noted.add(text)
+                self.log(f"[cyan]note:[/] {text}")
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = note
+            yield
 
     def counts(self, state: BatchState) -> str:
         return (f"done {state.done}/{state.total - state.skipped} · failed {state.failed} · skipped "
@@ -64,6 +85,7 @@ class BatchDisplay:
 
     def update(self, state: BatchState) -> None:
         self.progress.track(state)
+        self._last_counts = self.counts(state)
         if self._live is not None:
             self._live.update(Group(self.table(state)))
         elif time.monotonic() - self._last_plain >= PLAIN_INTERVAL:
@@ -82,7 +104,8 @@ def summary_table(state: BatchState, seconds: float) -> Table:
     table.add_column()
     hours = seconds / 3600
     rows = [("done", str(state.done)), ("failed", str(state.failed)), ("skipped (already done)", str(state.skipped)),
-            ("not started", str(max(state.pending, 0))), ("time", duration(seconds)),
+            ("interrupted (resume next time)", str(state.interrupted)),
+            ("not started", str(max(state.pending - state.interrupted, 0))), ("time", duration(seconds)),
             ("images per hour", f"{state.done / hours:.1f}" if hours > 0 else "–")]
     for name, value in rows:
         table.add_row(name, value)
@@ -181,11 +204,15 @@ def failed_table(failed, failures) -> Table:
 
 
 def entries_table(title: str, entries, records) -> Table:
-    table = Table("line", "image", "content", title=title, title_justify="left")
+    done = any(entry.id in records for entry in entries)
+    table = Table("line", "image", "content", *(("time", "worker") if done else ()), title=title,
+                  title_justify="left")
     for entry in entries:
         record = records.get(entry.id)
-        table.add_row(str(entry.line), entry.output, entry.content if record is None else
-                      f"{entry.content} ({record.seconds:.0f} s on {record.worker})")
+        cells = [str(entry.line), entry.output, entry.content]
+        if done:
+            cells += [duration(record.seconds), record.worker] if record else ["", ""]
+        table.add_row(*cells)
     return table
 
 

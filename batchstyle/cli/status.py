@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
 from rich.console import Console
 
-from .common import UserError
+from .common import EXIT_FAILED, UserError
 from .display import entries_table, failed_table
 
 
@@ -15,7 +16,10 @@ from .display import entries_table, failed_table
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--all", "show_all", is_flag=True, help="List every pending and done image, not just the first few.")
 def status(outdir: str, show_all: bool) -> None:
-    """Show what is done, failed (with errors) and pending in an output directory (no Ray needed)."""
+    """Show what is done, failed (with errors) and pending in an output directory (no Ray needed).
+
+    Exits with 1 when images of the latest run failed, so that scripts can tell.
+    """
     from batchstyle.batch.store import OutputDir
 
     out = OutputDir(outdir)
@@ -41,6 +45,8 @@ def status(outdir: str, show_all: bool) -> None:
             console.print(entries_table(title, entries[:limit], records))
             if limit is not None and len(entries) > limit:
                 console.print(f"... and {len(entries) - limit} more (--all lists them)")
+    if failed:
+        sys.exit(EXIT_FAILED)
 
 
 def _describe_lock(console: Console, out) -> None:

@@ -14,8 +14,8 @@ from rich.console import Console
 
 from batchstyle.engine.settings import StyleSettings
 
-from .common import (EXIT_INTERRUPTED, setting_options, settings_from_options, speed_from_options, speed_options,
-                     split_list, user_errors)
+from .common import (EXIT_INTERRUPTED, max_pixels_option, setting_options, settings_from_options,
+                     speed_from_options, speed_options, split_list, user_errors)
 from .display import StylizeDisplay
 
 WEB_GRACE = 2.0  # seconds the live view stays up after a run so the page can show the result
@@ -41,6 +41,7 @@ class StylizeOptions:
     quiet: bool
     cpu_threads: int | None
     speed: Any
+    max_pixels: int | None = None
 
 
 @click.command()
@@ -70,12 +71,13 @@ class StylizeOptions:
 @click.option("--trace", type=click.Path(dir_okay=False),
               help="Write every iteration's size, loss and time as JSON to this file.")
 @click.option("--cpu-threads", type=click.IntRange(min=1), help="Torch threads on the CPU. [default: all cores]")
+@max_pixels_option
 @speed_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[str, ...], split: str | None,
             weights: str | None, save_every: int, checkpoint: str | None, proof: str | None, web: bool,
-            host: str, port: int, browser: bool, trace: str | None, cpu_threads: int | None, quiet: bool,
-            **options: Any) -> None:
+            host: str, port: int, browser: bool, trace: str | None, cpu_threads: int | None,
+            max_input_pixels: int, quiet: bool, **options: Any) -> None:
     """Stylize CONTENT with one or more STYLE images (blended) and write the result to --output.
 
     Ctrl-C stops and writes the current image.
@@ -86,7 +88,7 @@ def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[s
     speed = speed_from_options(options)
     opts = StylizeOptions(content, list(styles), output, settings_from_options(options), split_list(devices),
                           split_list((split,)) or None, weights, save_every, checkpoint, proof,
-                          (host, port) if web else None, browser, trace, quiet, cpu_threads, speed)
+                          (host, port) if web else None, browser, trace, quiet, cpu_threads, speed, max_input_pixels)
     try:
         with user_errors({DeviceError: "--devices"}):
             code = run_stylize(console, opts)
@@ -134,8 +136,8 @@ def _prepare(console: Console, opts: StylizeOptions):
 
     format_for(opts.output)  # an unsupported extension fails now, not after an hour
     opts.settings.blend_weights(len(opts.styles))  # a wrong number of style weights, too
-    content = load_image(opts.content, proof=opts.proof)
-    styles = [load_image(path, proof=opts.proof) for path in opts.styles]
+    content = load_image(opts.content, proof=opts.proof, max_pixels=opts.max_pixels)
+    styles = [load_image(path, proof=opts.proof, max_pixels=opts.max_pixels) for path in opts.styles]
     if opts.cpu_threads:
         torch.set_num_threads(opts.cpu_threads)
     stylizer = Stylizer(opts.weights, opts.devices or None, opts.split, speed=opts.speed)
