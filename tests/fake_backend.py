@@ -11,7 +11,6 @@ first time (remembered in ``die_marker``) and ``hang`` stops responding the firs
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from typing import Any, Iterator
@@ -19,7 +18,17 @@ from typing import Any, Iterator
 from batchstyle.batch.engine_backend import bytes_of
 from batchstyle.batch.messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult, failure_of
 from batchstyle.engine.events import Progress
-from batchstyle.engine.images import encode_image, format_for
+from batchstyle.engine.images import encode_image, format_for, load_image
+
+
+def fake_image(image, item_id: str):
+    """The content, shrunk and tinted with a colour of the item's id: another id, another image."""
+    from PIL import Image
+
+    image = image.copy()
+    image.thumbnail((64, 64))
+    colour = tuple(int(item_id[k:k + 2], 16) for k in (0, 2, 4))
+    return Image.blend(image, Image.new("RGB", image.size, colour), 0.25)
 
 
 class Fake:
@@ -67,18 +76,15 @@ class FakeBackend:
         start = min({int(o.checkpoint.decode().split(":")[1]) + 1 if o.checkpoint else 0 for o, _ in live}, default=0)
         yield from self._iterate(live, start, names, started)
         for one, image in live:
-            image.thumbnail((64, 64))
+            image = fake_image(image, one.item.id)
             yield one.item.id, ItemResult(encode_image(image, format_for(one.item.output)), time.time() - started,
                                           self.iters * self.scales, 0.0, 0, start - 1 if one.checkpoint else None,
                                           group_size=len(live))
 
     @staticmethod
     def _decode(one: ItemInputs):
-        from PIL import Image
-
-        with Image.open(io.BytesIO(one.content)) as im:
-            im.load()
-            image = im.convert("RGB")
+        """The content as the engine decodes it (colour management, orientation, odd modes)."""
+        image = load_image(one.content, name=one.item.content.name, max_pixels=one.max_pixels)
         for style in one.styles:
             bytes_of(style)
         if "fail" in one.item.content.name.lower():

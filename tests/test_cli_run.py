@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,10 +109,28 @@ def test_first_ctrl_c_finishes_running_images_and_exits_130(job):
     finally:
         kill_session(proc)
     assert proc.returncode == 130, output
-    assert "finishing the running images" in output and "Run the same command again" in output
+    assert output.count("finishing the running images") == 1 and "Run the same command again" in output
     assert 1 <= len(records(out)) < 8
     rerun = batchstyle(*args, fake=fake)
     assert rerun.returncode == 0 and len(records(out)) == 8
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_what_happens_to_the_running_images(job):
+    root, manifest = job
+    out = root / "out"
+    proc = start("run", str(manifest), "-o", str(out), "--plain", fake="iters=20,sleep=0.1,scales=2")
+    try:
+        wait_for(lambda: (out / ".batchstyle" / "done").is_dir() and len(records(out)) >= 1, 120, "one image")
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        kill_session(proc)
+    assert proc.returncode == 130, output
+    assert "Stopping now: the running images continue from their last finished scale" in output
+    assert re.search(r"interrupted \(resume next time\)\s+│\s+[1-9]", output), output
+    assert len(records(out)) < 8
 
 
 def test_a_second_run_on_the_same_output_directory_is_refused(job):
@@ -202,3 +221,85 @@ def test_real_engine_end_to_end_with_a_folder_row_and_two_styles(tmp_path, weigh
     status = batchstyle("status", str(tmp_path / "output"), "--all")
     assert "2 image(s) in the latest run: 2 done, 0 failed, 0 pending" in status.stdout
     assert "chelsea_cat.tif" in status.stdout and "coffee.tif" in status.stdout
+
+
+def session_processes(sid: int) -> list[str]:
+    """Processes still alive in a session (what a driver started and left behind)."""
+    ps = subprocess.run(["ps", "-eo", "sid=,pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if line.split() and line.split()[0] == str(sid)]
+
+
+def test_ctrl_c_while_ray_starts_exits_130_and_leaves_no_process(job):
+    root, manifest = job
+    out = root / "out"
+    proc = start("run", str(manifest), "-o", str(out), "--plain", "--force", fake=FAKE)
+    try:
+        wait_for(lambda: (out / ".batchstyle" / "plan.json").exists(), 60, "planning to finish")
+        proc.send_signal(signal.SIGINT)  # Ray is starting now
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, output
+        assert "Interrupted" in output and "Aborted" not in output and "Traceback" not in output
+        deadline = time.monotonic() + 20
+        while session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert session_processes(proc.pid) == []
+    finally:
+        kill_session(proc)
+    assert not list((out / ".batchstyle" / "done").iterdir())  # nothing was made, nothing was dropped
+
+
+def test_every_problem_of_a_row_is_reported_with_did_you_mean_for_a_column(job):
+    root, manifest = job
+    manifest.write_text("content,style,style_weights,end_scale,iterations,style_loss\n"
+                        "photos/p1.png,style.png,2;1;1,huge,-5,gramm\n")
+    result = batchstyle("run", str(manifest), fake=FAKE)
+    assert result.returncode == 2
+    for problem in ("end_scale must be a whole number of pixels or N+", "iterations must be at least 1, not -5",
+                    "style_loss must be one of gram, w2, not 'gramm'", "3 style weights for 1 style image(s)"):
+        assert f"{manifest}:2: {problem}" in result.stderr, problem
+    assert "4 problems in" in result.stderr
+    manifest.write_text("content,stlye\nphotos,style.png\n")
+    result = batchstyle("run", str(manifest), fake=FAKE)
+    assert f"{manifest}:1: unknown column 'stlye'; did you mean 'style'?" in result.stderr
+
+
+def test_what_is_not_a_manifest_is_said_in_one_line(job, tmp_path):
+    root, manifest = job
+    missing = batchstyle("run", str(root / "nothere.csv"), fake=FAKE)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: {root / 'nothere.csv'}: the manifest does not exist"
+    notes = root / "notes.txt"
+    notes.write_text("Remember to buy milk.\nAnd bread.\n")
+    result = batchstyle("run", str(notes), fake=FAKE)
+    assert result.returncode == 2
+    assert f"{notes}:1: this does not look like a manifest: its first line should be a header" in result.stderr
+    assert "unknown column" not in result.stderr
+
+
+def test_a_run_without_weights_writes_nothing_and_says_what_to_do(job, tmp_path):
+    root, manifest = job
+    env = {"BATCHSTYLE_WEIGHTS": "", "BATCHSTYLE_CACHE_DIR": str(tmp_path / "empty-cache"),
+           "TORCH_HOME": str(tmp_path / "torch"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    result = batchstyle("run", str(manifest), "-o", str(root / "out"), env=env)
+    assert result.returncode == 2
+    assert "no VGG-19 weights" in result.stderr and "--weights PATH" in result.stderr
+    assert "Downloading:" not in result.stdout + result.stderr
+    assert not (root / "out").exists()
+    notes = root / "notes.pt"
+    notes.write_text("not weights\n")
+    result = batchstyle("run", str(manifest), "-o", str(root / "out"), "--weights", str(notes), env=env)
+    assert result.returncode == 2 and f"{notes} is not a VGG-19 weights file" in result.stderr
+    assert "weights_only" not in result.stderr and not (root / "out").exists()
+
+
+def test_status_all_lists_time_and_worker_in_their_own_columns(job):
+    root, manifest = job
+    out = root / "out"
+    assert batchstyle("run", str(manifest), "-o", str(out), "--plain", fake=FAKE).returncode == 0
+    status = batchstyle("status", str(out), "--all")
+    assert status.returncode == 0
+    header = next(line for line in status.stdout.splitlines() if "line" in line and "image" in line and "time" in line)
+    assert "worker" in header and "content" in header
+    row = next(line for line in status.stdout.splitlines() if "p0__style.png" in line)
+    line, image, content, seconds, worker = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert image == "p0__style.png" and content.startswith("/") and " s on " not in content
+    assert re.fullmatch(r"\d+s", seconds) and worker.endswith(" CPU")

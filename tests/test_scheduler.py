@@ -163,12 +163,15 @@ def test_compatible_items_are_grouped_and_each_gets_its_own_result(ray_gpus, bat
     assert starts(out, plan) == {**{f"p{i}__style.png": [5] for i in range(5)}, "wide__style.png": [1]}
     assert all(records[f"p{i}__style.png"].attempts == 1 for i in range(5))
     assert sum("in a group of 5" in line for line in display.lines) == 5
-    # each item's own image (the fake returns its content, shrunk), not a neighbour's
+    # each item's own image (the fake returns its content, shrunk and tinted by its id), not a neighbour's
     from PIL import Image
+
     from batchstyle.engine.images import load_image
+    from fake_backend import fake_image
+    ids = {item.output: item.id for item in plan.all}
     for i in range(5):
         made = Image.open(out.root / f"p{i}__style.png").convert("RGB")
-        own = load_image(out.root.parent / "in" / f"p{i}.png").convert("RGB").resize(made.size)
+        own = fake_image(load_image(out.root.parent / "in" / f"p{i}.png"), ids[f"p{i}__style.png"])
         assert made.tobytes() == own.tobytes()
 
 

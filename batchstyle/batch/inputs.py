@@ -5,6 +5,7 @@ library raised while reading it (kept as notes on the file, never printed over t
 from __future__ import annotations
 
 import glob
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,9 +43,14 @@ class InputChecker:
             return InputFile(problem="is a folder, not an image")
         try:
             with image_notes() as notes:
-                size = image_size(path, name=path.name, max_pixels=self.max_pixels)
+                size = image_size(path, name=path.name, max_pixels=sys.maxsize)  # the limit is checked below
         except ImageError as exc:
             return InputFile(problem=_after_name(str(exc), path.name), notes=tuple(notes))
+        pixels = size[0] * size[1]
+        if pixels > self.max_pixels:
+            return InputFile(problem=f"is {size[0]}x{size[1]}, {pixels / 1e6:,.0f} megapixels: more than the limit "
+                                     f"of {self.max_pixels / 1e6:,.0f} (--max-input-pixels); downscale it, or raise "
+                                     f"the limit if you mean it", notes=tuple(notes))
         return InputFile(size=size, notes=tuple(notes))
 
 

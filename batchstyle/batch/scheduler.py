@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import ray
-from ray.exceptions import RayError, RayTaskError
+from ray.exceptions import ActorUnschedulableError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from batchstyle.engine.events import Progress
@@ -129,6 +129,7 @@ class Scheduler:
         self._announced = 0  # Ctrl-Cs already said out loud
         self.fatal: str | None = None
         self._nodes_seen = 0.0
+        self.gone_nodes: set[str] = set()  # nodes found gone before the cluster said so
         self._follow_cluster()
         for item in [i for i in self.queue if i.problem]:  # unreadable files found in folders
             self.queue.remove(item)
@@ -150,7 +151,8 @@ class Scheduler:
             # an autoscaling cluster: asking for the workers wanted is what makes its GPU nodes
             self.gpus_total = max(real_gpus, self.options.workers or 1)
             self.gpus_per_node = self.gpus_per_node if real_gpus else 2
-        self.cpu_nodes = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in nodes}
+        self.cpu_nodes = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in nodes
+                          if n["NodeID"] not in self.gone_nodes}
         for worker in [w for w in self.workers if w.node_id and w.node_id not in self.cpu_nodes]:
             self._worker_lost(worker, "its node left the cluster", preempted=True)
 
@@ -344,8 +346,11 @@ class Scheduler:
             self.init_failures[worker.gpus] = 0
         except RayError as exc:
             self.workers.remove(worker)
+            if isinstance(exc, ActorUnschedulableError) and worker.node_id:
+                self.gone_nodes.add(worker.node_id)  # its node left the cluster before it started
+            self._follow_cluster()
             if worker.node_id and worker.node_id not in self.cpu_nodes:
-                return  # its node left the cluster before it started: not the worker's fault
+                return  # not the worker's fault: start no replacement there
             count = self.init_failures.get(worker.gpus, 0) + 1
             self.init_failures[worker.gpus] = count
             cause = _cause(exc)
@@ -471,6 +476,7 @@ class Scheduler:
         worker.call = None
         if worker in self.workers:
             self.workers.remove(worker)
+            self._nodes_seen = 0.0  # its node may be gone too: look again before starting a replacement
         ray.kill(worker.actor)
         for item in reversed(items):
             self._requeue_or_fail(item, f"worker lost ({cause})", preempted)

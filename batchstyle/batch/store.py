@@ -180,6 +180,8 @@ class OutputDir:
         they no longer describe it (a crash in between leaves the old image without a record,
         which is redone).
         """
+        if not self.done_dir.is_dir():  # the directory was removed under the run: do not make a new one
+            raise FileNotFoundError(errno.ENOENT, "the output directory is gone", str(self.done_dir))
         for other in self._claims_on(record.output) - {record.id}:
             (self.done_dir / f"{other}.json").unlink(missing_ok=True)
         path = self.root / record.output

@@ -208,8 +208,8 @@ def _open_header(fp: BinaryIO, name: str, max_pixels: int) -> ImageFile.ImageFil
     if pixels > max_pixels:
         im.close()
         raise ImageError(f"{name}: cannot read image: {im.width}x{im.height} is {pixels / 1e6:.4g} megapixels, "
-                         f"more than the limit of {max_pixels / 1e6:.4g} (max_pixels); downscale it, or raise the "
-                         f"limit if you mean it")
+                         f"more than the limit of {max_pixels / 1e6:.4g}; downscale it, or raise the limit if you "
+                         f"mean it")
     return im
 
 

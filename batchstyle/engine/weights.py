@@ -7,7 +7,9 @@ There is no fallback to random weights.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,9 +146,12 @@ def load_weights_file(path: str | os.PathLike) -> VGGWeights:
 
 
 def _download_torchvision() -> Mapping[str, torch.Tensor]:
+    """torchvision's weights, downloaded quietly: callers say what happens, in their own words."""
     from torchvision.models import VGG19_Weights
 
-    return VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):  # torch.hub's "Downloading: URL"
+        return VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
 
 
 def resolve_weights(path: str | os.PathLike | None = None, *, download: bool = True,

@@ -1,0 +1,106 @@
+"""Resuming after edits: whatever order a row's settings are changed in, the file on disk is the
+image of the current settings and nothing is redone that did not change. And a write that fails
+fails its image only. Real Ray (one instance for the module), the fake backend."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from batchstyle.batch.manifest import read_manifest
+from batchstyle.batch.plan import make_plan
+from batchstyle.batch.scheduler import RunOptions, Scheduler
+from batchstyle.batch.store import OutputDir
+from fake_backend import Fake
+from test_scheduler import RecordingDisplay
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_cpu():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def job(tmp_path, photo):
+    photo(40, 30, 1).save(tmp_path / "a.png")
+    photo(32, 32, 2).save(tmp_path / "s1.png")
+    photo(32, 32, 3).save(tmp_path / "s2.png")
+    (tmp_path / "log").mkdir()
+    return tmp_path
+
+
+def run_once(root, weights: str, force: bool = False, rows: str | None = None):
+    """Write the manifest, plan and run it; the plan and the ids the fake started this time."""
+    manifest = root / "m.csv"
+    manifest.write_text(rows or f"content,style,style_weights,output\na.png,s1.png;s2.png,{weights},blend.png\n")
+    out = OutputDir(root / "out")
+    plan = make_plan(read_manifest(manifest), out, "fake", force=force)
+    before = set(os.listdir(root / "log"))
+    options = RunOptions(backend=Fake(f"iters=2,scales=2,log={root / 'log'}"), group_size=1, force=force)
+    state = Scheduler(plan.todo, len(plan.done), out, None, "fake", options, RecordingDisplay()).run()
+    started = {name.split(".")[0] for name in set(os.listdir(root / "log")) - before}
+    return plan, state, started
+
+
+def file_is_the_image_of(out: OutputDir, item_id: str) -> bool:
+    record = out.records()[item_id]
+    return hashlib.sha256((out.root / record.output).read_bytes()).hexdigest() == record.output_sha256
+
+
+@pytest.mark.parametrize("edits", [["2;1", "1;1", "2;1"], ["2;1", "1;1", "1;1", "2;1"],
+                                   ["2;1", "1;1", "3;1", "1;1", "2;1"]], ids=["ABA", "ABBA", "ABCBA"])
+def test_every_order_of_edits_ends_with_the_right_image_and_redoes_only_what_changed(ray_cpu, job, edits):
+    previous = None
+    for weights in edits:
+        plan, state, started = run_once(job, weights)
+        (item,) = plan.all
+        assert state.failed == 0
+        assert file_is_the_image_of(OutputDir(job / "out"), item.id), weights
+        assert started == ({item.id} if weights != previous else set()), (weights, previous)
+        previous = weights
+
+
+def test_force_redoes_everything_but_keeps_the_records_until_replaced(ray_cpu, job):
+    plan, _, _ = run_once(job, "2;1")
+    (item,) = plan.all
+    out = OutputDir(job / "out")
+    forced_plan = make_plan(read_manifest(job / "m.csv"), out, "fake", force=True)
+    assert forced_plan.todo == forced_plan.all and item.id in out.done_ids()  # planning forgets nothing
+    _, state, started = run_once(job, "2;1", force=True)
+    assert started == {item.id} and state.done == 1 and file_is_the_image_of(out, item.id)
+
+
+def test_a_file_where_an_output_folder_should_be_fails_that_image_only(ray_cpu, job, photo):
+    photo(40, 30, 4).save(job / "b.png")
+    (job / "out").mkdir()
+    (job / "out" / "blend").write_text("I am a file, not a folder")
+    rows = "content,style,output\na.png,s1.png,blend/{content}.png\nb.png,s1.png,fine/{content}.png\n"
+    plan, state, _ = run_once(job, "", rows=rows)
+    assert state.done == 1 and state.failed == 1
+    (failure,) = OutputDir(job / "out").failures().values()
+    assert failure.kind == "write" and failure.output == "blend/a.png"
+    assert failure.error.startswith("cannot write blend/a.png: a file stands where a folder of its path should be")
+    assert (job / "out" / "fine" / "b.png").is_file()
+    assert (job / "out" / "blend").read_text() == "I am a file, not a folder"  # nothing of the user's is lost
+
+
+def test_an_output_directory_that_disappears_stops_the_run_with_one_line(ray_cpu, job, photo):
+    import shutil
+
+    rows = "content,style,output\na.png,s1.png,{content}.png\n"
+    manifest = job / "m.csv"
+    manifest.write_text(rows)
+    out = OutputDir(job / "out")
+    plan = make_plan(read_manifest(manifest), out, "fake")
+    shutil.rmtree(job / "out")
+    scheduler = Scheduler(plan.todo, 0, out, None, "fake", RunOptions(backend=Fake("iters=2"), group_size=1),
+                          RecordingDisplay())
+    with pytest.raises(RuntimeError, match=f"the output directory {job / 'out'} is gone"):
+        scheduler.run()
