@@ -130,6 +130,7 @@ class Scheduler:
         self.fatal: str | None = None
         self._nodes_seen = 0.0
         self.gone_nodes: set[str] = set()  # nodes found gone before the cluster said so
+        self.cpu_nodes: dict[str, int] | None = None  # alive nodes and their CPUs, from the last look
         self._follow_cluster()
         for item in [i for i in self.queue if i.problem]:  # unreadable files found in folders
             self.queue.remove(item)
@@ -151,10 +152,21 @@ class Scheduler:
             # an autoscaling cluster: asking for the workers wanted is what makes its GPU nodes
             self.gpus_total = max(real_gpus, self.options.workers or 1)
             self.gpus_per_node = self.gpus_per_node if real_gpus else 2
-        self.cpu_nodes = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in nodes
-                          if n["NodeID"] not in self.gone_nodes}
+        before, self.cpu_nodes = self.cpu_nodes, {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in nodes
+                                                  if n["NodeID"] not in self.gone_nodes}
+        if before is not None:  # not the first look
+            self._say_what_changed(before, nodes)
         for worker in [w for w in self.workers if w.node_id and w.node_id not in self.cpu_nodes]:
             self._worker_lost(worker, "its node left the cluster", preempted=True)
+
+    def _say_what_changed(self, before: dict[str, int], nodes: list[dict]) -> None:
+        for node in nodes:
+            if node["NodeID"] in self.cpu_nodes and node["NodeID"] not in before:
+                gpus = int(node["Resources"].get("GPU", 0))
+                self.display.log(f"node {node['NodeID'][:8]} joined the cluster ({self.cpu_nodes[node['NodeID']]} CPUs"
+                                 f"{f', {gpus} GPUs' if gpus else ''}): the pool can grow")
+        for node_id in before.keys() - self.cpu_nodes.keys():
+            self.display.log(f"node {node_id[:8]} left the cluster: its images run elsewhere")
 
     def _fit_to_cluster(self) -> None:
         for item in list(self.queue):
@@ -549,7 +561,7 @@ def _cause(exc: BaseException) -> str:
     """A one-line reason from a Ray exception (its cause's message where there is one)."""
     cause = getattr(exc, "cause", None) or exc.__cause__
     text = str(cause if cause is not None else exc).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 
 
