@@ -117,7 +117,7 @@ def bench_dispatch(root: Path, n: int, workers: int, repeats: int) -> dict:
             scheduler = Scheduler(plan.todo, 0, out, None, "bench",
                                   RunOptions(backend=Fake("iters=1,sleep=0,scales=1"), workers=workers), Quiet())
             # start the workers first so that their start-up is not counted
-            scheduler._adjust_pool()
+            scheduler.pool.adjust(scheduler._need())
             ray.get([w.info_ref for w in scheduler.workers])
             seconds, state = timed(scheduler.run)
             assert state.done == n, state

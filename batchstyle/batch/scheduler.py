@@ -2,8 +2,9 @@
 
 The loop is one ``while`` over ``ray.wait``; the decisions (how many workers of which shape, how
 many items per call, whether to retry, escalate or fail) are the small functions of
-:mod:`batch.policies`. A worker owns its current call; the scheduler owns the queue and what it
-has learnt about each item (attempts, route, whether it must run alone).
+:mod:`batch.policies`, and the workers and the cluster they run on are :mod:`batch.pool`'s. A
+worker owns its current call; the scheduler owns the queue and what it has learnt about each item
+(attempts, route, whether it must run alone).
 """
 
 from __future__ import annotations
@@ -17,22 +18,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import ray
-from ray.exceptions import ActorUnschedulableError, RayError, RayTaskError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.exceptions import RayError, RayTaskError
 
 from batchstyle.engine.events import Progress
 
 from .manifest import Item
-from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult, WorkerInfo
-from .policies import (after_out_of_memory, after_worker_lost, auto_group_size, desired_workers, fair_share,
-                       fit_to_cluster)
+from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult
+from .policies import after_out_of_memory, after_worker_lost, auto_group_size, fair_share, fit_to_cluster
+from .pool import Call, Worker, WorkerPool, WorkerSetup, cause_of
 from .store import FailureRecord, ItemRecord, OutputDir
-from .worker import BackendFactory, StyleWorker
+from .worker import BackendFactory
 
 TICK = 0.2  # seconds: how often the display refreshes and Ctrl-C is noticed
-NODE_CHECK = 2.0  # seconds between looks at the cluster's nodes (joined, lost)
-INIT_FAILURES_BEFORE_GIVING_UP = 3
-SLOW_START = 60.0  # seconds after which a worker that has not started is worth a word
 
 
 @dataclass
@@ -47,32 +44,6 @@ class RunOptions:
     speed: dict | None = None  # engine Speed options for every worker
     force: bool = False  # redo from the start: saved checkpoints are not used
     max_pixels: int | None = None  # the largest input image the workers accept (None: the engine's default)
-
-
-@dataclass
-class Call:
-    """A worker's current call: the items it is making together and the stream of their events."""
-
-    items: list[Item]
-    events: Any  # Ray's generator of event references
-    started: float
-    progress: dict[str, Progress] = field(default_factory=dict)
-    last_event: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class Worker:
-    actor: Any
-    gpus: int  # 0 for a CPU worker
-    info_ref: Any
-    info: WorkerInfo | None = None
-    call: Call | None = None
-    node_id: str | None = None  # its node: where a CPU worker was placed, or where a GPU worker started
-    created: float = field(default_factory=time.monotonic)
-
-    @property
-    def label(self) -> str:
-        return self.info.label if self.info else "starting"
 
 
 @dataclass
@@ -114,63 +85,31 @@ class Scheduler:
     def __init__(self, todo: list[Item], skipped: int, out: OutputDir, weights_ref: Any, weights_identity: str,
                  options: RunOptions, display: Display):
         self.out, self.options, self.display = out, options, display
-        self.weights_ref, self.weights_identity = weights_ref, weights_identity
+        self.weights_identity = weights_identity
         self.queue: deque[Item] = deque(sorted(todo, key=lambda i: -i.route))  # big items first
         self.state = BatchState(total=len(todo) + skipped, skipped=skipped, queued=len(todo),
                                 units_total=sum(i.units for i in todo))
-        self.workers = self.state.workers
+        setup = WorkerSetup(options.backend, weights_ref, weights_identity, options.cpu_threads, options.speed)
+        self.pool = WorkerPool(setup, options.device, options.workers, display.log)
+        self.state.workers = self.workers = self.pool.workers
         self.route = {item.id: item.route for item in todo}  # GPUs per item, after escalation
         self.attempts: Counter[str] = Counter()  # runs that ended without a result (worker lost)
         self.alone: set[str] = set()  # failed inside a group once: from now on they run alone
         self.style_refs: dict[Path, Any] = {}
-        self.init_failures: dict[int, int] = {}
         self.aborting = False
         self.interrupts = 0
         self._announced = 0  # Ctrl-Cs already said out loud
         self.fatal: str | None = None
-        self._nodes_seen = 0.0
-        self.gone_nodes: set[str] = set()  # nodes found gone before the cluster said so
-        self.cpu_nodes: dict[str, int] | None = None  # alive nodes and their CPUs, from the last look
-        self._follow_cluster()
+        self.pool.look()
         for item in [i for i in self.queue if i.problem]:  # unreadable files found in folders
             self.queue.remove(item)
             self._fail(item, "input", item.problem)
-        if self.gpus_total:
+        if self.pool.gpus_total:
             self._fit_to_cluster()
-
-    def _follow_cluster(self) -> None:
-        """Look at the cluster's nodes: the pool follows nodes that join, and a worker whose node
-        left is lost (its images run again elsewhere, from their last checkpoints)."""
-        self._nodes_seen = time.monotonic()
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        real_gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
-        self.gpus_total = real_gpus
-        self.gpus_per_node = int(max((n["Resources"].get("GPU", 0) for n in nodes), default=0))
-        if self.options.device == "cpu":
-            self.gpus_total = self.gpus_per_node = 0
-        elif self.options.device == "gpu":
-            # an autoscaling cluster: asking for the workers wanted is what makes its GPU nodes
-            self.gpus_total = max(real_gpus, self.options.workers or 1)
-            self.gpus_per_node = self.gpus_per_node if real_gpus else 2
-        before, self.cpu_nodes = self.cpu_nodes, {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in nodes
-                                                  if n["NodeID"] not in self.gone_nodes}
-        if before is not None:  # not the first look
-            self._say_what_changed(before, nodes)
-        for worker in [w for w in self.workers if w.node_id and w.node_id not in self.cpu_nodes]:
-            self._worker_lost(worker, "its node left the cluster", preempted=True)
-
-    def _say_what_changed(self, before: dict[str, int], nodes: list[dict]) -> None:
-        for node in nodes:
-            if node["NodeID"] in self.cpu_nodes and node["NodeID"] not in before:
-                gpus = int(node["Resources"].get("GPU", 0))
-                self.display.log(f"node {node['NodeID'][:8]} joined the cluster ({self.cpu_nodes[node['NodeID']]} CPUs"
-                                 f"{f', {gpus} GPUs' if gpus else ''}): the pool can grow")
-        for node_id in before.keys() - self.cpu_nodes.keys():
-            self.display.log(f"node {node_id[:8]} left the cluster: its images run elsewhere")
 
     def _fit_to_cluster(self) -> None:
         for item in list(self.queue):
-            decision = fit_to_cluster(self.route[item.id], item.gpus, self.gpus_per_node)
+            decision = fit_to_cluster(self.route[item.id], item.gpus, self.pool.gpus_per_node)
             if isinstance(decision, str):
                 self.queue.remove(item)
                 self._fail(item, "error", decision)
@@ -190,23 +129,22 @@ class Scheduler:
             self._restore_signal_handlers(previous)
             self._announce_interrupts()
             self.state.interrupted = len(self.state.running) if self.aborting else 0
-            for worker in self.workers:
-                ray.kill(worker.actor)
-            self.workers.clear()
+            self.pool.close()
         if self.fatal:
             raise RuntimeError(self.fatal)
         return self.state
 
     def _tick(self) -> None:
-        if time.monotonic() - self._nodes_seen >= NODE_CHECK:
-            self._follow_cluster()
-        self._adjust_pool()
+        if self.pool.due():
+            for worker in self.pool.look():
+                self._worker_lost(worker, "its node left the cluster", preempted=True)
+        self.pool.adjust(self._need())
         if not self.state.draining:
             self._dispatch()
         self._pump()
         self._replace_stalled()
         self.state.queued = len(self.queue)
-        self._explain_waiting()
+        self.state.message = "" if self.state.draining else self.pool.waiting()
         self._announce_interrupts()
         self.display.update(self.state)
 
@@ -216,59 +154,12 @@ class Scheduler:
 
     def _shape(self, item: Item) -> int:
         """The worker shape an item goes to: 0 (CPU) on a cluster without GPUs, else its route."""
-        return self.route[item.id] if self.gpus_total else 0
+        return self.route[item.id] if self.pool.gpus_total else 0
 
-    def _adjust_pool(self) -> None:
-        """Create the workers the remaining work needs; retire idle ones it no longer needs."""
-        if self.state.draining:
-            need = Counter(self._shape(item) for item, _ in self.state.running)
-        else:
-            need = Counter(self._shape(item) for item in [*self.queue, *(i for i, _ in self.state.running)])
-        want = desired_workers(need, self.gpus_total, self.gpus_per_node, self.options.workers,
-                               len(self.cpu_nodes))
-        for shape in sorted(want, reverse=True):
-            have = [w for w in self.workers if w.gpus == shape]
-            for worker in [w for w in have if not w.call][: max(0, len(have) - want[shape])]:
-                self._retire(worker)
-        for shape in sorted(want, reverse=True):
-            have = sum(1 for w in self.workers if w.gpus == shape)
-            for _ in range(want[shape] - have):
-                self._start_worker(shape)
-
-    def _explain_waiting(self) -> None:
-        """Say so when workers take long to start (busy or missing GPUs, an autoscaler at work)."""
-        if self.state.draining:
-            return
-        slow = [w for w in self.workers if w.info is None and time.monotonic() - w.created > SLOW_START]
-        if slow:
-            shapes = ", ".join(sorted({f"{w.gpus} GPU" if w.gpus else "CPU" for w in slow}))
-            self.state.message = (f"waiting for {len(slow)} worker(s) ({shapes}) to start: the cluster has no "
-                                  f"free resources for them yet")
-        else:
-            self.state.message = ""
-
-    def _start_worker(self, gpus: int) -> None:
-        options = self.options
-        if gpus == 0:
-            used = {w.node_id for w in self.workers}
-            free = [n for n in self.cpu_nodes if n not in used]
-            if not free:
-                return
-            node = free[0]
-            actor = StyleWorker.options(
-                num_cpus=self.cpu_nodes[node], num_gpus=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-            ).remote(options.backend, self.weights_ref, self.weights_identity, 0,
-                     options.cpu_threads or self.cpu_nodes[node], options.speed)
-            self.workers.append(Worker(actor, 0, actor.info.remote(), node_id=node))
-        else:
-            actor = StyleWorker.options(num_gpus=gpus, num_cpus=1).remote(
-                options.backend, self.weights_ref, self.weights_identity, gpus, options.cpu_threads, options.speed)
-            self.workers.append(Worker(actor, gpus, actor.info.remote()))
-
-    def _retire(self, worker: Worker) -> None:
-        ray.kill(worker.actor)
-        self.workers.remove(worker)
+    def _need(self) -> Counter:
+        """Items per worker shape that workers are needed for: the running ones, and the queue unless draining."""
+        running = [item for item, _ in self.state.running]
+        return Counter(self._shape(item) for item in (running if self.state.draining else [*self.queue, *running]))
 
     # -- dispatch ----------------------------------------------------------------------------------
 
@@ -336,7 +227,7 @@ class Scheduler:
             ready, _ = ray.wait(waitables, num_returns=len(waitables), timeout=0)
         for waitable in ready:
             if waitable in starting:
-                self._worker_ready(starting[waitable])
+                self.fatal = self.pool.started(starting[waitable]) or self.fatal
             elif waitable in calls and calls[waitable].call and calls[waitable].call.events is waitable:
                 self._next_event(calls[waitable])
 
@@ -351,25 +242,6 @@ class Scheduler:
             if silent > limit:
                 self._worker_lost(worker, f"no progress for {silent:.0f} s", False)
 
-    def _worker_ready(self, worker: Worker) -> None:
-        try:
-            worker.info = ray.get(worker.info_ref)
-            worker.node_id = worker.info.node_id
-            self.init_failures[worker.gpus] = 0
-        except RayError as exc:
-            self.workers.remove(worker)
-            if isinstance(exc, ActorUnschedulableError) and worker.node_id:
-                self.gone_nodes.add(worker.node_id)  # its node left the cluster before it started
-            self._follow_cluster()
-            if worker.node_id and worker.node_id not in self.cpu_nodes:
-                return  # not the worker's fault: start no replacement there
-            count = self.init_failures.get(worker.gpus, 0) + 1
-            self.init_failures[worker.gpus] = count
-            cause = _cause(exc)
-            self.display.log(f"a worker could not start: {cause}")
-            if count >= INIT_FAILURES_BEFORE_GIVING_UP:
-                self.fatal = f"workers cannot start ({count} tries): {cause}"
-
     def _next_event(self, worker: Worker) -> None:
         call = worker.call
         call.last_event = time.monotonic()
@@ -380,10 +252,10 @@ class Scheduler:
             return
         except RayTaskError as exc:
             for item in list(call.items):
-                self._finish_failed(worker, item, "error", _cause(exc))
+                self._finish_failed(worker, item, "error", cause_of(exc))
             return
         except RayError as exc:  # the actor, its process or its node died
-            self._worker_lost(worker, _cause(exc), bool(getattr(exc, "preempted", False)))
+            self._worker_lost(worker, cause_of(exc), bool(getattr(exc, "preempted", False)))
             return
         item = next((i for i in call.items if i.id == item_id), None)
         if item is None:  # an item already given up on (cannot happen in order; be safe)
@@ -460,14 +332,15 @@ class Scheduler:
             # the group as a whole failed: each item gets a run of its own, which decides
             self._release(worker, item)
             if failure.kind == "oom" and not worker.call:
-                self._retire(worker)
+                self.pool.remove(worker)
             self.alone.add(item.id)
             self.display.log(f"[yellow]retrying alone[/] {item.output}: its group failed ({failure.message})")
             self.queue.appendleft(item)
         elif failure.kind == "oom":
             self._release(worker, item)
-            self._retire(worker)  # a fresh process sheds the allocator's fragmentation
-            decision = after_out_of_memory(self.route[item.id], self.gpus_per_node >= 2 and self.gpus_total >= 2)
+            self.pool.remove(worker)  # a fresh process sheds the allocator's fragmentation
+            two_gpus_exist = self.pool.gpus_per_node >= 2 and self.pool.gpus_total >= 2
+            decision = after_out_of_memory(self.route[item.id], two_gpus_exist)
             if isinstance(decision, str):
                 self._fail(item, "oom", decision, worker.label, failure.detail)
             else:
@@ -477,7 +350,7 @@ class Scheduler:
         elif failure.kind == "device":
             self._release(worker, item)
             if not worker.call:
-                self._retire(worker)
+                self.pool.remove(worker)
             self._requeue_or_fail(item, f"device error: {failure.message}", False)
         else:
             self._finish_failed(worker, item, "error", failure.message, failure.detail)
@@ -487,9 +360,8 @@ class Scheduler:
         items = list(worker.call.items) if worker.call else []
         worker.call = None
         if worker in self.workers:
-            self.workers.remove(worker)
-            self._nodes_seen = 0.0  # its node may be gone too: look again before starting a replacement
-        ray.kill(worker.actor)
+            self.pool.looked = 0.0  # its node may be gone too: look again before starting a replacement
+        self.pool.remove(worker)
         for item in reversed(items):
             self._requeue_or_fail(item, f"worker lost ({cause})", preempted)
 
@@ -557,12 +429,4 @@ def _why_not_written(exc: OSError) -> str:
     return f"{exc.strerror or exc} ({where})" if where else str(exc.strerror or exc)
 
 
-def _cause(exc: BaseException) -> str:
-    """A one-line reason from a Ray exception (its cause's message where there is one)."""
-    cause = getattr(exc, "cause", None) or exc.__cause__
-    text = str(cause if cause is not None else exc).strip()
-    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-__all__ = ["Scheduler", "RunOptions", "BatchState", "Worker", "Call"]
+__all__ = ["Scheduler", "RunOptions", "BatchState"]
