@@ -199,7 +199,7 @@ class _user_errors:
 
     def __exit__(self, kind, exc, tb):
         from batchstyle.engine.images import ImageError
-        from batchstyle.engine.multiscale import DeviceError
+        from batchstyle.engine.devices import DeviceError
         from batchstyle.engine.weights import WeightsError
 
         if exc is None or not isinstance(exc, (ImageError, WeightsError, DeviceError, ValueError, OSError)):
@@ -233,7 +233,9 @@ def _stylize(console: Console, content: str, styles: list[str], output: str, set
     import torch
 
     from batchstyle.engine.images import format_for, load_image, save_image
-    from batchstyle.engine.multiscale import Checkpoint, Progress, Stylizer
+    from batchstyle.engine.checkpoint import Checkpoint
+    from batchstyle.engine.events import Progress
+    from batchstyle.engine.stylizer import Stylizer
 
     format_for(output)  # an unsupported extension fails now, not after an hour
     settings.blend_weights(len(styles))  # a wrong number of style weights, too
@@ -609,7 +611,7 @@ def bench(sizes: str, steps: int, warmup: int, configs: tuple[str, ...], full: b
         raise UserError(str(exc)) from None
     device_list = _split_list((devices,)) if devices else None
     with _user_errors():
-        from batchstyle.engine.multiscale import check_devices, default_devices
+        from batchstyle.engine.devices import check_devices, default_devices
         from batchstyle.engine.weights import resolve_weights
 
         checked = check_devices(device_list or default_devices())

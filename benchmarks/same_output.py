@@ -99,6 +99,8 @@ for name, case in spec["cases"].items():
     for k in range(len(jobs)):
         out[f"{name}/image {k}"] = run.image(k).contiguous()
 save_file(out, spec["output"])
+import batchstyle
+print(f"{batchstyle.__file__.rsplit('/batchstyle/', 1)[0]}: {'run_group' if hasattr(stylizer, 'run_group') else 'run_batch'}")
 '''
 
 
@@ -112,6 +114,7 @@ def run_tree(tree: Path, output: Path, weights: str, threads: int, resume_from: 
                             capture_output=True)
     if result.returncode != 0:
         raise SystemExit(f"the run in {tree} failed:\n{result.stderr[-4000:]}")
+    print(f"ran {result.stdout.strip()}")  # which tree's code ran, and its API
     return load_file(str(output))
 
 

@@ -91,7 +91,7 @@ class EngineBackend:
                  speed: dict | None = None):
         import torch
 
-        from batchstyle.engine.multiscale import Stylizer
+        from batchstyle.engine.stylizer import Stylizer
         from batchstyle.engine.speed import Speed
         from batchstyle.engine.weights import VGGWeights
 
@@ -116,7 +116,8 @@ class EngineBackend:
         Yields ``(task id, event)``. An item whose inputs cannot be read fails alone; the others go on.
         """
         from batchstyle.engine.images import load_image
-        from batchstyle.engine.multiscale import Checkpoint, Job
+        from batchstyle.engine.checkpoint import Checkpoint
+        from batchstyle.engine.run import Job
         from batchstyle.engine.settings import StyleSettings
 
         groups: dict[int | None, list[tuple[ItemTask, Job]]] = {}
@@ -149,17 +150,17 @@ class EngineBackend:
 
         started = time.time()
         tasks = [task for task, _ in group]
-        run = self.stylizer.run_batch([job for _, job in group])
+        run = self.stylizer.run_group([job for _, job in group])
         last: dict[int, Progress] = {}
         out_of_memory = False
         try:
-            for index, event in run:
+            for event in run:
                 if isinstance(event, Progress):
-                    last[index] = event
-                    yield tasks[index].id, event
+                    last[event.item] = event
+                    yield tasks[event.item].id, event
                 elif event.scale_index < event.scale_count - 1:
-                    yield tasks[index].id, ItemCheckpoint(event.scale_index, event.scale_count,
-                                                          event.checkpoint.to_bytes())
+                    yield tasks[event.item].id, ItemCheckpoint(event.scale_index, event.scale_count,
+                                                               event.checkpoint.to_bytes())
         except torch.cuda.OutOfMemoryError:
             out_of_memory = True
         if out_of_memory:  # free memory outside the except block: its traceback pins tensors
