@@ -153,11 +153,11 @@ class Run:
         if not jobs:
             raise ValueError("a group needs at least one job")
         self.stylizer = stylizer
-        self.jobs = [_JobState(job, stylizer.weights.identity) for job in jobs]
-        self.settings = self.jobs[0].settings
-        self.ladder = scale_ladder(self.jobs[0].content.size, self.settings)
-        _check_group(self.jobs, self.ladder)
-        for job in self.jobs:
+        self._jobs = [_JobState(job, stylizer.weights.identity) for job in jobs]
+        self.settings = self._jobs[0].settings
+        self.ladder = scale_ladder(self._jobs[0].content.size, self.settings)
+        _check_group(self._jobs, self.ladder)
+        for job in self._jobs:
             job.check_fits(self.ladder)
         s = self.settings
         self.layers = tuple(dict.fromkeys(s.content_layers + s.style_layers))
@@ -179,13 +179,13 @@ class Run:
 
     def checkpoint_of(self, index: int) -> Checkpoint | None:
         """Job ``index``'s checkpoint at the end of the last finished scale (or the one it resumed from)."""
-        return self.jobs[index].checkpoint
+        return self._jobs[index].checkpoint
 
     def image(self, index: int = 0) -> torch.Tensor:
         """Job ``index``'s current averaged image, ``[3, H, W]`` in [0, 1] on the CPU."""
         current = self._current()[index:index + 1]
         out = current.detach().clamp(0, 1).to("cpu", torch.float32).contiguous()
-        colors = self.jobs[index].colors
+        colors = self._jobs[index].colors
         return (colors(out) if colors is not None else out)[0]
 
     def pil(self, index: int = 0) -> Image.Image:
@@ -201,31 +201,33 @@ class Run:
     def objective(self, k: int) -> Objective:
         """What the loop minimises at scale ``k``: each job's weighted loss against its targets there."""
         scale, first = self.ladder[k], self.model.devices[0]
-        content = torch.cat([tensor_at(job.content, *scale.size) for job in self.jobs]).to(first)
+        content = torch.cat([tensor_at(job.content, *scale.size) for job in self._jobs]).to(first)
         content = self.targets.content(content.contiguous(memory_format=self.stylizer.memory_format),
                                        self.settings.content_layers)
         styles = [[self.targets.style(image, digest, style_size_at(image.size, scale.long_side, job.settings),
                                       job.settings)
-                   for image, digest in zip(job.styles, job.style_digests)] for job in self.jobs]
-        return Objective(self.model, group_terms(self.jobs, content, styles, self.model), self.layers,
+                   for image, digest in zip(job.styles, job.style_digests)] for job in self._jobs]
+        return Objective(self.model, group_terms(self._jobs, content, styles, self.model), self.layers,
                          forward=self.forward, autocast=self.stylizer.autocast)
 
     def _current(self) -> torch.Tensor:
         if self._stage is not None:
             return self._stage.image()
-        if self.jobs[0].checkpoint is not None:
-            return torch.cat([job.checkpoint.image for job in self.jobs])
-        # not started: the initial images, drawn from fresh generators
-        return torch.cat([job.initial_image(self.ladder[0].size, torch.Generator().manual_seed(job.settings.seed))
-                          for job in self.jobs])
+        if self._jobs[0].checkpoint is not None:
+            return torch.cat([job.checkpoint.image for job in self._jobs])
+        return self._initial_images(fresh=True)  # not started: what it will start from
+
+    def _initial_images(self, fresh: bool = False) -> torch.Tensor:
+        """The images at the first scale, drawn from the jobs' random streams (or from fresh ones)."""
+        return torch.cat([job.initial_image(self.ladder[0].size, torch.Generator().manual_seed(job.settings.seed)
+                                            if fresh else job.generator) for job in self._jobs])
 
     def _start(self) -> tuple[int, torch.Tensor, AdamMoments | None]:
         """The first scale to optimise, the images to start it from, and Adam's moments to warm-start with."""
         first = self.model.devices[0]
-        resumed = [job.checkpoint for job in self.jobs]
+        resumed = [job.checkpoint for job in self._jobs]
         if resumed[0] is None:
-            return 0, torch.cat([job.initial_image(self.ladder[0].size, job.generator) for job in self.jobs]
-                                ).to(first), None
+            return 0, self._initial_images().to(first), None
         images = torch.cat([c.image for c in resumed]).to(first)
         moments = None if resumed[0].adam is None else AdamMoments.cat([c.adam for c in resumed])
         return resumed[0].scale_index + 1, images, moments
@@ -237,28 +239,28 @@ class Run:
         release_cached_memory(devices)
         x = F.interpolate(images.detach(), (h, w), mode="bicubic", align_corners=False).clamp(0, 1)
         x = x.contiguous(memory_format=self.stylizer.memory_format)
-        stage = _Stage(x, self.objective(k), self.settings, moments)
+        self._stage = _Stage(x, self.objective(k), self.settings, moments)
         release_cached_memory(devices)
-        return stage
+        return self._stage
 
     def _finish_scale(self, k: int, stage: _Stage) -> tuple[torch.Tensor, AdamMoments | None]:
         """Each job's checkpoint at the end of scale ``k``; the images and moments the next scale starts from."""
         images, moments = stage.finish()
-        for j, job in enumerate(self.jobs):
+        for j, job in enumerate(self._jobs):
             job.checkpoint = Checkpoint(k, len(self.ladder), images[j:j + 1].to("cpu", copy=True).contiguous(),
                                         None if moments is None else moments.of_image(j), job.generator.get_state(),
                                         job.fingerprint)
         return images, moments
 
     def _optimise(self) -> Iterator[Progress | ScaleFinished]:
-        devices, count, n = self.model.devices, len(self.jobs), len(self.ladder)
+        devices, count, n = self.model.devices, len(self._jobs), len(self.ladder)
         loss_every = self.stylizer.speed.loss_every
         reset_peak_memory(devices)
         start, images, moments = self._start()
         t0 = time.time()
         for k in range(start, n):
             scale = self.ladder[k]
-            stage = self._stage = self._begin_scale(k, images, moments)
+            stage = self._begin_scale(k, images, moments)
             values = [math.nan] * count
             for i in range(1, scale.iterations + 1):
                 losses = stage.step()
@@ -270,7 +272,7 @@ class Run:
                     yield Progress(k, n, scale.width, scale.height, i, scale.iterations, values[j], now - t0, peak,
                                    now, j)
             images, moments = self._finish_scale(k, stage)
-            for j, job in enumerate(self.jobs):
+            for j, job in enumerate(self._jobs):
                 yield ScaleFinished(k, n, scale.width, scale.height, job.checkpoint, j)
 
 
