@@ -30,6 +30,12 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.store import ItemRecord, OutputDir
 
+# The fake backend lives with the tests; Ray's workers import it from there too.
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+from fake_backend import Fake  # noqa: E402
+
 
 def make_job(root: Path, rows: int) -> Path:
     photos = root / "photos"
@@ -70,9 +76,9 @@ def bench_scan(root: Path, manifest: Path, repeats: int) -> dict:
     out = OutputDir(root / "out")
     items = read_manifest(manifest)
     plan = make_plan(items, out, "bench")
-    for work in plan.todo:  # fill the directory with done items (tiny stand-in images)
-        out.write_result(ItemRecord(id=work.id, output=work.item.output, line=work.item.line,
-                                    content=str(work.item.content), styles=[], settings={}, weights="bench"),
+    for item in plan.todo:  # fill the directory with done items (tiny stand-in images)
+        out.write_result(ItemRecord(id=item.id, output=item.output, line=item.line,
+                                    content=str(item.content), styles=[], settings={}, weights="bench"),
                          b"\x89PNG stand-in")
     scans, replans, status = [], [], []
     for _ in range(repeats):
@@ -109,7 +115,7 @@ def bench_dispatch(root: Path, n: int, workers: int, repeats: int) -> dict:
             out = OutputDir(job / f"out{r}")
             plan = make_plan(read_manifest(manifest), out, "bench")
             scheduler = Scheduler(plan.todo, 0, out, None, "bench",
-                                  RunOptions(backend="fake:iters=1,sleep=0,scales=1", workers=workers), Quiet())
+                                  RunOptions(backend=Fake("iters=1,sleep=0,scales=1"), workers=workers), Quiet())
             # start the workers first so that their start-up is not counted
             scheduler._adjust_pool()
             ray.get([w.info_ref for w in scheduler.workers])

@@ -107,5 +107,8 @@ def hold_lock(outdir):
 def pytest_configure(config):
     # Ray must never see a CUDA_VISIBLE_DEVICES that lists fewer GPUs than tests declare.
     os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    # Ray's worker processes (and CLI subprocesses) import the fake backend from this folder.
+    tests = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")

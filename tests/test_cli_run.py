@@ -19,18 +19,25 @@ from PIL import Image
 from conftest import folder_job, hold_lock
 
 pytestmark = pytest.mark.ray
-FAKE = "fake:iters=8,sleep=0.03,scales=2"
+FAKE = "iters=8,sleep=0.03,scales=2"  # the fake backend's options (tests/fake_backend.py)
+FAKE_CLI = str(Path(__file__).with_name("fake_batchstyle.py"))
 
 
-def batchstyle(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "batchstyle", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+def command(args, fake: str | None) -> list[str]:
+    """``batchstyle ARGS``, or with ``fake`` the same command with the fake backend."""
+    return [sys.executable, *(["-m", "batchstyle"] if fake is None else [FAKE_CLI, fake]), *map(str, args)]
 
 
-def start(*args: str) -> subprocess.Popen:
+def batchstyle(*args: str, env: dict | None = None, timeout: float = 240, fake: str | None = None
+               ) -> subprocess.CompletedProcess:
+    return subprocess.run(command(args, fake), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def start(*args: str, fake: str | None = None) -> subprocess.Popen:
     """A driver in its own session, so that everything it started can be cleaned up after a SIGKILL."""
-    return subprocess.Popen([sys.executable, "-m", "batchstyle", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(command(args, fake), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
 
 
 def kill_session(proc: subprocess.Popen) -> None:
@@ -63,8 +70,8 @@ def test_killed_driver_then_rerun_does_every_item_exactly_once(job):
     root, manifest = job
     out, log = root / "out", root / "log"
     log.mkdir()
-    args = ["run", str(manifest), "-o", str(out), "--backend", f"{FAKE},log={log}", "--plain"]
-    proc = start(*args)
+    args, fake = ["run", str(manifest), "-o", str(out), "--plain"], f"{FAKE},log={log}"
+    proc = start(*args, fake=fake)
     try:
         wait_for(lambda: len(records(out)) >= 2 if (out / ".batchstyle" / "done").is_dir() else False, 120,
                  "two finished images")
@@ -74,7 +81,7 @@ def test_killed_driver_then_rerun_does_every_item_exactly_once(job):
     done_first = set(records(out))
     assert 2 <= len(done_first) < 8
     logged_first = {p.name for p in log.iterdir()}
-    second = batchstyle(*args)
+    second = batchstyle(*args, fake=fake)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"{len(done_first)} already done (skipped)" in second.stdout
     done = records(out)
@@ -92,8 +99,8 @@ def test_killed_driver_then_rerun_does_every_item_exactly_once(job):
 def test_first_ctrl_c_finishes_running_images_and_exits_130(job):
     root, manifest = job
     out = root / "out"
-    args = ["run", str(manifest), "-o", str(out), "--backend", "fake:iters=10,sleep=0.05,scales=2", "--plain"]
-    proc = start(*args)
+    args, fake = ["run", str(manifest), "-o", str(out), "--plain"], "iters=10,sleep=0.05,scales=2"
+    proc = start(*args, fake=fake)
     try:
         wait_for(lambda: (out / ".batchstyle" / "done").is_dir() and len(records(out)) >= 1, 120, "one image")
         proc.send_signal(signal.SIGINT)
@@ -103,7 +110,7 @@ def test_first_ctrl_c_finishes_running_images_and_exits_130(job):
     assert proc.returncode == 130, output
     assert "finishing the running images" in output and "Run the same command again" in output
     assert 1 <= len(records(out)) < 8
-    rerun = batchstyle(*args)
+    rerun = batchstyle(*args, fake=fake)
     assert rerun.returncode == 0 and len(records(out)) == 8
 
 
@@ -112,7 +119,7 @@ def test_a_second_run_on_the_same_output_directory_is_refused(job):
     out = root / "out"
     holder = hold_lock(out)
     try:
-        refused = batchstyle("run", str(manifest), "-o", str(out), "--backend", FAKE)
+        refused = batchstyle("run", str(manifest), "-o", str(out), fake=FAKE)
         assert refused.returncode == 2
         assert f"is in use by another batchstyle run (pid {holder.pid}" in refused.stderr
         assert not (out / ".batchstyle" / "plan.json").exists()  # nothing was started
@@ -121,7 +128,7 @@ def test_a_second_run_on_the_same_output_directory_is_refused(job):
         holder.kill()
         holder.wait()
     assert f"The last run ended without finishing (pid {holder.pid}" in batchstyle("status", str(out)).stdout
-    taken = batchstyle("run", str(manifest), "-o", str(out), "--backend", FAKE, "--plain")
+    taken = batchstyle("run", str(manifest), "-o", str(out), "--plain", fake=FAKE)
     assert taken.returncode == 0, taken.stdout + taken.stderr
     assert f"Taking over {out} from a run that ended without cleaning up (pid {holder.pid}" in taken.stdout
     assert len(records(out)) == 8
@@ -130,7 +137,7 @@ def test_a_second_run_on_the_same_output_directory_is_refused(job):
 def test_bad_manifest_exits_2_listing_every_problem_and_starts_nothing(job):
     root, manifest = job
     manifest.write_text("content,style,end_scale\nphotos,missing.png,\nphotos/p1.png,style.png,huge\n")
-    result = batchstyle("run", str(manifest), "--backend", FAKE)
+    result = batchstyle("run", str(manifest), fake=FAKE)
     assert result.returncode == 2
     assert f"{manifest}:2: style image 'missing.png' does not exist" in result.stderr
     assert f"{manifest}:3: end_scale must be a whole number of pixels or N+" in result.stderr
@@ -142,22 +149,22 @@ def test_failed_items_are_recorded_shown_by_status_and_retried(job, photo):
     root, manifest = job
     photo(48, 36, 77).save(root / "photos" / "fail_me.png")
     out = root / "out"
-    first = batchstyle("run", str(manifest), "-o", str(out), "--backend", FAKE, "--plain")
+    first = batchstyle("run", str(manifest), "-o", str(out), "--plain", fake=FAKE)
     assert first.returncode == 1
     assert "failed fail_me__style.png (line 3): fail_me.png: fake failure for tests" in first.stdout
     status = batchstyle("status", str(out))
-    assert status.returncode == 0
+    assert status.returncode == 1  # images failed: scripts can tell
     assert "9 image(s) in the latest run: 8 done, 1 failed, 0 pending" in status.stdout
     assert "fake failure for tests" in status.stdout
     (root / "photos" / "fail_me.png").rename(root / "photos" / "fixed.png")
-    second = batchstyle("run", str(manifest), "-o", str(out), "--backend", FAKE, "--plain")
+    second = batchstyle("run", str(manifest), "-o", str(out), "--plain", fake=FAKE)
     assert second.returncode == 0 and "8 already done (skipped), 1 to make" in second.stdout
 
 
-def test_a_bad_batch_size_is_refused_before_anything_starts(job):
+def test_a_bad_group_size_is_refused_before_anything_starts(job):
     root, manifest = job
-    result = batchstyle("run", str(manifest), "-o", str(root / "out"), "--backend", FAKE, "--batch-size", "0")
-    assert result.returncode == 2 and "--batch-size must be a whole number >= 1 or auto, not '0'" in result.stderr
+    result = batchstyle("run", str(manifest), "-o", str(root / "out"), "--group-size", "0", fake=FAKE)
+    assert result.returncode == 2 and "--group-size must be a whole number >= 1 or auto, not '0'" in result.stderr
     assert not (root / "out").exists()
 
 
@@ -180,9 +187,9 @@ def test_real_engine_end_to_end_with_a_folder_row_and_two_styles(tmp_path, weigh
                         "photos,hokusai_great_wave.jpg;van_gogh_starry_night.jpg,2;1,{content}.tif,5\n")
     env = {"BATCHSTYLE_WEIGHTS": "", "BATCHSTYLE_CACHE_DIR": str(tmp_path / "empty-cache")}
     result = batchstyle("run", str(manifest), "--weights", str(weights_file), "--plain", "-s", "64", "-ms", "40",
-                        "-ii", "8", "-i", "4", "--batch-size", "2", env=env)
+                        "-ii", "8", "-i", "4", "--group-size", "2", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("in a batch of 2)") == 2  # same size and settings: optimised together
+    assert result.stdout.count("in a group of 2)") == 2  # same size and settings: optimised together
     import tifffile
 
     for name in ("chelsea_cat.tif", "coffee.tif"):
@@ -190,7 +197,7 @@ def test_real_engine_end_to_end_with_a_folder_row_and_two_styles(tmp_path, weigh
         assert pixels.shape == (43, 64, 3) and pixels.dtype == "uint16" and pixels.std() > 1000
     done = records(tmp_path / "output")
     assert {r["settings"]["style_weights"][0] for r in done.values()} == {2.0}
-    assert all(r["weights"].startswith("vgg19-") and r["iterations"] == 12 and r["batch_size"] == 2
+    assert all(r["weights"].startswith("vgg19-") and r["iterations"] == 12 and r["group_size"] == 2
                for r in done.values())
     status = batchstyle("status", str(tmp_path / "output"), "--all")
     assert "2 image(s) in the latest run: 2 done, 0 failed, 0 pending" in status.stdout

@@ -13,8 +13,7 @@ import torch
 
 from batchstyle.engine import Checkpoint, Job, Progress, ScaleFinished, Speed, StyleSettings, Stylizer
 from batchstyle.engine.layers import LAYER_INDEX, conv_macs
-from batchstyle.engine.settings import batch_key
-from batchstyle.engine.speed import auto_batch_size
+from batchstyle.engine.settings import group_key
 
 TINY = StyleSettings(end_scale=48, min_scale=32, initial_iterations=6, iterations=4)  # scales 34, 48
 FP32 = Speed(precision="fp32", memory_format="contiguous")
@@ -150,10 +149,10 @@ def test_jobs_that_cannot_share_a_group_are_refused(fp32_stylizer, images):
         fp32_stylizer.run_group([])
     # the planner's key agrees: per-job settings group, loop settings and sizes do not
     sizes = [(34, 26), (48, 36)]
-    assert batch_key(TINY, sizes) == batch_key(TINY.replace(seed=3, style_weight=4.0, init="gray"), sizes)
-    assert batch_key(TINY, sizes) != batch_key(TINY.replace(step_size=0.01), sizes)
-    assert batch_key(TINY, sizes) != batch_key(TINY, [(34, 25), (48, 36)])
-    assert batch_key(lbfgs, sizes) is None
+    assert group_key(TINY, sizes) == group_key(TINY.replace(seed=3, style_weight=4.0, init="gray"), sizes)
+    assert group_key(TINY, sizes) != group_key(TINY.replace(step_size=0.01), sizes)
+    assert group_key(TINY, sizes) != group_key(TINY, [(34, 25), (48, 36)])
+    assert group_key(lbfgs, sizes) is None
 
 
 def test_style_targets_are_computed_once_per_style_and_scale(random_weights, images):
@@ -314,16 +313,6 @@ def test_peak_flops_are_known_for_common_gpus():
     assert peak_tflops("NVIDIA H200", "tf32") == 494.7
     assert peak_tflops("NVIDIA A100-SXM4-80GB", "fp32") == 19.5
     assert peak_tflops("cpu", "fp32") is None
-
-
-def test_automatic_batch_size_follows_image_size_and_device_memory():
-    gib = 1 << 30
-    assert auto_batch_size(256 * 256, "cuda", 80 * gib, "bf16") == 8
-    assert auto_batch_size(512 * 512, "cuda", 80 * gib, "bf16") == 8
-    assert auto_batch_size(512 * 512, "cuda", 2 * gib, "fp32") == 1  # half of 2 GiB holds one
-    assert auto_batch_size(1024 * 1024, "cuda", 80 * gib, "bf16") == 1  # big images keep the GPU busy alone
-    assert auto_batch_size(256 * 192, "cpu", 0, "bf16") == 4  # measured 1.2-1.3x per image on CPU to 256 px
-    assert auto_batch_size(362 * 272, "cpu", 0, "bf16") == 1  # and no faster at 512 px
 
 
 def test_flops_per_iteration_from_layer_shapes():

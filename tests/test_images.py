@@ -416,9 +416,37 @@ def test_our_own_pixel_limit_refuses_absurd_sizes(tmp_path, monkeypatch, photo):
     monkeypatch.setattr(images, "MAX_PIXELS", 1000)
     photo(40, 30).save(tmp_path / "huge.png")
     pillow_limit = Image.MAX_IMAGE_PIXELS
-    with pytest.raises(ImageError, match="huge.png: cannot read image: 40x30 .* megapixels"):
+    with pytest.raises(ImageError, match=r"huge.png: cannot read image: 40x30 is 0.0012 megapixels, more than "
+                                         r"the limit of 0.001 \(max_pixels\)"):
         load_image(tmp_path / "huge.png")
+    with pytest.raises(ImageError, match="huge.png: .* more than the limit"):
+        images.image_size(tmp_path / "huge.png")
+    assert load_image(tmp_path / "huge.png", max_pixels=1200).size == (40, 30)  # a caller that means it
     assert Image.MAX_IMAGE_PIXELS == pillow_limit  # restored on failure too
+
+
+def test_a_decompression_bomb_header_is_refused_from_the_header_with_one_line(tmp_path):
+    """A PNG whose header claims 60000x60000 pixels: refused before any pixel is decoded, naming the file."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    for read in (images.image_size, load_image):
+        with pytest.raises(ImageError) as caught:
+            read(bomb)
+        assert str(caught.value).startswith(f"{bomb}: cannot read image: 60000x60000 is 3600 megapixels")
+
+
+def test_image_size_reads_the_header_and_applies_the_exif_orientation(tmp_path, photo):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: a 40x30 sensor image shows as 30x40
+    photo(40, 30).save(tmp_path / "turned.jpg", exif=exif)
+    assert images.image_size(tmp_path / "turned.jpg") == (30, 40) == load_image(tmp_path / "turned.jpg").size
 
 
 def test_result_is_independent_of_the_file(tmp_path, photo):

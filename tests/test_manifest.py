@@ -92,7 +92,7 @@ def test_every_problem_is_reported_with_its_line(job):
     lines = problems(path)
     expected = [
         (2, "style image 'missing.jpg' does not exist"),
-        (3, "style image 'broken.jpg' is not a readable image"),
+        (3, "style image 'broken.jpg' cannot be read"),
         (4, "end_scale must be a whole number of pixels or N+"),
         (5, "3 style weights for 2 style image(s)"),
         (6, "gpus must be 1 or 2, not '3'"),
@@ -121,7 +121,7 @@ def test_a_folder_row_whose_outputs_collide(job):
     _, write = job
     lines = problems(write("content,style,output\nphotos,starry.jpg,same.png\n"))
     assert lines == [f"{job[0] / 'manifest.csv'}:2: output 'same.png' is also written by this row (a.jpg); "
-                     f"give each row its own output, e.g. {{content}}__{{style}}.png"] * 2
+                     f"a folder or pattern row needs {{content}} (or {{n}}) in its output, e.g. same_{{content}}.png"] * 2
 
 
 def test_outputs_differing_only_by_case_collide(job):
@@ -138,7 +138,7 @@ def test_bad_settings_combinations_and_unreadable_content(job):
     assert lines[0].endswith(":1: column 'content' appears twice")
     lines = problems(write("content,style,init\nbroken.jpg,starry.jpg,noise\n"))
     assert any("init must be one of" in l for l in lines)
-    assert any("content image 'broken.jpg' is not a readable image" in l for l in lines)
+    assert any("content image 'broken.jpg' cannot be read" in l for l in lines)
     lines = problems(write("content,style,style_layers\nphotos/a.jpg,starry.jpg,relu9_9:1\n"))
     assert lines == [f"{job[0] / 'manifest.csv'}:2: unknown VGG-19 layer 'relu9_9'; layers are named like "
                      f"conv1_1, relu4_2, pool3 (from conv1_1 to pool5)"]

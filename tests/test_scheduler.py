@@ -10,9 +10,11 @@ import pytest
 
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
-from batchstyle.batch.scheduler import (RunOptions, Scheduler, after_out_of_memory, after_worker_lost,
-                                        desired_workers, fit_to_cluster)
+from batchstyle.batch.policies import (after_out_of_memory, after_worker_lost, auto_group_size, desired_workers,
+                                       fair_share, fit_to_cluster)
+from batchstyle.batch.scheduler import RunOptions, Scheduler
 from batchstyle.batch.store import OutputDir
+from fake_backend import Fake
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -53,11 +55,11 @@ def batch(tmp_path, photo):
         plan = make_plan(read_manifest(manifest), out, "fake")
         (tmp_path / "markers").mkdir(exist_ok=True)
         (tmp_path / "log").mkdir(exist_ok=True)
-        spec = f"fake:iters=6,sleep=0.01,scales=2,die_marker={tmp_path / 'markers'},log={tmp_path / 'log'}"
+        spec = f"iters=6,sleep=0.01,scales=2,die_marker={tmp_path / 'markers'},log={tmp_path / 'log'}"
         display = options.pop("display", RecordingDisplay())
-        options.setdefault("batch_size", 1)
+        options.setdefault("group_size", 1)
         scheduler = Scheduler(plan.todo, len(plan.done), out, None, "fake",
-                              RunOptions(backend=spec, **options), display)
+                              RunOptions(backend=Fake(spec), **options), display)
         return scheduler, out, plan, display
 
     return make
@@ -137,13 +139,13 @@ def test_first_interrupt_drains_running_items_and_starts_no_more(ray_gpus, batch
     holder["scheduler"] = scheduler
     state, records = run(scheduler)
     assert scheduler.interrupted and state.failed == 0
-    assert 1 <= state.done <= 2 == 2 and len(records) == state.done  # only what was running when asked
+    assert 1 <= state.done <= 2 and len(records) == state.done  # only what was running when asked
     assert state.pending == 6 - state.done
 
 
 def starts(out, plan) -> dict[str, list[int]]:
-    """For each output, the batch sizes of its starts, largest first (from the fake backend's log)."""
-    names = {w.id: w.item.output for w in plan.all}
+    """For each output, the group sizes of its starts, largest first (from the fake backend's log)."""
+    names = {item.id: item.output for item in plan.all}
     found: dict[str, list[int]] = {}
     for f in (out.root.parent / "log").iterdir():
         item_id, size, _ = f.name.split(".")
@@ -151,16 +153,16 @@ def starts(out, plan) -> dict[str, list[int]]:
     return {name: sorted(sizes, reverse=True) for name, sizes in found.items()}
 
 
-def test_compatible_items_are_batched_and_each_gets_its_own_result(ray_gpus, batch):
+def test_compatible_items_are_grouped_and_each_gets_its_own_result(ray_gpus, batch):
     names = [f"p{i}.png" for i in range(5)] + ["wide.png"]
     scheduler, out, plan, display = batch([f"in/{n},style.png,," for n in names], names,
-                                          sizes={"wide.png": (48, 30)}, batch_size=None, workers=1)
+                                          sizes={"wide.png": (48, 30)}, group_size=None, workers=1)
     state, records = run(scheduler)
     assert state.done == 6 and state.failed == 0
     # automatic size on a (fake) 80 GiB GPU: the five 40x30 images together, the 48x30 one alone
     assert starts(out, plan) == {**{f"p{i}__style.png": [5] for i in range(5)}, "wide__style.png": [1]}
     assert all(records[f"p{i}__style.png"].attempts == 1 for i in range(5))
-    assert sum("in a batch of 5" in line for line in display.lines) == 5
+    assert sum("in a group of 5" in line for line in display.lines) == 5
     # each item's own image (the fake returns its content, shrunk), not a neighbour's
     from PIL import Image
     from batchstyle.engine.images import load_image
@@ -170,36 +172,36 @@ def test_compatible_items_are_batched_and_each_gets_its_own_result(ray_gpus, bat
         assert made.tobytes() == own.tobytes()
 
 
-def test_batch_size_limits_each_batch(ray_gpus, batch):
+def test_group_size_limits_each_group(ray_gpus, batch):
     names = [f"p{i}.png" for i in range(5)]
-    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, batch_size=2, workers=1)
+    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, group_size=2, workers=1)
     state, _ = run(scheduler)
     assert state.done == 5
     assert sorted(s for sizes in starts(out, plan).values() for s in sizes) == [1, 2, 2, 2, 2]
 
 
-def test_batches_are_shared_out_among_idle_workers(ray_gpus, batch):
+def test_groups_are_shared_out_among_idle_workers(ray_gpus, batch):
     names = [f"p{i}.png" for i in range(6)]
-    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, batch_size=None, workers=2)
+    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, group_size=None, workers=2)
     state, records = run(scheduler)
     assert state.done == 6
     sizes = sorted(s for sizes in starts(out, plan).values() for s in sizes)
-    assert sizes == [3] * 6  # two batches of three, one per GPU, not one batch of six
+    assert sizes == [3] * 6  # two groups of three, one per GPU, not one group of six
     assert len({r.worker for r in records.values()}) == 2
 
 
-def test_a_bad_item_in_a_batch_fails_alone(ray_gpus, batch):
+def test_a_bad_item_in_a_group_fails_alone(ray_gpus, batch):
     names = ["fail.png", "fine.png", "good.png"]
-    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, batch_size=3, workers=1)
+    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, group_size=3, workers=1)
     state, records = run(scheduler)
     assert state.done == 2 and state.failed == 1
     assert set(records) == {"fine__style.png", "good__style.png"}
     assert starts(out, plan) == {"fine__style.png": [2], "good__style.png": [2]}
 
 
-def test_a_batch_out_of_memory_retries_its_items_alone(ray_gpus, batch):
+def test_a_group_out_of_memory_retries_its_items_alone(ray_gpus, batch):
     names = ["oom.png", "a.png", "b.png"]
-    scheduler, out, plan, display = batch([f"in/{n},style.png,," for n in names], names, batch_size=3, workers=1)
+    scheduler, out, plan, display = batch([f"in/{n},style.png,," for n in names], names, group_size=3, workers=1)
     state, records = run(scheduler)
     assert state.done == 3 and state.failed == 0
     assert starts(out, plan) == {"oom__style.png": [3, 1, 1], "a__style.png": [3, 1], "b__style.png": [3, 1]}
@@ -208,15 +210,15 @@ def test_a_batch_out_of_memory_retries_its_items_alone(ray_gpus, batch):
     assert sum("retrying alone" in line for line in display.lines) == 3
 
 
-def test_a_worker_killed_mid_batch_requeues_every_item_of_the_batch(ray_gpus, batch):
+def test_a_worker_killed_mid_group_requeues_every_item_of_the_group(ray_gpus, batch):
     names = ["die.png", "a.png", "b.png"]
-    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, batch_size=3, workers=1)
+    scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, group_size=3, workers=1)
     state, records = run(scheduler)
     assert state.done == 3 and state.failed == 0
     for name in ("die__style.png", "a__style.png", "b__style.png"):
         assert records[name].attempts == 2
         assert records[name].resumed_from_scale == 0  # all three resumed from their own checkpoints
-    assert starts(out, plan)["a__style.png"] == [3, 3]  # and again as one batch
+    assert starts(out, plan)["a__style.png"] == [3, 3]  # and again as one group
 
 
 def test_pool_policy():
@@ -231,27 +233,28 @@ def test_pool_policy():
     assert desired_workers({0: 1}, gpus_total=0, gpus_per_node_max=0, cap=None, cpu_nodes=3) == {0: 1}
 
 
-def test_retry_and_escalation_policy(tmp_path):
-    from batchstyle.batch.plan import Work
-
-    work = Work(item=None, id="x", gpus=1, units=1)
-    assert after_worker_lost(work, preempted=False, retries=2) and work.attempts == 1
-    assert after_worker_lost(work, preempted=True, retries=2) and work.attempts == 1  # preemption is free
-    assert after_worker_lost(work, preempted=False, retries=2) and work.attempts == 2
-    assert not after_worker_lost(work, preempted=False, retries=2)
-    assert after_out_of_memory(work, can_use_two=True) is None and work.gpus == 2 and work.escalated
-    one = Work(item=None, id="y", gpus=1, units=1)
-    assert "gpus=2" in after_out_of_memory(one, can_use_two=False)
-    assert "lower end_scale" in after_out_of_memory(work, can_use_two=True)
+def test_retry_and_escalation_policy():
+    assert after_worker_lost(0, preempted=False) == 1
+    assert after_worker_lost(1, preempted=True) == 1  # preemption is free
+    assert after_out_of_memory(1, can_use_two=True) == 2
+    assert "gpus=2" in after_out_of_memory(1, can_use_two=False)
+    assert "lower end_scale" in after_out_of_memory(2, can_use_two=True)
 
 
 def test_two_gpu_items_on_a_cluster_without_two_gpu_machines():
-    from types import SimpleNamespace
+    assert "no node of this cluster has two" in fit_to_cluster(2, asked=2, gpus_per_node=1)
+    assert fit_to_cluster(2, asked=None, gpus_per_node=1) == 1  # routed by size: it tries one GPU
+    assert fit_to_cluster(2, asked=2, gpus_per_node=2) == 2
+    assert fit_to_cluster(1, asked=None, gpus_per_node=1) == 1
 
-    from batchstyle.batch.plan import Work
 
-    asked = Work(item=SimpleNamespace(gpus=2), id="a", gpus=2, units=1)
-    assert "no node of this cluster has two" in fit_to_cluster(asked, gpus_per_node=1)
-    by_size = Work(item=SimpleNamespace(gpus=None), id="b", gpus=2, units=1)
-    assert fit_to_cluster(by_size, gpus_per_node=1) is None and by_size.gpus == 1
-    assert fit_to_cluster(asked, gpus_per_node=2) is None and asked.gpus == 2
+def test_group_size_policy():
+    # GPUs group images up to 512x512 by 8, CPUs up to 256x256 by 4; bigger ones run alone
+    assert auto_group_size(512 * 512, "cuda", None) == 8 and auto_group_size(513 * 512, "cuda", None) == 1
+    assert auto_group_size(256 * 256, "cpu", None) == 4 and auto_group_size(300 * 300, "cpu", None) == 1
+    # at most half the device's memory: 512x512 in fp32 is ~0.86 GB per image, so 2 on a 4 GB GPU
+    assert auto_group_size(512 * 512, "cuda", 4 << 30, "fp32") == 2
+    assert auto_group_size(512 * 512, "cuda", 1 << 30, "fp32") == 1
+    # a fair share among idle workers: 8 compatible images on 2 idle workers make 4 + 4
+    assert fair_share(8, idle_workers=2, limit=8) == 4 and fair_share(8, idle_workers=1, limit=3) == 3
+    assert fair_share(1, idle_workers=4, limit=8) == 1

@@ -20,9 +20,9 @@ def job(tmp_path):
     return folder_job(tmp_path, "in", 3, (40, 30), 9, "m.csv")
 
 
-def record_for(work, output_dir: OutputDir) -> ItemRecord:
-    return ItemRecord(id=work.id, output=work.item.output, line=work.item.line, content=str(work.item.content),
-                      styles=[str(s) for s in work.item.styles], settings=work.item.settings.to_dict(),
+def record_for(item, output_dir: OutputDir) -> ItemRecord:
+    return ItemRecord(id=item.id, output=item.output, line=item.line, content=str(item.content),
+                      styles=[str(s) for s in item.styles], settings=item.settings.to_dict(),
                       weights="w")
 
 
@@ -68,15 +68,16 @@ def test_plan_skips_done_items_only_while_their_image_exists(job):
     out = OutputDir(root / "out")
     plan = make_plan(read_manifest(manifest), out, "w")
     assert len(plan.todo) == 3 and not plan.done
-    work = plan.todo[0]
-    out.write_result(record_for(work, out), b"image bytes")
+    item = plan.todo[0]
+    out.write_result(record_for(item, out), b"image bytes")
     plan = make_plan(read_manifest(manifest), out, "w")
-    assert [w.id for w in plan.done] == [work.id] and len(plan.todo) == 2
-    (out.root / work.item.output).unlink()  # the user deleted the image: make it again
+    assert [w.id for w in plan.done] == [item.id] and len(plan.todo) == 2
+    (out.root / item.output).unlink()  # the user deleted the image: make it again
     assert len(make_plan(read_manifest(manifest), out, "w").todo) == 3
-    out.write_result(record_for(work, out), b"image bytes")
+    out.write_result(record_for(item, out), b"image bytes")
     forced = make_plan(read_manifest(manifest), out, "w", force=True)
-    assert len(forced.todo) == 3 and not (out.done_dir / f"{work.id}.json").exists()
+    # --force redoes everything, but a record goes only when its new image replaces it
+    assert len(forced.todo) == 3 and (out.done_dir / f"{item.id}.json").exists()
     entries = json.loads((out.meta / "plan.json").read_text())["items"]
     assert [e["output"] for e in entries] == ["p0__style.png", "p1__style.png", "p2__style.png"]
 
@@ -84,27 +85,27 @@ def test_plan_skips_done_items_only_while_their_image_exists(job):
 def test_result_clears_failure_and_checkpoint_and_writes_image_before_record(job, monkeypatch):
     root, manifest = job
     out = OutputDir(root / "out")
-    work = make_plan(read_manifest(manifest), out, "w").todo[0]
-    out.write_failure(FailureRecord(work.id, work.item.output, 2, "c", "boom", "error", 1, 0.0))
-    out.write_checkpoint(work.id, b"state")
-    assert out.checkpoint(work.id) == b"state" and work.id in out.failures()
+    item = make_plan(read_manifest(manifest), out, "w").todo[0]
+    out.write_failure(FailureRecord(item.id, item.output, 2, "c", "boom", "error", 1, 0.0))
+    out.write_checkpoint(item.id, b"state")
+    assert out.checkpoint(item.id) == b"state" and item.id in out.failures()
     order = []
     import batchstyle.batch.store as store
 
     real = store.atomic_write
     monkeypatch.setattr(store, "atomic_write", lambda path, data: (order.append(path.name), real(path, data)))
-    out.write_result(record_for(work, out), b"png")
-    assert order == [work.item.output, f"{work.id}.json"]
-    assert out.checkpoint(work.id) is None and work.id not in out.failures()
-    assert out.records()[work.id].output == work.item.output
+    out.write_result(record_for(item, out), b"png")
+    assert order == [item.output, f"{item.id}.json"]
+    assert out.checkpoint(item.id) is None and item.id not in out.failures()
+    assert out.records()[item.id].output == item.output
 
 
 def test_unreadable_records_count_as_not_done(job):
     root, manifest = job
     out = OutputDir(root / "out")
-    work = make_plan(read_manifest(manifest), out, "w").todo[0]
-    out.write_result(record_for(work, out), b"png")
-    (out.done_dir / f"{work.id}.json").write_text("{ half a record")
+    item = make_plan(read_manifest(manifest), out, "w").todo[0]
+    out.write_result(record_for(item, out), b"png")
+    (out.done_dir / f"{item.id}.json").write_text("{ half a record")
     assert out.done_ids() == set()
 
 

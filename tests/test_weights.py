@@ -83,8 +83,17 @@ def test_rejects_wrong_or_foreign_files_clearly(isolated, random_weights):
         W.load_weights_file(missing)
     garbage = isolated / "garbage.safetensors"
     garbage.write_bytes(b"not a tensor file")
-    with pytest.raises(W.WeightsError, match="garbage.safetensors: cannot read weights"):
+    with pytest.raises(W.WeightsError, match="garbage.safetensors is not a VGG-19 weights file: it cannot be "
+                                             "read as safetensors"):
         W.load_weights_file(garbage)
+    text = isolated / "notes.pt"
+    text.write_text("my notes, not weights\n")  # torch.load's own text here is a page about pickles
+    with pytest.raises(W.WeightsError) as caught:
+        W.load_weights_file(text)
+    message = str(caught.value)
+    assert message.startswith(f"{text} is not a VGG-19 weights file: it cannot be read as a PyTorch file (")
+    assert "Accepted: a .safetensors, .pt or .pth file" in message
+    assert "weights_only" not in message and "file an issue" not in message and "\n" not in message
     vgg16ish = dict(random_weights.tensors)
     vgg16ish["features.34.weight"] = torch.zeros(512, 512, 1, 1)
     with pytest.raises(W.WeightsError, match="features.34.weight has shape"):

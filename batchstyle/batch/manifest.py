@@ -1,36 +1,37 @@
 """A manifest (CSV of content/style pairs) turned into validated, expanded items.
 
-Every problem in the whole file is collected, with its line number, before any work starts.
-This module does not import torch or Ray.
+Every problem in the whole file is collected, with its line number, before any work starts. A
+file found by expanding a folder or a glob that cannot be used does not stop the batch: it becomes
+an item with a ``problem``, which fails as an image. This module does not import torch or Ray.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
-import io
 import os
-import posixpath
-import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from PIL import Image, UnidentifiedImageError
+from batchstyle.engine.images import MAX_PIXELS
+from batchstyle.engine.layers import LAYER_NAMES, layer_index, min_input_size
+from batchstyle.engine.schedule import ladder_note, scale_ladder, style_size_at, too_thin
+from batchstyle.engine.settings import (FIELDS_BY_NAME, SettingsError, StyleSettings, canonical_setting_name,
+                                        did_you_mean, settings_from_text)
 
-from batchstyle.engine.settings import StyleSettings, canonical_setting_name, parse_setting, setting_names
+from .inputs import INPUT_EXTENSIONS, InputChecker, expand_content
+from .outputs import DEFAULT_OUTPUT, OUTPUT_EXTENSIONS, OutputClaims, output_path
 
-# Image files a folder or glob row expands to (Pillow reads them all).
-INPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
-OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
-DEFAULT_OUTPUT = "{content}__{style}.png"
-BATCH_COLUMNS = ("content", "style", "style_weights", "output", "gpus")
-PLACEHOLDERS = ("content", "style", "line", "n")
+BATCH_COLUMNS = ("content", "style", "output", "gpus")  # and every setting, by its field name
 
 
 @dataclass(frozen=True)
 class Item:
-    """One image to make: inputs, resolved settings and where the result goes."""
+    """One image to make: its manifest line, inputs, resolved settings and where the result goes.
+
+    Planning (:func:`batch.plan.make_plan`) fills in the rest: its id, its route and its cost. An
+    item with a ``problem`` (an unreadable file found in a folder) is not made: it fails as it is.
+    """
 
     line: int
     content: Path
@@ -39,11 +40,18 @@ class Item:
     output: str  # relative to the output directory, with / separators
     gpus: int | None = None  # 1 or 2 from the manifest, None = decided by size
     content_size: tuple[int, int] = (0, 0)
+    problem: str = ""  # why it cannot be made, e.g. "photos/x.png cannot be read: ..."
+    notes: tuple[str, ...] = ()  # what the user should know (library warnings, a shortened ladder)
+    id: str = ""
+    route: int = 1  # GPUs of the worker it goes to (1 or 2)
+    units: int = 0  # pixel-iterations of the whole run (for ETAs)
+    group_key: str | None = None  # items with equal keys may be optimised together; None: alone
+    pixels: int = 0  # of the final image
 
 
 @dataclass(frozen=True)
 class Problem:
-    line: int
+    line: int  # 0: the file as a whole
     message: str
 
 
@@ -53,34 +61,8 @@ class ManifestError(ValueError):
     def __init__(self, path: str | os.PathLike, problems: list[Problem]):
         self.path = str(path)
         self.problems = sorted(problems, key=lambda p: p.line)
-        super().__init__("\n".join(f"{self.path}:{p.line}: {p.message}" for p in self.problems))
-
-
-@dataclass
-class _Checker:
-    """Checks input files once each (a style is usually shared by many rows)."""
-
-    sizes: dict[Path, tuple[int, int] | str] = field(default_factory=dict)
-
-    def image(self, path: Path) -> tuple[int, int] | str:
-        """The image's (width, height), or the text of what is wrong with the file."""
-        if path not in self.sizes:
-            self.sizes[path] = self._inspect(path)
-        return self.sizes[path]
-
-    @staticmethod
-    def _inspect(path: Path) -> tuple[int, int] | str:
-        if not path.exists():
-            return "does not exist"
-        if path.is_dir():
-            return "is a folder, not an image"
-        try:
-            with Image.open(path) as im:  # reads the header only
-                return im.size
-        except PermissionError:
-            return "is not readable (permission denied)"
-        except (UnidentifiedImageError, OSError) as exc:
-            return f"is not a readable image ({exc.__class__.__name__})"
+        super().__init__("\n".join(f"{self.path}:{p.line}: {p.message}" if p.line else f"{self.path}: {p.message}"
+                                   for p in self.problems))
 
 
 def _logical_rows(text: str) -> Iterator[tuple[int, list[str]]]:
@@ -112,59 +94,27 @@ def _column_key(header: str) -> str | None:
     return canonical_setting_name(key)
 
 
-def _expand_content(cell: str, base: Path) -> tuple[list[Path], str | None]:
-    """A file, a folder (its images, sorted by name) or a glob (its images, sorted)."""
-    path = base / cell
-    if glob.has_magic(cell):
-        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
-                       if Path(p).is_file() and Path(p).suffix.lower() in INPUT_EXTENSIONS)
-        return found, (None if found else f"content pattern {cell!r} matches no image "
-                                          f"({', '.join(INPUT_EXTENSIONS)})")
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INPUT_EXTENSIONS
-                       and not p.name.startswith("."))
-        return found, (None if found else f"content folder {cell!r} holds no image "
-                                          f"({', '.join(INPUT_EXTENSIONS)})")
-    return [path], None
-
-
-def _output_path(template: str, content: Path, styles: tuple[Path, ...], line: int, n: int) -> tuple[str, str | None]:
-    """The output path for one item, or an error text."""
-    try:
-        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        return "", f"output template {template!r} is malformed ({exc})"
-    unknown = sorted({n_ for n_ in names if n_ not in PLACEHOLDERS})
-    if unknown:
-        return "", (f"output template {template!r} uses unknown placeholder(s) {', '.join(unknown)}; "
-                    f"use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
-    out = template.format(content=content.stem, style="+".join(s.stem for s in styles), line=line, n=n)
-    out = out.replace("\\", "/")
-    if not out.strip() or out.endswith("/"):
-        return "", f"output {template!r} gives an empty file name"
-    if out.startswith("/") or (len(out) > 1 and out[1] == ":") or ".." in out.split("/"):
-        return "", f"output path {out!r} would leave the output directory; use a relative path inside it"
-    out = posixpath.normpath(out)
-    if posixpath.splitext(out)[1].lower() not in OUTPUT_EXTENSIONS:
-        return "", (f"output {out!r} has an unsupported extension; use one of {', '.join(OUTPUT_EXTENSIONS)}")
-    return out, None
+def _unknown_column(name: str) -> str:
+    hint = did_you_mean(name, [*BATCH_COLUMNS, *FIELDS_BY_NAME])
+    if hint:
+        return f"unknown column {name.strip()!r}{hint}"
+    return (f"unknown column {name.strip()!r}; columns are {', '.join(BATCH_COLUMNS)} and engine options "
+            f"({', '.join(FIELDS_BY_NAME)})")
 
 
 def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None,
-                  output_template: str = DEFAULT_OUTPUT) -> list[Item]:
-    """Parse and check a manifest; return its items in order or raise :class:`ManifestError`."""
+                  output_template: str = DEFAULT_OUTPUT, max_pixels: int = MAX_PIXELS) -> list[Item]:
+    """Parse and check a manifest; return its items in order or raise :class:`ManifestError`.
+
+    ``max_pixels`` is the largest input image accepted (a header claiming more is refused).
+    """
     path = Path(path)
-    defaults = defaults or StyleSettings()
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise ManifestError(path, [Problem(0, "the manifest does not exist")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(path, [Problem(0, f"cannot read the manifest ({exc})")]) from None
-    base = path.parent
-    problems: list[Problem] = []
-    items: list[Item] = []
-    checker = _Checker()
     rows = _logical_rows(text)
     try:
         header_line, header = next(rows)
@@ -173,135 +123,172 @@ def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None
                                               "content,style")]) from None
     except csv.Error as exc:
         raise ManifestError(path, [Problem(1, f"not valid CSV ({exc})")]) from None
-    columns: list[str | None] = []
-    for name in header:
-        key = _column_key(name)
-        if key is None:
-            problems.append(Problem(header_line, f"unknown column {name.strip()!r}; columns are "
-                                                 f"{', '.join(BATCH_COLUMNS)} and engine options "
-                                                 f"({', '.join(setting_names())})"))
-        elif key in columns:
-            problems.append(Problem(header_line, f"column {name.strip()!r} appears twice"))
-        columns.append(key)
-    for required in ("content", "style"):
-        if required not in columns:
-            problems.append(Problem(header_line, f"the header has no {required!r} column"))
-    if problems:
-        raise ManifestError(path, problems)
-
-    owners: dict[str, tuple[int, Path]] = {}
+    reader = _RowReader(path.parent, defaults or StyleSettings(), output_template, InputChecker(max_pixels))
+    columns = reader.columns(header_line, header)
+    if reader.problems:
+        raise ManifestError(path, reader.problems)
+    items: list[Item] = []
+    line = header_line
     try:
         for line, row in rows:
-            if len(row) > len(columns):
-                problems.append(Problem(line, f"{len(row)} cells but the header has {len(columns)} columns "
-                                              f"(quote cells that contain commas)"))
-                continue
-            cells = {col: cell.strip() for col, cell in zip(columns, row) if col is not None}
-            items += _read_row(line, cells, base, defaults, output_template, checker, owners, problems)
+            items += reader.row(line, columns, row)
     except csv.Error as exc:
-        problems.append(Problem(line if "line" in locals() else header_line, f"not valid CSV ({exc})"))
-    if problems:
-        raise ManifestError(path, problems)
+        reader.problems.append(Problem(line, f"not valid CSV ({exc})"))
+    if reader.problems:
+        raise ManifestError(path, reader.problems)
     if not items:
         raise ManifestError(path, [Problem(header_line, "the manifest lists no images")])
     return items
 
 
-def _read_row(line: int, cells: dict[str, str], base: Path, defaults: StyleSettings, template: str,
-              checker: _Checker, owners: dict[str, tuple[int, Path]], problems: list[Problem]) -> list[Item]:
-    bad = len(problems)
+class _RowReader:
+    """Reads the rows of one manifest, collecting every problem with its line."""
 
-    def problem(message: str) -> None:
-        problems.append(Problem(line, message))
+    def __init__(self, base: Path, defaults: StyleSettings, template: str, checker: InputChecker):
+        self.base, self.defaults, self.template, self.checker = base, defaults, template, checker
+        self.problems: list[Problem] = []
+        self.claims = OutputClaims()
 
-    # settings: the row's cells over the command line's defaults
-    changes: dict[str, object] = {}
-    for column, cell in cells.items():
-        if column in BATCH_COLUMNS or not cell:
-            continue
+    def columns(self, line: int, header: list[str]) -> list[str | None]:
+        columns = [_column_key(name) for name in header]
+        if not any(columns):
+            self.problems.append(Problem(line, f"this does not look like a manifest: its first line should be a "
+                                               f"header naming the columns, such as content,style (it is "
+                                               f"{','.join(header)[:60]!r})"))
+            return columns
+        for name, key in zip(header, columns):
+            if key is None:
+                self.problems.append(Problem(line, _unknown_column(name)))
+        for key in {k for k in columns if k is not None and columns.count(k) > 1}:
+            name = header[columns.index(key)]
+            self.problems.append(Problem(line, f"column {name.strip()!r} appears twice"))
+        for required in ("content", "style"):
+            if required not in columns:
+                self.problems.append(Problem(line, f"the header has no {required!r} column"))
+        return columns
+
+    def row(self, line: int, columns: list[str | None], row: list[str]) -> list[Item]:
+        """The row's items, or none when anything in it is wrong (its problems are recorded)."""
+        if len(row) > len(columns):
+            self.problems.append(Problem(line, f"{len(row)} cells but the header has {len(columns)} columns "
+                                               f"(quote cells that contain commas)"))
+            return []
+        cells = {col: cell.strip() for col, cell in zip(columns, row) if col is not None}
+        before = len(self.problems)
+        problem = lambda message: self.problems.append(Problem(line, message))  # noqa: E731
+        settings = self._settings(cells, problem)
+        gpus = self._gpus(cells.get("gpus", ""), problem)
+        styles = self._styles(cells.get("style", ""), self._style_weights(cells, settings), problem)
+        items = list(self._items(line, cells, settings, gpus, styles, problem))
+        return items if len(self.problems) == before else []
+
+    def _settings(self, cells: dict[str, str], problem) -> StyleSettings:
+        """The row's cells over the command line's defaults."""
         try:
-            value = parse_setting(column, cell)
-        except ValueError as exc:
-            problem(str(exc))
-            continue
-        if column in ("content_layers", "style_layers"):
-            changes[column], changes[column[:-1] + "_weights"] = value
-        else:
-            changes[column] = value
-    if cells.get("style_weights"):
+            return settings_from_text({c: v for c, v in cells.items() if c not in BATCH_COLUMNS and v}, self.defaults)
+        except SettingsError as exc:
+            for message in exc.problems:
+                problem(message)
+            return self.defaults
+
+    def _style_weights(self, cells: dict[str, str], settings: StyleSettings) -> tuple[float, ...] | None:
+        """The row's style weights, even when another of its settings is wrong."""
+        if not cells.get("style_weights"):
+            return settings.style_weights
         try:
-            changes["style_weights"] = parse_setting("style_weights", cells["style_weights"].replace(";", " "))
-        except ValueError as exc:
-            problem(str(exc))
-    settings = defaults
-    if len(problems) == bad:
-        try:
-            settings = defaults.replace(**changes)
-        except ValueError as exc:
-            problem(str(exc))
+            return FIELDS_BY_NAME["style_weights"].value(cells["style_weights"])
+        except ValueError:  # reported with the settings
+            return None
 
-    gpus = None
-    if cells.get("gpus"):
-        if cells["gpus"] in ("1", "2"):
-            gpus = int(cells["gpus"])
-        else:
-            problem(f"gpus must be 1 or 2, not {cells['gpus']!r}")
+    @staticmethod
+    def _gpus(cell: str, problem) -> int | None:
+        if cell and cell not in ("1", "2"):
+            problem(f"gpus must be 1 or 2, not {cell!r}")
+        return int(cell) if cell in ("1", "2") else None
 
-    style_cells = [s.strip() for s in cells.get("style", "").split(";") if s.strip()]
-    if not style_cells:
-        problem("style is empty; give one or more style images separated by ';'")
-    styles = []
-    for cell in style_cells:
-        style = base / cell
-        result = checker.image(style)
-        if isinstance(result, str):
-            problem(f"style image {cell!r} {result}")
-        styles.append(style)
-    weights = settings.style_weights
-    if weights is not None and style_cells and len(weights) != len(style_cells):
-        problem(f"{len(weights)} style weights for {len(style_cells)} style image(s); give one weight per style, "
-                f"separated by ';'")
+    def _styles(self, cell: str, weights: tuple[float, ...] | None, problem) -> tuple[Path, ...]:
+        names = [s.strip() for s in cell.split(";") if s.strip()]
+        if not names:
+            problem("style is empty; give one or more style images separated by ';'")
+        for name in names:
+            found = self.checker.check(self.base / name)
+            if found.problem:
+                problem(f"style image {name!r} {found.problem}")
+        if weights is not None and names and len(weights) != len(names):
+            problem(f"{len(weights)} style weights for {len(names)} style image(s); give one weight per style, "
+                    f"separated by ';'")
+        return tuple(self.base / name for name in names)
 
-    content_cell = cells.get("content", "")
-    if not content_cell:
-        problem("content is empty; give an image, a folder or a pattern such as photos/*.jpg")
-        return []
-    contents, error = _expand_content(content_cell, base)
-    if error:
-        problem(error)
-        return []
-    items = []
-    for n, content in enumerate(contents, 1):
-        size = checker.image(content)
-        label = content_cell if len(contents) == 1 else f"{content_cell} -> {content.name}"
-        if isinstance(size, str):
-            problem(f"content image {label!r} {size}")
-            continue
-        output, error = _output_path(cells.get("output") or template, content, tuple(styles), line, n)
+    def _items(self, line: int, cells: dict[str, str], settings: StyleSettings, gpus: int | None,
+               styles: tuple[Path, ...], problem) -> Iterator[Item]:
+        """The items of the images the content cell names, each with its output claimed."""
+        cell = cells.get("content", "")
+        if not cell:
+            problem("content is empty; give an image, a folder or a pattern such as photos/*.jpg")
+            return
+        contents, expanded, error = expand_content(cell, self.base)
         if error:
             problem(error)
-            break
-        key = output.lower()  # outputs differing only by case collide on macOS and Windows
-        if key in owners:
-            other_line, other = owners[key]
-            where = "this row" if other_line == line else f"line {other_line}"
-            problem(f"output {output!r} is also written by {where} ({other.name}); give each row its own "
-                    f"output, e.g. {{content}}__{{style}}.png")
-            continue
-        owners[key] = (line, content)
-        items.append(Item(line, content, tuple(styles), settings, output, gpus, size))
-    return items if len(problems) == bad else []
+            return
+        template = cells.get("output") or self.template
+        for n, content in enumerate(contents, 1):
+            trouble = self._content_problem(content, settings, styles)
+            label = f"{cell} -> {content.name}" if expanded else cell
+            if trouble and not expanded:  # named in a cell: probably a typo, the manifest is wrong
+                problem(f"content image {label!r} {trouble}")
+                continue
+            output, error = output_path(template, content, styles, line, n)
+            if error:
+                problem(error)
+                return
+            taken = self.claims.claim(output, line, content, template)
+            if taken:
+                problem(taken)
+                continue
+            yield self._item(line, content, styles, settings, output, gpus, trouble)
+
+    def _content_problem(self, content: Path, settings: StyleSettings, styles: tuple[Path, ...]) -> str:
+        """Why this content image cannot be made with these settings and styles ("" when it can)."""
+        found = self.checker.check(content)
+        if found.problem:
+            return found.problem
+        thin = too_thin(found.size, settings)
+        if thin:
+            return thin
+        for style in styles:
+            small = _style_too_small(self.checker.check(style).size, found.size, settings)
+            if small:
+                return f"cannot be made with style image {style.name!r}, which {small}"
+        return ""
+
+    def _item(self, line: int, content: Path, styles: tuple[Path, ...], settings: StyleSettings, output: str,
+              gpus: int | None, trouble: str) -> Item:
+        found = self.checker.check(content)
+        notes = [f"{content.name}: {note}" for note in found.notes]
+        notes += [f"{style.name}: {note}" for style in styles for note in self.checker.check(style).notes]
+        if trouble:
+            return Item(line, content, styles, settings, output, gpus, problem=f"{content.name} {trouble}",
+                        notes=tuple(notes))
+        shorter = ladder_note(found.size, settings)
+        if shorter:
+            notes.append(f"{content.name} {shorter}")
+        return Item(line, content, styles, settings, output, gpus, found.size, notes=tuple(notes))
 
 
-def manifest_text(rows: list[dict[str, str]]) -> str:
-    """Write rows as manifest CSV (used by tests and tools that generate manifests)."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+def _style_too_small(style_size: tuple[int, int] | None, content_size: tuple[int, int],
+                     settings: StyleSettings) -> str | None:
+    """Why a style image is too small for the deepest style layer at some scale, or None."""
+    if style_size is None:
+        return None
+    deepest = max(layer_index(n) for n in settings.style_layers)
+    need = min_input_size(deepest)
+    for scale in scale_ladder(content_size, settings):
+        w, h = style_size_at(style_size, scale.long_side, settings)
+        if min(w, h) < need:
+            return (f"is {w}x{h} at scale {scale.long_side}, too small for layer {LAYER_NAMES[deepest]} "
+                    f"(at least {need} px on the short side); use a larger style image, style_scale or style_size")
+    return None
 
 
-__all__ = ["Item", "Problem", "ManifestError", "read_manifest", "manifest_text", "DEFAULT_OUTPUT",
-           "INPUT_EXTENSIONS", "OUTPUT_EXTENSIONS"]
+__all__ = ["Item", "Problem", "ManifestError", "read_manifest", "DEFAULT_OUTPUT", "INPUT_EXTENSIONS",
+           "OUTPUT_EXTENSIONS"]

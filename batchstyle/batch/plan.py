@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from batchstyle.engine.schedule import scale_ladder
-from batchstyle.engine.settings import batch_key
+from batchstyle.engine.settings import group_key
 
 from .manifest import Item
 from .store import HashCache, OutputDir, PlanEntry
@@ -20,35 +20,27 @@ DEFAULT_TWO_GPU_PIXELS = 12_000_000
 
 
 @dataclass
-class Work:
-    """An item with its id, its routing and its cost, as the scheduler sees it."""
-
-    item: Item
-    id: str
-    gpus: int  # 1 or 2: the worker shape it goes to
-    units: int  # pixel-iterations (for ETAs)
-    attempts: int = 0  # runs that ended without a result (worker lost, OOM)
-    escalated: bool = False
-    batch_key: str | None = None  # items with equal keys may be optimised together; None: alone
-    pixels: int = 0  # of the final image
-    solo: bool = False  # failed inside a batch once: from now on it runs alone
-
-
-@dataclass
 class Plan:
-    todo: list[Work]
-    done: list[Work]
+    todo: list[Item]
+    done: list[Item]
     weights: str
 
     @property
-    def all(self) -> list[Work]:
+    def all(self) -> list[Item]:
         return self.done + self.todo
 
 
 def item_id(item: Item, hashes: HashCache, weights_identity: str) -> str:
-    """Hash of the input images' bytes, the resolved settings, the weights and the output path."""
+    """Hash of the input images' bytes, the resolved settings, the weights and the output path.
+
+    A content file that cannot even be read (an item with a problem) counts by its path instead.
+    """
+    try:
+        content = hashes.digest(item.content)
+    except OSError:
+        content = f"unreadable: {item.content}"
     payload = {
-        "content": hashes.digest(item.content),
+        "content": content,
         "styles": [hashes.digest(s) for s in item.styles],
         "settings": item.settings.to_dict(),
         "weights": weights_identity,
@@ -65,28 +57,29 @@ def route(item: Item, end_size: tuple[int, int], two_gpu_pixels: int) -> int:
     return 2 if end_size[0] * end_size[1] > two_gpu_pixels else 1
 
 
+def planned(item: Item, hashes: HashCache, weights_identity: str, two_gpu_pixels: int) -> Item:
+    """The item with its id, route, cost and group key filled in."""
+    if item.problem:  # it will not run: an id, no cost
+        return replace(item, id=item_id(item, hashes, weights_identity))
+    ladder = scale_ladder(item.content_size, item.settings)
+    sizes = [scale.size for scale in ladder]
+    width, height = sizes[-1]
+    return replace(item, id=item_id(item, hashes, weights_identity), route=route(item, sizes[-1], two_gpu_pixels),
+                   units=sum(scale.units for scale in ladder), group_key=group_key(item.settings, sizes),
+                   pixels=width * height)
+
+
 def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force: bool = False,
               two_gpu_pixels: int = DEFAULT_TWO_GPU_PIXELS) -> Plan:
     """Give every item its id and split them into done and to-do; record the plan for ``status``."""
     out.create()
     hashes = HashCache(out.meta / "hashes.json")
-    works = []
-    for item in items:
-        ladder = scale_ladder(item.content_size, item.settings)
-        sizes = [scale.size for scale in ladder]
-        end_size = sizes[-1]
-        works.append(Work(item, item_id(item, hashes, weights_identity), route(item, end_size, two_gpu_pixels),
-                          sum(scale.units for scale in ladder), batch_key=batch_key(item.settings, sizes),
-                          pixels=end_size[0] * end_size[1]))
+    items = [planned(item, hashes, weights_identity, two_gpu_pixels) for item in items]
     hashes.save()
-    if force:
-        for work in works:
-            out.forget(work.id)
-    done_ids = out.done_ids()
-    out.write_plan([PlanEntry(w.id, w.item.output, w.item.line, str(w.item.content)) for w in works],
-                   {"weights": weights_identity})
-    return Plan(todo=[w for w in works if w.id not in done_ids], done=[w for w in works if w.id in done_ids],
+    done_ids = set() if force else out.done_ids()  # --force: a record goes when its new image replaces it
+    out.write_plan([PlanEntry(i.id, i.output, i.line, str(i.content)) for i in items], {"weights": weights_identity})
+    return Plan(todo=[i for i in items if i.id not in done_ids], done=[i for i in items if i.id in done_ids],
                 weights=weights_identity)
 
 
-__all__ = ["Work", "Plan", "item_id", "route", "make_plan", "ENGINE_REVISION", "DEFAULT_TWO_GPU_PIXELS"]
+__all__ = ["Plan", "item_id", "route", "planned", "make_plan", "ENGINE_REVISION", "DEFAULT_TWO_GPU_PIXELS"]

@@ -1,45 +1,63 @@
 """The driver loop: pools of workers, dispatch, events, retries, escalation, draining and Ctrl-C.
 
-The loop is one ``while`` over ``ray.wait``; the policies (how many workers of which shape,
-whether to retry, escalate or fail) are small functions beside it.
+The loop is one ``while`` over ``ray.wait``; the decisions (how many workers of which shape, how
+many items per call, whether to retry, escalate or fail) are the small functions of
+:mod:`batch.policies`. A worker owns its current call; the scheduler owns the queue and what it
+has learnt about each item (attempts, route, whether it must run alone).
 """
 
 from __future__ import annotations
 
+import errno
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from batchstyle.engine.events import Progress
-from batchstyle.engine.images import format_for
-from batchstyle.engine.speed import auto_batch_size
 
-from .plan import Work
+from .manifest import Item
+from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult, WorkerInfo
+from .policies import (after_out_of_memory, after_worker_lost, auto_group_size, desired_workers, fair_share,
+                       fit_to_cluster)
 from .store import FailureRecord, ItemRecord, OutputDir
-from .worker import ItemCheckpoint, ItemFailure, ItemResult, ItemTask, StyleWorker, WorkerInfo
+from .worker import BackendFactory, StyleWorker
 
 TICK = 0.2  # seconds: how often the display refreshes and Ctrl-C is noticed
+NODE_CHECK = 2.0  # seconds between looks at the cluster's nodes (joined, lost)
 INIT_FAILURES_BEFORE_GIVING_UP = 3
 SLOW_START = 60.0  # seconds after which a worker that has not started is worth a word
 
 
 @dataclass
 class RunOptions:
-    backend: str = "engine"
+    backend: BackendFactory | None = None  # what makes the images; None: the engine
     device: str = "auto"  # auto | gpu | cpu
     workers: int | None = None  # most workers at once; None: as many as the cluster's resources allow
     retries: int = 2  # extra attempts for an item whose worker was lost
     cpu_threads: int | None = None
     stall_timeout: float | None = 1800.0  # seconds without any event from an item before its worker is replaced
-    batch_size: int | None = None  # items optimised together per worker; None: automatic by size and memory
+    group_size: int | None = None  # items optimised together per call; None: automatic by size and memory
     speed: dict | None = None  # engine Speed options for every worker
+    force: bool = False  # redo from the start: saved checkpoints are not used
+    max_pixels: int | None = None  # the largest input image the workers accept (None: the engine's default)
+
+
+@dataclass
+class Call:
+    """A worker's current call: the items it is making together and the stream of their events."""
+
+    items: list[Item]
+    events: Any  # Ray's generator of event references
+    started: float
+    progress: dict[str, Progress] = field(default_factory=dict)
+    last_event: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -48,8 +66,8 @@ class Worker:
     gpus: int  # 0 for a CPU worker
     info_ref: Any
     info: WorkerInfo | None = None
-    batch: list["Running"] = field(default_factory=list)  # the items it is making now (one call)
-    node_id: str | None = None  # where a CPU worker was placed
+    call: Call | None = None
+    node_id: str | None = None  # its node: where a CPU worker was placed, or where a GPU worker started
     created: float = field(default_factory=time.monotonic)
 
     @property
@@ -58,32 +76,27 @@ class Worker:
 
 
 @dataclass
-class Running:
-    work: Work
-    worker: Worker
-    gen: Any  # shared by the items of one batch
-    started: float
-    progress: Progress | None = None
-    last_event: float = field(default_factory=time.monotonic)
-
-
-@dataclass
 class BatchState:
-    """What the display shows: counts, running items, finished work for rates."""
+    """What the display shows: counts, the workers and their calls, failures."""
 
     total: int
     skipped: int
     done: int = 0
     failed: int = 0
     started: float = field(default_factory=time.time)
-    running: dict[str, Running] = field(default_factory=dict)
     queued: int = 0
     units_total: int = 0
     units_done: int = 0
     draining: bool = False
+    interrupted: int = 0  # images stopped mid-way by a second Ctrl-C (they resume from their checkpoints)
     message: str = ""
     failures: list[FailureRecord] = field(default_factory=list)
-    finished: list[tuple[Work, ItemRecord]] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def running(self) -> list[tuple[Item, Worker]]:
+        """Every item being made now, with its worker (whose call has its progress)."""
+        return [(item, w) for w in self.workers if w.call for item in w.call.items]
 
     @property
     def pending(self) -> int:
@@ -95,92 +108,60 @@ class Display(Protocol):
     def log(self, text: str) -> None: ...
 
 
-# --- policies -------------------------------------------------------------------------------------
-
-def desired_workers(need: dict[int, int], gpus_total: int, gpus_per_node_max: int, cap: int | None,
-                    cpu_nodes: int) -> dict[int, int]:
-    """How many workers of each shape (0 = CPU, 1 or 2 GPUs) the remaining work calls for.
-
-    Two-GPU workers are wanted first (they are the hardest to place); one-GPU workers take the
-    GPUs left. Without GPUs every item runs on CPU workers, one per node.
-    """
-    if gpus_total == 0:
-        n = min(sum(need.values()), cpu_nodes, cap or cpu_nodes)
-        return {0: n}
-    two = min(need.get(2, 0), gpus_total // 2) if gpus_per_node_max >= 2 else 0
-    one = min(need.get(1, 0), gpus_total - 2 * two)
-    if cap is not None:
-        two = min(two, cap)
-        one = min(one, cap - two)
-    return {1: one, 2: two}
-
-
-def fit_to_cluster(work: Work, gpus_per_node: int) -> str | None:
-    """Make a two-GPU item fit a cluster without two-GPU machines: one GPU, or a failure message."""
-    if work.gpus < 2 or gpus_per_node >= 2:
-        return None
-    if work.item.gpus == 2:
-        return ("gpus=2 needs two GPUs in one machine, but no node of this cluster has two; set gpus=1 "
-                "or a smaller end_scale")
-    work.gpus = 1  # routed to two GPUs only by its size: try one
-    return None
-
-
-def after_worker_lost(work: Work, preempted: bool, retries: int) -> bool:
-    """Requeue (True) or give up (False) on an item whose worker died; preemptions are free."""
-    if not preempted:
-        work.attempts += 1
-    return work.attempts <= retries
-
-
-def after_out_of_memory(work: Work, can_use_two: bool) -> str | None:
-    """Move the item to a two-GPU worker (None) or return the failure message."""
-    if work.gpus < 2 and can_use_two:
-        work.gpus, work.escalated = 2, True
-        return None
-    if work.gpus < 2:
-        return ("out of GPU memory on one GPU and no node has two GPUs; lower end_scale, or run it "
-                "on a machine with two GPUs with gpus=2 in the manifest")
-    return "out of GPU memory even split over two GPUs; lower end_scale (or style_size)"
-
-
-# --- the driver -----------------------------------------------------------------------------------
-
 class Scheduler:
-    """Runs planned work on Ray workers and writes results into the output directory."""
+    """Runs planned items on Ray workers and writes results into the output directory."""
 
-    def __init__(self, todo: list[Work], skipped: int, out: OutputDir, weights_ref: Any, weights_identity: str,
+    def __init__(self, todo: list[Item], skipped: int, out: OutputDir, weights_ref: Any, weights_identity: str,
                  options: RunOptions, display: Display):
         self.out, self.options, self.display = out, options, display
         self.weights_ref, self.weights_identity = weights_ref, weights_identity
-        self.queue: deque[Work] = deque(sorted(todo, key=lambda w: -w.gpus))  # big items first
-        self.workers: list[Worker] = []
+        self.queue: deque[Item] = deque(sorted(todo, key=lambda i: -i.route))  # big items first
         self.state = BatchState(total=len(todo) + skipped, skipped=skipped, queued=len(todo),
-                                units_total=sum(w.units for w in todo))
+                                units_total=sum(i.units for i in todo))
+        self.workers = self.state.workers
+        self.route = {item.id: item.route for item in todo}  # GPUs per item, after escalation
+        self.attempts: Counter[str] = Counter()  # runs that ended without a result (worker lost)
+        self.alone: set[str] = set()  # failed inside a group once: from now on they run alone
         self.style_refs: dict[Path, Any] = {}
         self.init_failures: dict[int, int] = {}
         self.aborting = False
         self.interrupts = 0
+        self._announced = 0  # Ctrl-Cs already said out loud
         self.fatal: str | None = None
-        self._resources()
+        self._nodes_seen = 0.0
+        self._follow_cluster()
+        for item in [i for i in self.queue if i.problem]:  # unreadable files found in folders
+            self.queue.remove(item)
+            self._fail(item, "input", item.problem)
         if self.gpus_total:
-            for work in list(self.queue):
-                problem = fit_to_cluster(work, self.gpus_per_node)
-                if problem:
-                    self.queue.remove(work)
-                    self._fail(work, "error", problem, None)
+            self._fit_to_cluster()
 
-    def _resources(self) -> None:
+    def _follow_cluster(self) -> None:
+        """Look at the cluster's nodes: the pool follows nodes that join, and a worker whose node
+        left is lost (its images run again elsewhere, from their last checkpoints)."""
+        self._nodes_seen = time.monotonic()
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        self.gpus_total = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
+        real_gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
+        self.gpus_total = real_gpus
         self.gpus_per_node = int(max((n["Resources"].get("GPU", 0) for n in nodes), default=0))
         if self.options.device == "cpu":
             self.gpus_total = self.gpus_per_node = 0
-        elif self.options.device == "gpu" and self.gpus_total == 0:
-            # an autoscaling cluster with no GPU node yet: asking for workers makes the nodes
-            self.gpus_total = self.options.workers or 1
-            self.gpus_per_node = max(self.gpus_per_node, 2)
+        elif self.options.device == "gpu":
+            # an autoscaling cluster: asking for the workers wanted is what makes its GPU nodes
+            self.gpus_total = max(real_gpus, self.options.workers or 1)
+            self.gpus_per_node = self.gpus_per_node if real_gpus else 2
         self.cpu_nodes = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in nodes}
+        for worker in [w for w in self.workers if w.node_id and w.node_id not in self.cpu_nodes]:
+            self._worker_lost(worker, "its node left the cluster", preempted=True)
+
+    def _fit_to_cluster(self) -> None:
+        for item in list(self.queue):
+            decision = fit_to_cluster(self.route[item.id], item.gpus, self.gpus_per_node)
+            if isinstance(decision, str):
+                self.queue.remove(item)
+                self._fail(item, "error", decision)
+            else:
+                self.route[item.id] = decision
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -188,18 +169,13 @@ class Scheduler:
         previous = self._install_signal_handlers()
         try:
             while (self.queue or self.state.running) and not self.aborting and not self.fatal:
-                self._adjust_pool()
-                if not self.state.draining:
-                    self._dispatch()
-                self._pump()
-                self._replace_stalled()
-                self.state.queued = len(self.queue)
-                self._explain_waiting()
-                self.display.update(self.state)
+                self._tick()
                 if self.state.draining and not self.state.running:
                     break
         finally:
             self._restore_signal_handlers(previous)
+            self._announce_interrupts()
+            self.state.interrupted = len(self.state.running) if self.aborting else 0
             for worker in self.workers:
                 ray.kill(worker.actor)
             self.workers.clear()
@@ -207,23 +183,38 @@ class Scheduler:
             raise RuntimeError(self.fatal)
         return self.state
 
+    def _tick(self) -> None:
+        if time.monotonic() - self._nodes_seen >= NODE_CHECK:
+            self._follow_cluster()
+        self._adjust_pool()
+        if not self.state.draining:
+            self._dispatch()
+        self._pump()
+        self._replace_stalled()
+        self.state.queued = len(self.queue)
+        self._explain_waiting()
+        self._announce_interrupts()
+        self.display.update(self.state)
+
     @property
     def interrupted(self) -> bool:
         return self.interrupts > 0
 
+    def _shape(self, item: Item) -> int:
+        """The worker shape an item goes to: 0 (CPU) on a cluster without GPUs, else its route."""
+        return self.route[item.id] if self.gpus_total else 0
+
     def _adjust_pool(self) -> None:
         """Create the workers the remaining work needs; retire idle ones it no longer needs."""
-        need: dict[int, int] = {}
-        for work in [*self.queue, *(r.work for r in self.state.running.values())]:
-            shape = work.gpus if self.gpus_total else 0
-            need[shape] = need.get(shape, 0) + 1
         if self.state.draining:
-            need = {s: sum(1 for r in self.state.running.values() if self._shape(r.work) == s) for s in need}
+            need = Counter(self._shape(item) for item, _ in self.state.running)
+        else:
+            need = Counter(self._shape(item) for item in [*self.queue, *(i for i, _ in self.state.running)])
         want = desired_workers(need, self.gpus_total, self.gpus_per_node, self.options.workers,
                                len(self.cpu_nodes))
         for shape in sorted(want, reverse=True):
             have = [w for w in self.workers if w.gpus == shape]
-            for worker in [w for w in have if not w.batch][: max(0, len(have) - want[shape])]:
+            for worker in [w for w in have if not w.call][: max(0, len(have) - want[shape])]:
                 self._retire(worker)
         for shape in sorted(want, reverse=True):
             have = sum(1 for w in self.workers if w.gpus == shape)
@@ -242,104 +233,87 @@ class Scheduler:
         else:
             self.state.message = ""
 
-    def _shape(self, work: Work) -> int:
-        return work.gpus if self.gpus_total else 0
-
     def _start_worker(self, gpus: int) -> None:
+        options = self.options
         if gpus == 0:
             used = {w.node_id for w in self.workers}
             free = [n for n in self.cpu_nodes if n not in used]
             if not free:
                 return
             node = free[0]
-            threads = self.options.cpu_threads or self.cpu_nodes[node]
             actor = StyleWorker.options(
                 num_cpus=self.cpu_nodes[node], num_gpus=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-            ).remote(self.options.backend, self.weights_ref, self.weights_identity, 0, threads, self.options.speed)
-            worker = Worker(actor, 0, actor.info.remote(), node_id=node)
+            ).remote(options.backend, self.weights_ref, self.weights_identity, 0,
+                     options.cpu_threads or self.cpu_nodes[node], options.speed)
+            self.workers.append(Worker(actor, 0, actor.info.remote(), node_id=node))
         else:
             actor = StyleWorker.options(num_gpus=gpus, num_cpus=1).remote(
-                self.options.backend, self.weights_ref, self.weights_identity, gpus, self.options.cpu_threads,
-                self.options.speed)
-            worker = Worker(actor, gpus, actor.info.remote())
-        self.workers.append(worker)
+                options.backend, self.weights_ref, self.weights_identity, gpus, options.cpu_threads, options.speed)
+            self.workers.append(Worker(actor, gpus, actor.info.remote()))
 
     def _retire(self, worker: Worker) -> None:
         ray.kill(worker.actor)
         self.workers.remove(worker)
 
+    # -- dispatch ----------------------------------------------------------------------------------
+
     def _dispatch(self) -> None:
         for worker in self.workers:
-            if worker.info is None or worker.batch:
+            if worker.info is None or worker.call:
                 continue
-            tasks = []
-            for work in self._next_for(worker):
-                task = self._task(work)
-                if task is not None:
-                    tasks.append((work, task))
-            if not tasks:
-                continue
-            gen = worker.actor.run.remote([task for _, task in tasks])
-            now = time.time()
-            for work, _ in tasks:
-                running = Running(work, worker, gen, now)
-                worker.batch.append(running)
-                self.state.running[work.id] = running
+            inputs = [one for one in map(self._inputs, self._next_for(worker)) if one is not None]
+            if inputs:
+                worker.call = Call([one.item for one in inputs], worker.actor.run.remote(inputs), time.time())
 
-    def batch_limit(self, work: Work, worker: Worker) -> int:
-        """How many items like ``work`` this worker makes at once (``--batch-size`` or automatic)."""
-        if work.batch_key is None or work.solo:
+    def group_limit(self, item: Item, worker: Worker) -> int:
+        """How many items like ``item`` this worker makes at once (``--batch-size`` or automatic)."""
+        if item.group_key is None or item.id in self.alone:
             return 1
-        if self.options.batch_size:
-            return self.options.batch_size
+        if self.options.group_size:
+            return self.options.group_size
         info = worker.info
-        return auto_batch_size(work.pixels, info.device_kind if info else "cpu",
+        return auto_group_size(item.pixels, info.device_kind if info else "cpu",
                                info.memory_bytes if info else 0, info.precision if info else "fp32")
 
-    def _next_for(self, worker: Worker) -> list[Work]:
-        """The next queued item for this worker's shape, with compatible items to batch with it.
+    def _next_for(self, worker: Worker) -> list[Item]:
+        """The next queued item for this worker's shape, with its share of the compatible items."""
+        first = next((item for item in self.queue if self._shape(item) == worker.gpus), None)
+        if first is None:
+            return []
+        self.queue.remove(first)
+        limit = self.group_limit(first, worker)
+        if limit == 1:
+            return [first]
+        mates = [i for i in self.queue if i.group_key == first.group_key and i.id not in self.alone
+                 and self._shape(i) == worker.gpus]
+        idle = sum(1 for w in self.workers if w.gpus == worker.gpus and not w.call)
+        group = [first, *mates[:fair_share(len(mates) + 1, idle, limit) - 1]]
+        for item in group[1:]:
+            self.queue.remove(item)
+        return group
 
-        A batch takes at most its share of the compatible items among the workers of this shape,
-        so that 8 images on 2 GPUs run as 4 + 4, not 8 + nothing.
-        """
-        for i, work in enumerate(self.queue):
-            if self._shape(work) == worker.gpus:
-                del self.queue[i]
-                group = [work]
-                limit = self.batch_limit(work, worker)
-                if limit > 1:
-                    mates = [w for w in self.queue if w.batch_key == work.batch_key and not w.solo
-                             and self._shape(w) == worker.gpus]
-                    peers = sum(1 for w in self.workers if w.gpus == worker.gpus and not w.batch)
-                    share = -(-(len(mates) + 1) // max(peers, 1))
-                    for other in mates[:min(limit, share) - 1]:
-                        self.queue.remove(other)
-                        group.append(other)
-                return group
-        return []
-
-    def _task(self, work: Work) -> ItemTask | None:
+    def _inputs(self, item: Item) -> ItemInputs | None:
         """Read the inputs for a worker; a file that vanished since planning fails the item."""
-        item = work.item
         try:
             content = item.content.read_bytes()
             for style in item.styles:
                 if style not in self.style_refs:
                     self.style_refs[style] = ray.put(style.read_bytes())
         except OSError as exc:
-            self._fail(work, "error", f"cannot read {exc.filename}: {exc.strerror}", None)
+            self._fail(item, "error", f"cannot read {exc.filename}: {exc.strerror}")
             return None
-        return ItemTask(id=work.id, name=item.output, content=content, content_name=item.content.name,
-                        styles=[self.style_refs[s] for s in item.styles],
-                        style_names=[s.name for s in item.styles], settings=item.settings.to_dict(),
-                        output_format=format_for(item.output), checkpoint=self.out.checkpoint(work.id))
+        checkpoint = None if self.options.force else self.out.checkpoint(item.id)
+        return ItemInputs(item, content, [self.style_refs[s] for s in item.styles], checkpoint,
+                          self.options.max_pixels)
+
+    # -- events ------------------------------------------------------------------------------------
 
     def _pump(self) -> None:
         """Wait a moment for events, then handle every one that has arrived."""
         starting = {w.info_ref: w for w in self.workers if w.info is None}
-        gens = {w.batch[0].gen: w for w in self.workers if w.batch}
-        waitables = [*starting, *gens]
+        calls = {w.call.events: w for w in self.workers if w.call}
+        waitables = [*starting, *calls]
         if not waitables:
             time.sleep(TICK)
             return
@@ -349,8 +323,8 @@ class Scheduler:
         for waitable in ready:
             if waitable in starting:
                 self._worker_ready(starting[waitable])
-            elif waitable in gens and gens[waitable].batch and gens[waitable].batch[0].gen is waitable:
-                self._next_event(gens[waitable])
+            elif waitable in calls and calls[waitable].call and calls[waitable].call.events is waitable:
+                self._next_event(calls[waitable])
 
     def _replace_stalled(self) -> None:
         """A worker silent for too long (a hung device, a deadlock) is killed; its items run again."""
@@ -358,17 +332,20 @@ class Scheduler:
         if not limit:
             return
         now = time.monotonic()
-        for worker in [w for w in self.workers if w.batch]:
-            silent = now - max(r.last_event for r in worker.batch)
+        for worker in [w for w in self.workers if w.call]:
+            silent = now - worker.call.last_event
             if silent > limit:
                 self._worker_lost(worker, f"no progress for {silent:.0f} s", False)
 
     def _worker_ready(self, worker: Worker) -> None:
         try:
             worker.info = ray.get(worker.info_ref)
+            worker.node_id = worker.info.node_id
             self.init_failures[worker.gpus] = 0
-        except RayActorError as exc:
+        except RayError as exc:
             self.workers.remove(worker)
+            if worker.node_id and worker.node_id not in self.cpu_nodes:
+                return  # its node left the cluster before it started: not the worker's fault
             count = self.init_failures.get(worker.gpus, 0) + 1
             self.init_failures[worker.gpus] = count
             cause = _cause(exc)
@@ -377,123 +354,136 @@ class Scheduler:
                 self.fatal = f"workers cannot start ({count} tries): {cause}"
 
     def _next_event(self, worker: Worker) -> None:
-        now = time.monotonic()
-        for running in worker.batch:
-            running.last_event = now
-        gen = worker.batch[0].gen
+        call = worker.call
+        call.last_event = time.monotonic()
         try:
-            ref = next(gen)
+            item_id, event = ray.get(next(call.events))
         except StopIteration:  # ended without a result: treat as a lost worker
             self._worker_lost(worker, "the worker stopped without a result", False)
             return
-        try:
-            task_id, event = ray.get(ref)
-        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+        except RayTaskError as exc:
+            for item in list(call.items):
+                self._finish_failed(worker, item, "error", _cause(exc))
+            return
+        except RayError as exc:  # the actor, its process or its node died
             self._worker_lost(worker, _cause(exc), bool(getattr(exc, "preempted", False)))
             return
-        except RayTaskError as exc:
-            for running in list(worker.batch):
-                self._finish_failed(running, "error", _cause(exc))
-            return
-        running = next((r for r in worker.batch if r.work.id == task_id), None)
-        if running is None:  # an item already given up on (cannot happen in order; be safe)
+        item = next((i for i in call.items if i.id == item_id), None)
+        if item is None:  # an item already given up on (cannot happen in order; be safe)
             return
         if isinstance(event, Progress):
-            running.progress = event
+            call.progress[item.id] = event
         elif isinstance(event, ItemCheckpoint):
-            self.out.write_checkpoint(running.work.id, event.data)
+            self.out.write_checkpoint(item.id, event.data)
         elif isinstance(event, ItemResult):
-            self._finish_done(running, event)
+            self._finish_done(worker, item, event)
         elif isinstance(event, ItemFailure):
-            self._item_failure(running, event)
+            self._item_failure(worker, item, event)
 
     # -- outcomes ----------------------------------------------------------------------------------
 
-    def _release(self, running: Running) -> None:
-        self.state.running.pop(running.work.id, None)
-        if running in running.worker.batch:
-            running.worker.batch.remove(running)
+    def _release(self, worker: Worker, item: Item) -> None:
+        """The item leaves the worker's call; a call with no items left frees the worker."""
+        call = worker.call
+        if call is not None and item in call.items:
+            call.items.remove(item)
+            call.progress.pop(item.id, None)
+            if not call.items:
+                worker.call = None
 
-    def _finish_done(self, running: Running, result: ItemResult) -> None:
-        work, item = running.work, running.work.item
-        info = running.worker.info
+    def _finish_done(self, worker: Worker, item: Item, result: ItemResult) -> None:
+        info = worker.info
         record = ItemRecord(
-            id=work.id, output=item.output, line=item.line, content=str(item.content),
+            id=item.id, output=item.output, line=item.line, content=str(item.content),
             styles=[str(s) for s in item.styles], settings=item.settings.to_dict(), weights=self.weights_identity,
-            worker=info.label if info else "", devices=info.devices if info else [], attempts=work.attempts + 1,
-            started=running.started, finished=time.time(), seconds=result.seconds, iterations=result.iterations,
+            worker=worker.label, devices=info.devices if info else [], attempts=self.attempts[item.id] + 1,
+            started=worker.call.started, finished=time.time(), seconds=result.seconds, iterations=result.iterations,
             final_loss=result.final_loss, gpu_peak_bytes=result.gpu_peak_bytes,
-            resumed_from_scale=result.resumed_from_scale, batch_size=result.batch_size)
-        self.out.write_result(record, result.image)
-        self._release(running)
+            resumed_from_scale=result.resumed_from_scale, group_size=result.group_size,
+            notes=list(dict.fromkeys([*item.notes, *result.notes])))
+        try:
+            self.out.write_result(record, result.image)
+        except OSError as exc:
+            self._write_failed(worker, item, exc)
+            return
+        self._release(worker, item)
         self.state.done += 1
-        self.state.units_done += work.units
-        self.state.finished.append((work, record))
+        self.state.units_done += item.units
         resumed = "" if result.resumed_from_scale is None else f", resumed after scale {result.resumed_from_scale + 1}"
-        batch = f", in a batch of {result.batch_size}" if result.batch_size > 1 else ""
-        self.display.log(f"[green]done[/] {item.output} ({result.seconds:.0f} s on {record.worker}{resumed}{batch})")
+        together = f", in a group of {result.group_size}" if result.group_size > 1 else ""
+        self.display.log(f"[green]done[/] {item.output} ({result.seconds:.0f} s on {record.worker}{resumed}{together})")
 
-    def _finish_failed(self, running: Running, kind: str, message: str) -> None:
-        self._release(running)
-        self._fail(running.work, kind, message, running.worker)
+    def _write_failed(self, worker: Worker, item: Item, exc: OSError) -> None:
+        """An image that cannot be written fails alone, unless the output directory itself is gone."""
+        problem = self.out.unusable()
+        if problem:
+            self.fatal = problem
+            return
+        self._finish_failed(worker, item, "write", f"cannot write {item.output}: {_why_not_written(exc)}")
 
-    def _fail(self, work: Work, kind: str, message: str, worker: Worker | None) -> None:
-        failure = FailureRecord(id=work.id, output=work.item.output, line=work.item.line,
-                                content=str(work.item.content), error=message, kind=kind,
-                                attempts=work.attempts + 1, time=time.time(),
-                                worker=worker.label if worker else "")
-        self.out.write_failure(failure)
+    def _finish_failed(self, worker: Worker, item: Item, kind: str, message: str, detail: str = "") -> None:
+        self._release(worker, item)
+        self._fail(item, kind, message, worker.label, detail)
+
+    def _fail(self, item: Item, kind: str, message: str, worker: str = "", detail: str = "") -> None:
+        failure = FailureRecord(id=item.id, output=item.output, line=item.line, content=str(item.content),
+                                error=message, kind=kind, attempts=self.attempts[item.id] + 1, time=time.time(),
+                                worker=worker, detail=detail)
+        try:
+            self.out.write_failure(failure)
+        except OSError as exc:
+            self.fatal = self.out.unusable() or f"cannot record a failure in {self.out.meta}: {exc.strerror or exc}"
         self.state.failed += 1
-        self.state.units_total -= work.units
+        self.state.units_total -= item.units
         self.state.failures.append(failure)
-        self.display.log(f"[red]failed[/] {work.item.output} (line {work.item.line}): {message}")
+        self.display.log(f"[red]failed[/] {item.output} (line {item.line}): {message}")
 
-    def _item_failure(self, running: Running, failure: ItemFailure) -> None:
-        work, worker = running.work, running.worker
-        if failure.batch_size > 1 and failure.kind in ("oom", "error"):
-            # the batch as a whole failed: each item gets a run of its own, which decides
-            self._release(running)
-            if failure.kind == "oom" and not worker.batch:
+    def _item_failure(self, worker: Worker, item: Item, failure: ItemFailure) -> None:
+        if failure.group_size > 1 and failure.kind in ("oom", "error"):
+            # the group as a whole failed: each item gets a run of its own, which decides
+            self._release(worker, item)
+            if failure.kind == "oom" and not worker.call:
                 self._retire(worker)
-            work.solo = True
-            self.display.log(f"[yellow]retrying alone[/] {work.item.output}: its batch failed ({failure.message})")
-            self.queue.appendleft(work)
+            self.alone.add(item.id)
+            self.display.log(f"[yellow]retrying alone[/] {item.output}: its group failed ({failure.message})")
+            self.queue.appendleft(item)
         elif failure.kind == "oom":
-            self._release(running)
+            self._release(worker, item)
             self._retire(worker)  # a fresh process sheds the allocator's fragmentation
-            problem = after_out_of_memory(work, self.gpus_per_node >= 2 and self.gpus_total >= 2)
-            if problem is None:
-                self.display.log(f"[yellow]out of memory[/] {work.item.output}: moving it to a two-GPU worker")
-                self.queue.appendleft(work)
+            decision = after_out_of_memory(self.route[item.id], self.gpus_per_node >= 2 and self.gpus_total >= 2)
+            if isinstance(decision, str):
+                self._fail(item, "oom", decision, worker.label, failure.detail)
             else:
-                self._fail(work, "oom", problem, worker)
+                self.route[item.id] = decision
+                self.display.log(f"[yellow]out of memory[/] {item.output}: moving it to a two-GPU worker")
+                self.queue.appendleft(item)
         elif failure.kind == "device":
-            self._release(running)
-            if not worker.batch:
+            self._release(worker, item)
+            if not worker.call:
                 self._retire(worker)
-            self._requeue_or_fail(work, f"device error: {failure.message}", False)
+            self._requeue_or_fail(item, f"device error: {failure.message}", False)
         else:
-            self._finish_failed(running, "error", failure.message)
+            self._finish_failed(worker, item, "error", failure.message, failure.detail)
 
     def _worker_lost(self, worker: Worker, cause: str, preempted: bool) -> None:
         """The worker died or hangs: every item it was making is requeued (or given up on)."""
-        batch = list(worker.batch)
-        for running in batch:
-            self._release(running)
+        items = list(worker.call.items) if worker.call else []
+        worker.call = None
         if worker in self.workers:
             self.workers.remove(worker)
         ray.kill(worker.actor)
-        for running in reversed(batch):
-            self._requeue_or_fail(running.work, f"worker lost ({cause})", preempted)
+        for item in reversed(items):
+            self._requeue_or_fail(item, f"worker lost ({cause})", preempted)
 
-    def _requeue_or_fail(self, work: Work, reason: str, preempted: bool) -> None:
+    def _requeue_or_fail(self, item: Item, reason: str, preempted: bool) -> None:
         if self.aborting:
             return
-        if after_worker_lost(work, preempted, self.options.retries):
-            self.display.log(f"[yellow]retrying[/] {work.item.output}: {reason}")
-            self.queue.appendleft(work)
+        self.attempts[item.id] = after_worker_lost(self.attempts[item.id], preempted)
+        if self.attempts[item.id] <= self.options.retries:
+            self.display.log(f"[yellow]retrying[/] {item.output}: {reason}")
+            self.queue.appendleft(item)
         else:
-            self._fail(work, "worker-lost", f"{reason}; gave up after {work.attempts} attempts", None)
+            self._fail(item, "worker-lost", f"{reason}; gave up after {self.attempts[item.id]} attempts")
 
     # -- Ctrl-C and SIGTERM --------------------------------------------------------------------------
 
@@ -513,12 +503,18 @@ class Scheduler:
 
     def _on_interrupt(self, signum, frame) -> None:
         self.interrupts += 1
-        if self.interrupts == 1:
-            self.state.draining = True
-            self.state.message = "Ctrl-C: finishing the running images; press Ctrl-C again to stop now"
-            self.display.log(self.state.message)
-        else:
-            self.aborting = True
+        self.state.draining = True
+        self.aborting = self.interrupts > 1
+
+    def _announce_interrupts(self) -> None:
+        """Say once what each Ctrl-C does (from the loop: a signal handler must not print)."""
+        if self.interrupts == 1 and not self._announced and not self.aborting:
+            self.display.log("[yellow]Ctrl-C:[/] finishing the running images, starting no more; press Ctrl-C "
+                             "again to stop now")
+        if self.aborting and self._announced < 2:
+            self.display.log("[yellow]Stopping now:[/] the running images continue from their last finished "
+                             "scale next time")
+        self._announced = max(self._announced, min(self.interrupts, 2))
 
     def _on_terminate(self, signum, frame) -> None:
         self.interrupts += 2
@@ -531,6 +527,18 @@ class Scheduler:
             self._on_interrupt(None, None)
 
 
+def _why_not_written(exc: OSError) -> str:
+    """An OS error on writing an image, in words (with what to do where that is clear)."""
+    where = exc.filename or ""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"a file stands where a folder of its path should be ({where}); move it away or change the output"
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied ({where})"
+    return f"{exc.strerror or exc} ({where})" if where else str(exc.strerror or exc)
+
+
 def _cause(exc: BaseException) -> str:
     """A one-line reason from a Ray exception (its cause's message where there is one)."""
     cause = getattr(exc, "cause", None) or exc.__cause__
@@ -539,5 +547,4 @@ def _cause(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-__all__ = ["Scheduler", "RunOptions", "BatchState", "desired_workers", "fit_to_cluster", "after_worker_lost",
-           "after_out_of_memory"]
+__all__ = ["Scheduler", "RunOptions", "BatchState", "Worker", "Call"]

@@ -11,7 +11,9 @@ Layout::
     OUTDIR/.batchstyle/lock                  who runs here now
 
 Every file is written under a temporary name and renamed into place, so a crash never leaves a
-half-written file under a final name. A record means a complete image; no record means redo.
+half-written file under a final name. A record means a complete image; no record means redo. A
+record also holds its image's size, time and hash, so that it never vouches for a file something
+else has overwritten since (another item of the same output name, another program).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import socket
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,7 +69,11 @@ class ItemRecord:
     final_loss: float | None = None
     gpu_peak_bytes: int = 0
     resumed_from_scale: int | None = None
-    batch_size: int = 1  # images optimised together with this one, itself included
+    group_size: int = 1  # images optimised together with this one, itself included
+    notes: list[str] = field(default_factory=list)  # warnings about its inputs, a shortened ladder
+    output_bytes: int = 0  # the image as written: size, modification time and SHA-256
+    output_mtime_ns: int = 0
+    output_sha256: str = ""
 
 
 @dataclass
@@ -80,6 +87,7 @@ class FailureRecord:
     attempts: int
     time: float
     worker: str = ""
+    detail: str = ""  # the traceback, where there is one
 
 
 @dataclass
@@ -101,6 +109,7 @@ class OutputDir:
         self.done_dir = self.meta / "done"
         self.failed_dir = self.meta / "failed"
         self.checkpoint_dir = self.meta / "checkpoints"
+        self._by_output: dict[str, set[str]] | None = None
 
     def create(self) -> None:
         for d in (self.done_dir, self.failed_dir, self.checkpoint_dir):
@@ -129,9 +138,22 @@ class OutputDir:
         return self._read_json_dir(self.failed_dir, FailureRecord)
 
     def done_ids(self, records: dict[str, ItemRecord] | None = None) -> set[str]:
-        """Ids whose record exists and whose image is still there."""
+        """Ids whose record exists and whose image is still the one the record describes."""
         records = self.records() if records is None else records
-        return {i for i, r in records.items() if (self.root / r.output).is_file()}
+        return {i for i, r in records.items() if self._still_there(r)}
+
+    def _still_there(self, record: ItemRecord) -> bool:
+        path = self.root / record.output
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        if not record.output_sha256:  # a record from before images were fingerprinted
+            return path.is_file()
+        if st.st_size != record.output_bytes:
+            return False
+        # the same size and time: the same file; a copy (new times) is checked by its hash
+        return st.st_mtime_ns == record.output_mtime_ns or _sha256_of(path) == record.output_sha256
 
     def plan(self) -> list[PlanEntry]:
         try:
@@ -152,23 +174,37 @@ class OutputDir:
         atomic_write(self.meta / "plan.json", _json_bytes({**info, "items": [asdict(e) for e in entries]}))
 
     def write_result(self, record: ItemRecord, image: bytes) -> None:
-        """The image first, then its record; then forget the failure and checkpoint of that item."""
-        atomic_write(self.root / record.output, image)
+        """The image first, then its record; then forget the failure and checkpoint of that item.
+
+        Records of other items that name the same output go first: once the file is replaced,
+        they no longer describe it (a crash in between leaves the old image without a record,
+        which is redone).
+        """
+        for other in self._claims_on(record.output) - {record.id}:
+            (self.done_dir / f"{other}.json").unlink(missing_ok=True)
+        path = self.root / record.output
+        atomic_write(path, image)
+        st = path.stat()
+        record.output_bytes, record.output_mtime_ns = st.st_size, st.st_mtime_ns
+        record.output_sha256 = hashlib.sha256(image).hexdigest()
         atomic_write(self.done_dir / f"{record.id}.json", _json_bytes(asdict(record)))
+        self._claims_on(record.output).add(record.id)
         (self.failed_dir / f"{record.id}.json").unlink(missing_ok=True)
         (self.checkpoint_dir / f"{record.id}.ckpt").unlink(missing_ok=True)
+
+    def _claims_on(self, output: str) -> set[str]:
+        """Ids of the records that name ``output`` (an index built once from the records)."""
+        if self._by_output is None:
+            self._by_output = {}
+            for item_id, record in self.records().items():
+                self._by_output.setdefault(record.output, set()).add(item_id)
+        return self._by_output.setdefault(output, set())
 
     def write_failure(self, failure: FailureRecord) -> None:
         atomic_write(self.failed_dir / f"{failure.id}.json", _json_bytes(asdict(failure)))
 
     def write_checkpoint(self, item_id: str, data: bytes) -> None:
         atomic_write(self.checkpoint_dir / f"{item_id}.ckpt", data)
-
-    def forget(self, item_id: str) -> None:
-        """Drop an item's record, failure and checkpoint (``--force``)."""
-        for path in (self.done_dir / f"{item_id}.json", self.failed_dir / f"{item_id}.json",
-                     self.checkpoint_dir / f"{item_id}.ckpt"):
-            path.unlink(missing_ok=True)
 
     def remove_temp_files(self) -> int:
         """Delete temporary files left by a crashed run (only call while holding the lock)."""
@@ -179,6 +215,21 @@ class OutputDir:
                     Path(folder, name).unlink(missing_ok=True)
                     removed += 1
         return removed
+
+    def unusable(self) -> str | None:
+        """Why nothing can be written here any more (the directory gone, read-only, full), or None.
+
+        Probes by writing: permission bits say nothing to root or on a read-only mount.
+        """
+        for folder in (self.root, self.done_dir):
+            if not folder.is_dir():
+                return f"the output directory {self.root} is gone ({folder} no longer exists); nothing more can be saved"
+        try:
+            with tempfile.TemporaryFile(dir=self.done_dir):
+                pass
+        except OSError as exc:
+            return f"the output directory {self.root} cannot be written any more: {exc.strerror or exc}"
+        return None
 
     def lock(self) -> "RunLock":
         return RunLock(self.meta / "lock")
@@ -266,6 +317,14 @@ class RunLock:
         self.release()
 
 
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 class HashCache:
     """SHA-256 of input files, remembered by (path, size, mtime) so a rerun does not reread them."""
 
@@ -285,13 +344,10 @@ class HashCache:
         cached = self.entries.get(key)
         if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
             return cached[2]
-        h = hashlib.sha256()
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        self.entries[key] = [st.st_size, st.st_mtime_ns, h.hexdigest()]
+        digest = _sha256_of(file)
+        self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
         self.changed = True
-        return h.hexdigest()
+        return digest
 
     def save(self) -> None:
         if self.path is not None and self.changed:

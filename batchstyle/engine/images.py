@@ -35,8 +35,8 @@ import tifffile
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
 __all__ = [
-    "ImageError", "ImageWarning", "MAX_PIXELS", "load_image", "srgb_profile", "encode_image", "save_image",
-    "format_for", "atomic_write", "image_digest", "SUPPORTED_EXTENSIONS",
+    "ImageError", "ImageWarning", "MAX_PIXELS", "load_image", "image_size", "image_notes", "srgb_profile",
+    "encode_image", "save_image", "format_for", "atomic_write", "image_digest", "SUPPORTED_EXTENSIONS",
 ]
 
 #: Output formats by file extension.
@@ -46,10 +46,12 @@ SUPPORTED_EXTENSIONS: Mapping[str, str] = MappingProxyType({
 
 _FORMATS = ("png", "jpeg", "webp", "tiff")
 
-#: Largest image :func:`load_image` accepts, in pixels (about 1 gigapixel, 3 GiB as 8-bit RGB).
-#: Pillow's own default (about 89 MP warns, 179 MP fails) is too small for print-size images, which
-#: users do stylize; this limit still refuses headers that claim absurd sizes (decompression bombs).
-MAX_PIXELS = 1 << 30
+#: Largest image :func:`load_image` accepts by default, in pixels: 250 megapixels, room for a 150 MP
+#: medium-format photo or a stitched panorama (750 MB as 8-bit RGB, several GB while it is converted).
+#: Pillow's own default (about 89 MP warns, 179 MP fails, with a traceback) is too small for such
+#: files; this limit still refuses headers that claim absurd sizes (decompression bombs). Callers
+#: that mean it pass a larger ``max_pixels``.
+MAX_PIXELS = 250_000_000
 
 # Pillow's decompression-bomb limit is one process-wide setting (Image.MAX_IMAGE_PIXELS) with no
 # per-call override, so load_image lifts it only while it opens and decodes a file and applies
@@ -112,6 +114,7 @@ def load_image(
     source: str | os.PathLike | bytes,
     name: str | None = None,
     proof: str | os.PathLike | None = None,
+    max_pixels: int | None = None,
 ) -> Image.Image:
     """Read an image file (path or encoded bytes) as a fully loaded 8-bit sRGB RGB image.
 
@@ -120,37 +123,81 @@ def load_image(
     applied, alpha is dropped (not composited: the optimiser should see the stored colours), and
     16-bit or float data is scaled, not clipped. ``proof`` optionally names a CMYK ICC profile: the
     image then goes through that printer's gamut (source -> CMYK -> sRGB) so the stylized result
-    only uses colours the print can show. Raises :class:`ImageError` for anything unreadable.
+    only uses colours the print can show. ``max_pixels`` (default :data:`MAX_PIXELS`) refuses larger
+    images before decoding them. Raises :class:`ImageError` for anything unreadable.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        name = name or "<bytes>"
-    else:
-        name = name or os.fspath(source)
+    name = _name_of(source, name)
     proof_profile = _proof_profile(proof) if proof is not None else None
-    with _opened(source, name) as im:
+    with _opened(source, name, max_pixels or MAX_PIXELS) as im:
         icc = im.info.get("icc_profile")
         im = _upright(im)
         im = _to_8bit(im, name)
         return _to_srgb(im, icc, proof_profile, name)
 
 
+def image_size(source: str | os.PathLike | bytes, name: str | None = None,
+               max_pixels: int | None = None) -> tuple[int, int]:
+    """An image file's ``(width, height)`` as it will load (EXIF orientation applied), from its header only.
+
+    Raises :class:`ImageError` naming the file for anything :func:`load_image` would refuse at the
+    header: no image, an unreadable or empty file, more than ``max_pixels``.
+    """
+    name = _name_of(source, name)
+    with _binary_file(source, name) as fp:
+        im = _open_header(fp, name, max_pixels or MAX_PIXELS)
+        with im:
+            try:
+                turned = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+            except (OSError, SyntaxError, ValueError, TypeError, KeyError, struct.error):
+                turned = False
+            return (im.height, im.width) if turned else im.size
+
+
 @contextlib.contextmanager
-def _opened(source: str | os.PathLike | bytes, name: str) -> Iterator[Image.Image]:
+def image_notes() -> Iterator[list[str]]:
+    """Collect the warnings that reading images raises (a broken profile, odd TIFF tags) as one-line
+    notes, each once, instead of letting them print. The list is filled when the block ends."""
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield notes
+        finally:
+            for warning in caught:
+                text = " ".join(str(warning.message).split())
+                if text not in notes:
+                    notes.append(text)
+
+
+def _name_of(source: str | os.PathLike | bytes, name: str | None) -> str:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return name or "<bytes>"
+    return name or os.fspath(source)
+
+
+@contextlib.contextmanager
+def _opened(source: str | os.PathLike | bytes, name: str, max_pixels: int) -> Iterator[Image.Image]:
     """Open and fully decode ``source``, turning every way that can fail into an :class:`ImageError`.
 
     Decoding happens here (``load()``), not lazily later, so a truncated file fails with its name
     instead of deep inside the optimiser. Pillow's LOAD_TRUNCATED_IMAGES is deliberately left alone.
     """
     with _binary_file(source, name) as fp:
-        im = _decode(fp, name)
+        im = _open_header(fp, name, max_pixels)
+        try:
+            with _pillow_pixel_limit_lifted():
+                im.load()
+        except _DECODE_ERRORS as exc:
+            im.close()
+            raise ImageError(f"{name}: cannot read image: {exc}") from exc
         try:
             yield im
         finally:
             im.close()
 
 
-def _decode(fp: BinaryIO, name: str) -> ImageFile.ImageFile:
-    """Pillow's open + load, with our pixel limit instead of Pillow's and errors that name the file."""
+def _open_header(fp: BinaryIO, name: str, max_pixels: int) -> ImageFile.ImageFile:
+    """Pillow's open (the header only), with our pixel limit instead of Pillow's and errors that name the file."""
     with _pillow_pixel_limit_lifted():
         try:
             im = Image.open(fp)
@@ -158,19 +205,12 @@ def _decode(fp: BinaryIO, name: str) -> ImageFile.ImageFile:
             raise ImageError(f"{name}: cannot read image: not an image file, or a format Pillow cannot read") from exc
         except _DECODE_ERRORS as exc:
             raise ImageError(f"{name}: cannot read image: {exc}") from exc
-        try:
-            pixels = im.width * im.height
-            if pixels > MAX_PIXELS:
-                raise ImageError(
-                    f"{name}: cannot read image: {im.width}x{im.height} is {pixels / 1e6:.0f} megapixels, "
-                    f"more than the limit of {MAX_PIXELS / 1e6:.0f}; downscale it first"
-                )
-            im.load()
-        except _DECODE_ERRORS as exc:
-            im.close()
-            if isinstance(exc, ImageError):
-                raise
-            raise ImageError(f"{name}: cannot read image: {exc}") from exc
+    pixels = im.width * im.height
+    if pixels > max_pixels:
+        im.close()
+        raise ImageError(f"{name}: cannot read image: {im.width}x{im.height} is {pixels / 1e6:.4g} megapixels, "
+                         f"more than the limit of {max_pixels / 1e6:.4g} (max_pixels); downscale it, or raise the "
+                         f"limit if you mean it")
     return im
 
 

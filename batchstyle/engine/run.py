@@ -32,7 +32,7 @@ from .objective import Objective, group_terms
 from .optim import EMA, AdamMoments, make_adam, make_lbfgs
 from .pixels import tensor_at
 from .schedule import Scale, scale_ladder, style_size_at
-from .settings import StyleSettings, batch_key
+from .settings import StyleSettings, group_key
 from .targets import Targets
 
 if TYPE_CHECKING:
@@ -74,17 +74,18 @@ class _JobState:
         return initial_image(self.settings, self.content, self.styles, self.blend, size, generator)
 
     def check_fits(self, ladder: Sequence[Scale]) -> None:
-        """Fail now, not after an hour, if an image is too small for the deepest layer at some scale."""
+        """Fail now, not after an hour, if an image is too small for the deepest layer at some scale.
+
+        The ladder leaves out the scales at which the content is too thin, so only its end scale can be."""
         s = self.settings
         full = max(layer_index(n) for n in s.content_layers + s.style_layers)
         deepest_style = max(layer_index(n) for n in s.style_layers)
+        content_need, need = min_input_size(full), min_input_size(deepest_style)
         for scale in ladder:
-            need = min_input_size(full)
-            if min(scale.size) < need:
+            if min(scale.size) < content_need:
                 raise ValueError(f"the content image is {scale.width}x{scale.height} at scale {scale.long_side}, "
-                                 f"but layer {LAYER_NAMES[full]} needs at least {need}x{need}; raise min_scale "
-                                 f"or crop the image")
-            need = min_input_size(deepest_style)
+                                 f"but layer {LAYER_NAMES[full]} needs at least {content_need}x{content_need}; "
+                                 f"raise end_scale or crop the image")
             for k, style in enumerate(self.styles, 1):
                 sw, sh = style_size_at(style.size, scale.long_side, s)
                 if min(sw, sh) < need:
@@ -95,9 +96,9 @@ class _JobState:
 
 def _check_group(jobs: Sequence[_JobState], ladder: Sequence[Scale]) -> None:
     """Jobs optimised together share the content size at every scale, the loop settings and the start."""
-    key = batch_key(jobs[0].settings, [scale.size for scale in ladder])
+    key = group_key(jobs[0].settings, [scale.size for scale in ladder])
     for k, job in enumerate(jobs[1:], 2):
-        other = batch_key(job.settings, [scale.size for scale in scale_ladder(job.content.size, job.settings)])
+        other = group_key(job.settings, [scale.size for scale in scale_ladder(job.content.size, job.settings)])
         if key is None or other != key:
             raise ValueError(f"job {k} cannot share a group with job 1: jobs optimised together need Adam, the "
                              "same content size at every scale and the same loop settings")
@@ -144,7 +145,7 @@ class Run:
     """One optimisation of a group of one or more jobs. Iterate it for events.
 
     All jobs share the content size at every scale and the loop settings (see
-    :func:`settings.batch_key`); their weights, styles, seeds and inits may differ. Each job has its
+    :func:`settings.group_key`); their weights, styles, seeds and inits may differ. Each job has its
     own loss, Adam moments, average and random stream, so its result is the one it would get alone
     (up to float rounding of the convolutions over the group). Progress and checkpoints are per job.
     """

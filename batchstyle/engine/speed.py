@@ -1,17 +1,15 @@
-"""How the engine runs, as opposed to what it makes: precision, memory format, compilation, batching.
+"""How the engine runs, as opposed to what it makes: precision, memory format, compilation.
 
 :class:`Speed` is chosen per worker (or per ``batchstyle stylize`` call) and is not part of an
 item's identity, like the device it runs on. ``auto`` values are resolved per device by
 :meth:`Speed.resolve`, from what was measured (see the README's performance section).
 
-This module does not import torch at import time, so the batch planner can use the batch-size
-rules without it.
+This module does not import torch at import time, so that ``--help`` stays instant.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -107,37 +105,4 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-# --- batch sizes ----------------------------------------------------------------------------------
-
-# Bytes of device memory one item needs per pixel of its final size: the activations VGG-19 keeps
-# for the backward pass up to relu5_1, plus gradients and Adam state (an estimate from the layer
-# shapes, about 3 KB per pixel in float32; not yet checked against a GPU's allocator).
-BYTES_PER_PIXEL = {"fp32": 3300, "tf32": 3300, "bf16": 2200}
-
-# Batching pays while one item leaves the device partly idle (kernel launches, small matrices).
-# Measured on a 2-core CPU with bf16 (batchstyle bench, image-iterations/s against batch 1):
-# whole 3-scale runs to 256 px 1.17x with batch 2 and 1.28x with 4; at one fixed size, batch 4
-# 1.17x at 128 px, 1.05x at 256 px, 0.84-1.14x at 512 px. So a CPU batches images up to
-# 256x256 px, by 4. A GPU has far more parallelism to fill; up to 512x512 px by 8 is the
-# starting point, not yet measured on a GPU.
-BATCH_LIMITS = {"cuda": (512 * 512, 8), "cpu": (256 * 256, 4)}
-
-
-def auto_batch_size(pixels: int, device_kind: str, memory_bytes: int | None, precision: str = "fp32") -> int:
-    """How many items of ``pixels`` (final size) to optimise together on one device.
-
-    Items larger than the device's batching threshold run alone; smaller ones are grouped up to its
-    limit, and (with ``memory_bytes``) so that the batch uses at most half the device's memory.
-    """
-    max_pixels, max_items = BATCH_LIMITS.get(device_kind, (0, 1))
-    if pixels <= 0 or pixels > max_pixels:
-        return 1
-    size = max_items
-    if memory_bytes:
-        per_item = pixels * BYTES_PER_PIXEL.get(precision, BYTES_PER_PIXEL["fp32"])
-        size = min(size, max(1, math.floor(memory_bytes * 0.5 / per_item)))
-    return max(1, size)
-
-
-__all__ = ["Speed", "PRECISIONS", "MEMORY_FORMATS", "auto_precision", "cpu_has_native_bf16", "auto_batch_size", "BYTES_PER_PIXEL",
-           "BATCH_LIMITS"]
+__all__ = ["Speed", "PRECISIONS", "MEMORY_FORMATS", "auto_precision", "cpu_has_native_bf16"]

@@ -110,6 +110,18 @@ def _identity(tensors: Mapping[str, torch.Tensor]) -> str:
     return "vgg19-" + digest.hexdigest()[:16]
 
 
+ACCEPTED = ("Accepted: a .safetensors, .pt or .pth file holding VGG-19's 16 conv layers in torchvision's key "
+            "layout (features.0.weight ... features.34.bias, or a full vgg19() state dict), such as "
+            "vgg19_features.safetensors.")
+
+
+def _first_line(exc: BaseException) -> str:
+    """A library's error in one short line (torch.load's run to a page of advice about pickles)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def load_weights_file(path: str | os.PathLike) -> VGGWeights:
     """Load a features-only or full VGG-19 state dict from .safetensors or .pt/.pth."""
     path = Path(path).expanduser()
@@ -120,10 +132,12 @@ def load_weights_file(path: str | os.PathLike) -> VGGWeights:
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except WeightsError:
-        raise
-    except Exception as exc:  # a corrupt or foreign file: say which and why
-        raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # a corrupt or foreign file: say which, and what is accepted
+        # torch.load's own text is a page of advice about pickles; its type says enough
+        why = _first_line(exc) if path.suffix == ".safetensors" else type(exc).__name__
+        kind = "safetensors" if path.suffix == ".safetensors" else "a PyTorch file"
+        raise WeightsError(f"{path} is not a VGG-19 weights file: it cannot be read as {kind} ({why}). "
+                           f"{ACCEPTED}") from exc
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     return VGGWeights.from_state_dict(state, source=str(path))

@@ -1,0 +1,133 @@
+"""The real engine behind a worker: VGG-19 loaded once on the worker's devices, items made one
+group at a time. A backend is any object with ``devices``, ``device_kind``, ``memory_bytes``,
+``precision`` and ``run(inputs) -> iterator of (item id, event)``; the worker makes it with the call
+``factory(weights, weights_identity, gpus, threads, speed)``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import ray
+
+from batchstyle.engine.events import Progress
+from batchstyle.engine.images import format_for
+
+from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult, failure_of
+
+
+def bytes_of(value: Any) -> bytes:
+    """Style bytes sent inline or through Ray's object store."""
+    return value if isinstance(value, bytes) else ray.get(value)
+
+
+def _load(data: bytes, name: str, max_pixels: int | None, notes: list[str]):
+    """An input image, with the warnings its decoding raised kept as notes (``name: what``)."""
+    from batchstyle.engine.images import image_notes, load_image
+
+    with image_notes() as raised:
+        image = load_image(data, name=name, max_pixels=max_pixels)
+    notes += [f"{name}: {note}" for note in raised]
+    return image
+
+
+class EngineBackend:
+    """The engine on this worker's devices, with style targets cached across items."""
+
+    def __init__(self, weights: dict, weights_identity: str, gpus: int, threads: int | None,
+                 speed: dict | None = None):
+        import torch
+
+        from batchstyle.engine.stylizer import Stylizer
+        from batchstyle.engine.speed import Speed
+        from batchstyle.engine.weights import VGGWeights
+
+        if threads:
+            torch.set_num_threads(threads)
+        if gpus and torch.cuda.is_available():
+            devices = [f"cuda:{i}" for i in range(min(gpus, torch.cuda.device_count()))]
+        else:  # a CPU node, or GPUs that exist only as Ray resources (tests)
+            devices = ["cpu"] * max(gpus, 1)
+        self.stylizer = Stylizer(VGGWeights.from_numpy(weights, source="driver", identity=weights_identity),
+                                 devices, speed=Speed.from_dict(speed))
+        self.devices = [str(d) for d in self.stylizer.devices]
+        first = self.stylizer.devices[0]
+        self.device_kind = first.type
+        self.memory_bytes = torch.cuda.get_device_properties(first).total_memory if first.type == "cuda" else 0
+        self.precision = self.stylizer.speed.precision
+
+    def run(self, inputs: list[ItemInputs]) -> Iterator[tuple[str, Any]]:
+        """Make the items' images, optimised together where they resume from the same point.
+
+        Yields ``(item id, event)``. An item whose inputs cannot be read fails alone; the others go on.
+        """
+        groups: dict[int | None, list[tuple[ItemInputs, Any]]] = {}
+        self.notes: dict[str, list[str]] = {}
+        for one in inputs:
+            try:
+                job = self._job(one)
+            except Exception as exc:  # noqa: BLE001 - a bad input fails its own item only
+                yield one.item.id, failure_of(exc, one.item)
+                continue
+            start = None if job.checkpoint is None else job.checkpoint.scale_index
+            groups.setdefault(start, []).append((one, job))
+        for group in groups.values():
+            yield from self._run_group(group)
+
+    def _job(self, one: ItemInputs):
+        from batchstyle.engine.checkpoint import Checkpoint
+        from batchstyle.engine.run import Job
+
+        item, notes = one.item, self.notes.setdefault(one.item.id, [])
+        content = _load(one.content, item.content.name, one.max_pixels, notes)
+        styles = [_load(bytes_of(s), p.name, one.max_pixels, notes) for s, p in zip(one.styles, item.styles)]
+        checkpoint = None
+        if one.checkpoint:
+            try:
+                checkpoint = Checkpoint.from_bytes(one.checkpoint, name=f"checkpoint of {item.output}")
+                self.stylizer.run(content, styles, item.settings, checkpoint)  # does it fit these inputs?
+            except ValueError:  # unreadable or for other inputs: start afresh
+                checkpoint = None
+        return Job(content, styles, item.settings, checkpoint)
+
+    def _run_group(self, group: list[tuple[ItemInputs, Any]]) -> Iterator[tuple[str, Any]]:
+        import gc
+
+        import torch
+
+        from batchstyle.engine.images import encode_image
+
+        started = time.time()
+        items = [one.item for one, _ in group]
+        run = self.stylizer.run_group([job for _, job in group])
+        last: dict[int, Progress] = {}
+        out_of_memory = False
+        try:
+            for event in run:
+                if isinstance(event, Progress):
+                    last[event.item] = event
+                    yield items[event.item].id, event
+                elif event.scale_index < event.scale_count - 1:
+                    yield items[event.item].id, ItemCheckpoint(event.checkpoint.to_bytes())
+        except torch.cuda.OutOfMemoryError:
+            out_of_memory = True
+        if out_of_memory:  # free memory outside the except block: its traceback pins tensors
+            del run
+            gc.collect()
+            torch.cuda.empty_cache()
+            together = f" (a group of {len(items)})" if len(items) > 1 else ""
+            for item in items:
+                yield item.id, ItemFailure("oom", f"out of GPU memory on {', '.join(self.devices)}{together}",
+                                           group_size=len(items))
+            return
+        seconds = time.time() - started
+        for index, item in enumerate(items):
+            start, final = group[index][1].checkpoint, last.get(index)
+            yield item.id, ItemResult(encode_image(run.image(index), format_for(item.output)), seconds,
+                                      run.total_iterations, final.loss if final else None,
+                                      final.gpu_peak_bytes if final else 0,
+                                      None if start is None else start.scale_index, group_size=len(items),
+                                      notes=self.notes.get(item.id, []))
+
+
+__all__ = ["EngineBackend", "bytes_of"]

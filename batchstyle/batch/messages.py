@@ -1,0 +1,79 @@
+"""What the driver and a worker send each other: an item's inputs in, its events out.
+
+A worker receives bytes (inputs, checkpoint) and returns encoded image bytes, so it never touches
+the user's file system. This module imports neither torch nor Ray.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from .manifest import Item
+
+
+@dataclass
+class ItemInputs:
+    """An item and the bytes a worker needs to make it."""
+
+    item: Item
+    content: bytes
+    styles: list[Any]  # ObjectRefs to style bytes (shared by many items) or bytes
+    checkpoint: bytes | None = None
+    max_pixels: int | None = None  # the largest input image accepted (None: the engine's default)
+
+
+@dataclass
+class ItemCheckpoint:
+    """The engine's state after a finished scale, to continue from if the item is interrupted."""
+
+    data: bytes
+
+
+@dataclass
+class ItemResult:
+    image: bytes  # encoded in the output's format
+    seconds: float
+    iterations: int
+    final_loss: float | None
+    gpu_peak_bytes: int
+    resumed_from_scale: int | None = None
+    group_size: int = 1  # how many items were optimised together with this one (itself included)
+    notes: list[str] = field(default_factory=list)  # warnings raised while decoding its inputs
+
+
+@dataclass
+class ItemFailure:
+    kind: str  # "error": the item is bad; "oom": out of GPU memory; "device": the device is broken
+    message: str
+    detail: str = ""  # the traceback, for the failure record
+    group_size: int = 1  # > 1: it failed together with the other items of its group
+
+
+@dataclass
+class WorkerInfo:
+    node_id: str  # the Ray node it lives on: a worker whose node left the cluster is lost
+    host: str
+    gpu_ids: list[str]
+    devices: list[str]
+    memory_bytes: int = 0  # of the first GPU; 0 on CPU
+    device_kind: str = "cpu"  # cpu or cuda (of the first device)
+    precision: str = "fp32"  # as resolved on this worker
+
+    @property
+    def label(self) -> str:
+        gpus = f" GPU {','.join(self.gpu_ids)}" if self.gpu_ids else " CPU"
+        return f"{self.host}{gpus}"
+
+
+def failure_of(exc: BaseException, item: Item) -> ItemFailure:
+    """An exception as an item failure: ``device`` for a broken GPU, else ``error``."""
+    text = str(exc)
+    kind = "device" if "CUDA error" in text or type(exc).__name__ == "AcceleratorError" else "error"
+    name = item.content.name
+    message = text if text and text.startswith(name) else f"{type(exc).__name__}: {text}"
+    return ItemFailure(kind, message, traceback.format_exc())
+
+
+__all__ = ["ItemInputs", "ItemCheckpoint", "ItemResult", "ItemFailure", "WorkerInfo", "failure_of"]

@@ -1,0 +1,74 @@
+"""Output names: the template a row's images are named by, and the rule that two images never
+write one file (with a hint that names the way out)."""
+
+from __future__ import annotations
+
+import posixpath
+import string
+from pathlib import Path
+
+OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+DEFAULT_OUTPUT = "{content}__{style}.png"
+PLACEHOLDERS = ("content", "ext", "style", "line", "n")
+
+
+def output_path(template: str, content: Path, styles: tuple[Path, ...], line: int, n: int) -> tuple[str, str | None]:
+    """The output path for one item, or an error text.
+
+    Placeholders: ``{content}`` the content's name without extension, ``{ext}`` its extension
+    (``jpg``), ``{style}`` the style names joined by ``+``, ``{line}`` the manifest line, ``{n}``
+    the image's number within its row.
+    """
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return "", f"output template {template!r} is malformed ({exc})"
+    unknown = sorted({name for name in names if name not in PLACEHOLDERS})
+    if unknown:
+        return "", (f"output template {template!r} uses unknown placeholder(s) {', '.join(unknown)}; "
+                    f"use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+    out = template.format(content=content.stem, ext=content.suffix.lstrip(".").lower(),
+                          style="+".join(s.stem for s in styles), line=line, n=n).replace("\\", "/")
+    if not out.strip() or out.endswith("/"):
+        return "", f"output {template!r} gives an empty file name"
+    if out.startswith("/") or (len(out) > 1 and out[1] == ":") or ".." in out.split("/"):
+        return "", f"output path {out!r} would leave the output directory; use a relative path inside it"
+    out = posixpath.normpath(out)
+    if posixpath.splitext(out)[1].lower() not in OUTPUT_EXTENSIONS:
+        return "", f"output {out!r} has an unsupported extension; use one of {', '.join(OUTPUT_EXTENSIONS)}"
+    return out, None
+
+
+class OutputClaims:
+    """Which line and content write each output; a second claim on one file is refused."""
+
+    def __init__(self):
+        self.owners: dict[str, tuple[int, Path]] = {}  # output (lower case) -> the line and content making it
+
+    def claim(self, output: str, line: int, content: Path, template: str) -> str | None:
+        """None when ``output`` is free (it is now this item's), else what to tell the user."""
+        key = output.lower()  # outputs differing only by case collide on macOS and Windows
+        if key not in self.owners:
+            self.owners[key] = (line, content)
+            return None
+        other_line, other = self.owners[key]
+        where = "this row" if other_line == line else f"line {other_line}"
+        return (f"output {output!r} is also written by {where} ({other.name}); "
+                f"{collision_hint(template, content, other, other_line == line)}")
+
+
+def collision_hint(template: str, content: Path, other: Path, same_row: bool) -> str:
+    """How to make names unique, for the case at hand (not the template already in use)."""
+    stem, ext = posixpath.splitext(template)
+    if content.stem == other.stem and content != other and "{ext}" not in template:
+        suggestion = template.replace("{content}", "{content}_{ext}") if "{content}" in template else \
+            f"{stem}_{{content}}_{{ext}}{ext}"
+        return f"{content.name} and {other.name} differ only by extension: use an output such as {suggestion}"
+    if "{content}" not in template and same_row:
+        return f"a folder or pattern row needs {{content}} (or {{n}}) in its output, e.g. {stem}_{{content}}{ext}"
+    if "{line}" not in template and not same_row:
+        return f"give each row its own output, e.g. {stem}_{{line}}{ext}"
+    return "give each row its own output column"
+
+
+__all__ = ["output_path", "OutputClaims", "collision_hint", "DEFAULT_OUTPUT", "OUTPUT_EXTENSIONS", "PLACEHOLDERS"]

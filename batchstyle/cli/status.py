@@ -1,0 +1,59 @@
+"""``batchstyle status``: what is done, failed and pending in an output directory, without Ray."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+from rich.console import Console
+
+from .common import EXIT_FAILED, UserError
+from .display import entries_table, failed_table
+
+
+@click.command()
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option("--all", "show_all", is_flag=True, help="List every pending and done image, not just the first few.")
+def status(outdir: str, show_all: bool) -> None:
+    """Show what is done, failed (with errors) and pending in an output directory (no Ray needed).
+
+    Exits with 1 when images of the latest run failed, so that scripts can tell.
+    """
+    from batchstyle.batch.store import OutputDir
+
+    out = OutputDir(outdir)
+    if not out.meta.is_dir():
+        raise UserError(f"{outdir} is not a batchstyle output directory (no {out.meta.name}/ in it)")
+    console = Console(highlight=False, soft_wrap=True)
+    plan, records, failures = out.plan(), out.records(), out.failures()
+    done_ids = out.done_ids(records)
+    done = [e for e in plan if e.id in done_ids]
+    failed = [e for e in plan if e.id in failures and e.id not in done_ids]
+    pending = [e for e in plan if e.id not in done_ids and e.id not in failures]
+    console.print(f"[bold]{out.root}[/]: {len(plan)} image(s) in the latest run: [green]{len(done)} done[/], "
+                  f"[red]{len(failed)} failed[/], {len(pending)} pending")
+    extra = len(done_ids - {e.id for e in plan})
+    if extra:
+        console.print(f"({extra} more done image(s) from earlier manifests or settings)")
+    _describe_lock(console, out)
+    if failed:
+        console.print(failed_table(failed, failures))
+    limit = None if show_all else 20
+    for title, entries in (("pending", pending), ("done", done if show_all else [])):
+        if entries:
+            console.print(entries_table(title, entries[:limit], records))
+            if limit is not None and len(entries) > limit:
+                console.print(f"... and {len(entries) - limit} more (--all lists them)")
+    if failed:
+        sys.exit(EXIT_FAILED)
+
+
+def _describe_lock(console: Console, out) -> None:
+    lock = out.lock()
+    holder = lock.holder()
+    if holder:
+        since = time.strftime('%Y-%m-%d %H:%M', time.localtime(holder.get('started', 0)))
+        who = f"pid {holder.get('pid')} on {holder.get('host')}, started {since}"
+        console.print(f"A run is in progress ({who})." if lock.held_elsewhere() else
+                      f"The last run ended without finishing ({who}); run the same command again to resume.")

@@ -1,0 +1,109 @@
+"""A fast stand-in for the engine behind a worker, for scheduler and CLI tests and the dispatch
+benchmark: ``RunOptions(backend=Fake("iters=20,sleep=0.01"))`` or ``fake_batchstyle.py``.
+
+Options ``iters=20,sleep=0.01,scales=2,die_marker=DIR,log=DIR``. It decodes the content (so a bad
+file fails as with the engine) and returns it, shrunk, as the "stylized" image. Items of one call
+run in lockstep, as a group does. Content file names steer it: ``fail`` raises an error, ``oom``
+runs out of memory on fewer than two GPUs (or in a group), ``die`` kills this worker's process the
+first time (remembered in ``die_marker``) and ``hang`` stops responding the first time. With
+``log``, every start of an item leaves a file ``<id>.<group size>.<random>`` there (tests count them).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from typing import Any, Iterator
+
+from batchstyle.batch.engine_backend import bytes_of
+from batchstyle.batch.messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult, failure_of
+from batchstyle.engine.events import Progress
+from batchstyle.engine.images import encode_image, format_for
+
+
+class Fake:
+    """A backend factory: what ``RunOptions.backend`` and ``main(obj={"backend": ...})`` take."""
+
+    identity = "fake"  # stands in for the weights' identity in item ids
+
+    def __init__(self, spec: str = ""):
+        self.spec = spec
+
+    def __call__(self, weights: Any, weights_identity: str, gpus: int, threads: int | None, speed: Any):
+        return FakeBackend(self.spec, gpus)
+
+
+class FakeBackend:
+    def __init__(self, spec: str, gpus: int):
+        options = dict(part.split("=", 1) for part in spec.split(",") if part)
+        self.iters = int(options.get("iters", 10))
+        self.sleep = float(options.get("sleep", 0.0))
+        self.scales = int(options.get("scales", 2))
+        self.die_marker = options.get("die_marker")
+        self.log = options.get("log")
+        self.gpus = gpus
+        self.devices = [f"fake:{i}" for i in range(max(gpus, 1))]
+        self.device_kind = "cuda" if gpus else "cpu"
+        self.memory_bytes = 80 << 30 if gpus else 0
+        self.precision = "fp32"
+
+    def run(self, inputs: list[ItemInputs]) -> Iterator[tuple[str, Any]]:
+        started = time.time()
+        live = []
+        for one in inputs:
+            try:
+                live.append((one, self._decode(one)))
+            except Exception as exc:  # noqa: BLE001 - as the engine: a bad input fails its own item
+                yield one.item.id, failure_of(exc, one.item)
+        if self.log:
+            for one, _ in live:
+                open(os.path.join(self.log, f"{one.item.id}.{len(live)}.{os.urandom(4).hex()}"), "w").close()
+        names = " ".join(one.item.content.name.lower() for one, _ in live)
+        if "oom" in names and (self.gpus < 2 or len(live) > 1):
+            for one, _ in live:
+                yield one.item.id, ItemFailure("oom", "out of GPU memory on fake:0 (fake)", group_size=len(live))
+            return
+        start = min({int(o.checkpoint.decode().split(":")[1]) + 1 if o.checkpoint else 0 for o, _ in live}, default=0)
+        yield from self._iterate(live, start, names, started)
+        for one, image in live:
+            image.thumbnail((64, 64))
+            yield one.item.id, ItemResult(encode_image(image, format_for(one.item.output)), time.time() - started,
+                                          self.iters * self.scales, 0.0, 0, start - 1 if one.checkpoint else None,
+                                          group_size=len(live))
+
+    @staticmethod
+    def _decode(one: ItemInputs):
+        from PIL import Image
+
+        with Image.open(io.BytesIO(one.content)) as im:
+            im.load()
+            image = im.convert("RGB")
+        for style in one.styles:
+            bytes_of(style)
+        if "fail" in one.item.content.name.lower():
+            raise ValueError(f"{one.item.content.name}: fake failure for tests")
+        return image
+
+    def _iterate(self, live: list, start: int, names: str, started: float) -> Iterator[tuple[str, Any]]:
+        for scale in range(start, self.scales):
+            for i in range(1, self.iters + 1):
+                self._maybe_die(live, names, scale, i)
+                time.sleep(self.sleep)
+                now = time.time()
+                for one, image in live:
+                    yield one.item.id, Progress(scale, self.scales, image.width, image.height, i, self.iters,
+                                                1.0 / (scale * self.iters + i), now - started, 0, now)
+            if scale < self.scales - 1:
+                for one, _ in live:
+                    yield one.item.id, ItemCheckpoint(f"fake:{scale}".encode())
+
+    def _maybe_die(self, live: list, names: str, scale: int, i: int) -> None:
+        doomed = [o for o, _ in live if "die" in o.item.content.name.lower() or "hang" in o.item.content.name.lower()]
+        if self.die_marker and scale == self.scales - 1 and i == self.iters // 2 and doomed:
+            marker = os.path.join(self.die_marker, doomed[0].item.id)
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                if "hang" in names:
+                    time.sleep(3600)  # stuck, as a hung device would leave it
+                os.kill(os.getpid(), 9)  # a real, abrupt process death mid-item
