@@ -170,7 +170,9 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
     import torch
 
     from batchstyle.engine.images import load_image
-    from batchstyle.engine.multiscale import Job, Stylizer
+    from batchstyle.engine.devices import use_tf32_convolutions
+    from batchstyle.engine.run import Job
+    from batchstyle.engine.stylizer import Stylizer
 
     stylizer = Stylizer(weights, devices, speed=config.speed())
     device = stylizer.devices[0]
@@ -188,7 +190,7 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
     variants = [content_image, content_image.transpose(Image.FLIP_LEFT_RIGHT),
                 content_image.transpose(Image.FLIP_TOP_BOTTOM), content_image.transpose(Image.ROTATE_180)]
     jobs = [Job(variants[k % 4], [style_image], base.replace(seed=k)) for k in range(config.batch)]
-    run = stylizer.run_batch(jobs)
+    run = stylizer.run_group(jobs)
     cuda = device.type == "cuda"
 
     def sync() -> None:
@@ -198,8 +200,8 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
     sync()
     start = time.perf_counter()
     timed_from, steps = start, 0
-    for index, event in run:
-        if index != 0 or not hasattr(event, "iteration"):
+    for event in run:
+        if event.item != 0 or not hasattr(event, "iteration"):
             continue
         if not full and event.iteration == warmup:
             sync()
@@ -210,9 +212,9 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
     timed_steps = steps if full else iterations
     seconds = end - (start if full else timed_from)
     if cuda:
-        torch.backends.cudnn.conv.fp32_precision = "ieee"  # evaluate in true float32
+        use_tf32_convolutions(False)  # evaluate in true float32
     losses = run.evaluate()
-    w, h = run.sizes[-1]
+    w, h = run.ladder[-1].size
     deepest = max(LAYER_INDEX[n] for n in base.content_layers + base.style_layers)
     if full:
         flops = sum(4 * conv_macs(s.width, s.height, deepest) * s.iterations for s in run.ladder) * config.batch

@@ -410,12 +410,12 @@ def test_ctrl_c_writes_the_current_image_and_exits_130(inputs, weights_file, tmp
 
 @pytest.mark.weights
 def test_ctrl_c_while_loading_weights_exits_130(inputs, weights_file, tmp_path, monkeypatch):
-    import batchstyle.engine.multiscale as multiscale
+    import batchstyle.engine.stylizer as stylizer
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(multiscale, "load_weights_file", interrupted)
+    monkeypatch.setattr(stylizer, "load_weights_file", interrupted)
     result = stylize(*base_args(inputs, weights_file, tmp_path / "out.png"))
     assert result.exit_code == 130
     assert "before the first iteration; nothing was written" in result.stderr
@@ -426,7 +426,7 @@ def test_ctrl_c_while_loading_weights_exits_130(inputs, weights_file, tmp_path, 
 
 @pytest.mark.weights
 def test_checkpoint_resumes_to_the_same_image(inputs, weights_file, tmp_path, monkeypatch):
-    from batchstyle.engine.multiscale import Checkpoint
+    from batchstyle.engine.checkpoint import Checkpoint
 
     # An uninterrupted run leaves a checkpoint of its last scale.
     full, ck_full = tmp_path / "full.png", tmp_path / "full.ck"

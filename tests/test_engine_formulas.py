@@ -99,7 +99,7 @@ def test_minimum_input_size(random_weights):
     model = VGGFeatures(random_weights.tensors, ["relu5_1"])
     with pytest.raises(ValueError, match="needs at least 16x16"):
         model(torch.rand(1, 3, 15, 40))
-    model(torch.rand(1, 3, 16, 16))
+    assert model(torch.rand(1, 3, 16, 16))[LAYER_INDEX["relu5_1"]].shape == (1, 512, 1, 1)
 
 
 def test_content_and_activation_requested_at_a_conv_is_not_overwritten_by_its_relu(random_weights):
@@ -235,6 +235,13 @@ def test_w2_blends_raw_moments_not_covariances():
     loss = W2StyleLoss((mean, second))
     # mixture of two point masses at 0 and 1: mean 0.5, variance 0.25 (a covariance blend would give 0)
     assert torch.allclose(loss.cov.diagonal(dim1=-2, dim2=-1), torch.full((1, 2), 0.25 + 1e-4))
+
+
+def test_every_style_loss_setting_has_its_loss_class():
+    from batchstyle.engine.losses import STYLE_LOSS_CLASSES
+    from batchstyle.engine.settings import STYLE_LOSSES
+
+    assert tuple(STYLE_LOSS_CLASSES) == STYLE_LOSSES
 
 
 def test_gram_style_blend_is_weighted_sum_of_grams():

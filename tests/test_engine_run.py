@@ -9,7 +9,9 @@ from PIL import Image
 
 from batchstyle.engine import Checkpoint, DeviceError, Progress, ScaleFinished, StopStylize, StyleSettings, Stylizer
 from batchstyle.engine.losses import gram, normalized, default_style_layer_weights
-from batchstyle.engine.multiscale import rgb_to_yuv, stylize, to_tensor
+from batchstyle.engine.colors import rgb_to_yuv
+from batchstyle.engine.pixels import to_tensor
+from batchstyle.engine.stylizer import stylize
 from batchstyle.engine.vgg import LAYER_INDEX
 
 TINY = StyleSettings(end_scale=48, min_scale=32, initial_iterations=4, iterations=3)  # scales 34, 48
@@ -37,13 +39,14 @@ def test_events_cover_every_iteration_and_scale(tiny_stylizer, pair):
     run, events = run_all(tiny_stylizer, pair)
     progress = [e for e in events if isinstance(e, Progress)]
     finished = [e for e in events if isinstance(e, ScaleFinished)]
-    assert run.scales == [34, 48]
+    assert [scale.long_side for scale in run.ladder] == [34, 48]
     assert len(progress) == run.total_iterations == 4 + 3
     assert [(p.scale_index, p.iteration, p.iterations) for p in progress[:5]] == \
         [(0, 1, 4), (0, 2, 4), (0, 3, 4), (0, 4, 4), (1, 1, 3)]
     assert (progress[0].width, progress[0].height) == (34, 26)
     assert (progress[-1].width, progress[-1].height, progress[-1].scale_count) == (48, 36, 2)
     assert all(np.isfinite(p.loss) and p.gpu_peak_bytes == 0 for p in progress)
+    assert all(e.item == 0 for e in events)  # a group of one
     assert all(b.elapsed >= a.elapsed for a, b in zip(progress, progress[1:]))
     assert [f.scale_index for f in finished] == [0, 1]
     assert run.image().shape == (3, 36, 48)
@@ -119,6 +122,10 @@ def test_inits(tiny_stylizer, pair, init):
     assert start.shape == (3, 26, 34) and start.min() >= 0 and start.max() <= 1
     if init == "gray":
         assert (start - 0.5).abs().max() <= 1 / 255 + 1e-6
+    if init == "uniform":  # U[0, 1): mean 1/2, standard deviation 1/sqrt(12) = 0.289
+        assert abs(start.mean().item() - 0.5) < 0.03 and abs(start.std().item() - 0.289) < 0.02
+    if init == "normal":  # N(1/2, 1/4) truncated to [0, 1]: standard deviation 0.22
+        assert abs(start.mean().item() - 0.5) < 0.03 and abs(start.std().item() - 0.22) < 0.02
     if init == "style_stats":
         style_mean = to_tensor(pair[1])[0].mean((1, 2))
         assert torch.allclose(start.mean((1, 2)), style_mean, atol=0.08)
@@ -128,7 +135,7 @@ def test_inits(tiny_stylizer, pair, init):
 
 
 def test_too_small_images_fail_before_any_work(tiny_stylizer, pair):
-    with pytest.raises(ValueError, match="content image is 34x8 at scale 34.*needs at least 16x16"):
+    with pytest.raises(ValueError, match="content image is 48x11 at scale 48.*needs at least 16x16.*raise end_scale"):
         tiny_stylizer.run(pair[0].resize((200, 45)), [pair[1]], TINY)
     with pytest.raises(ValueError, match="style image 1 is 12x12"):
         tiny_stylizer.run(pair[0], [pair[1].resize((12, 12))], TINY)
@@ -137,7 +144,7 @@ def test_too_small_images_fail_before_any_work(tiny_stylizer, pair):
 def test_cuda_device_without_cuda_is_an_informative_error(random_weights):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(DeviceError, match="cuda:0 was asked for, but PyTorch .* sees no CUDA GPU.*--devices cpu"):
+    with pytest.raises(DeviceError, match="cuda:0 was asked for, but PyTorch .* sees no CUDA GPU.*use the cpu device"):
         Stylizer(random_weights, devices=["cuda:0"])
     with pytest.raises(DeviceError, match="not a device name"):
         Stylizer(random_weights, devices=["gpu0"])
@@ -229,4 +236,4 @@ def test_w2_and_lbfgs_run_and_lower_the_loss(real_stylizer, real_pair, changes):
     assert all(np.isfinite(losses)) and len(losses) == 11
     first_scale = losses[:8]
     assert first_scale[-1] < first_scale[0]
-    assert run.image().shape == (3, 72, 96)
+    assert run.image().shape == (3, 96, 96)  # the astronaut photo is square

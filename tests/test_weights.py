@@ -33,7 +33,7 @@ def test_offline_with_nothing_gives_one_error_naming_both_ways(isolated):
     with pytest.raises(W.WeightsError) as err:
         W.resolve_weights(downloader=offline)
     message = str(err.value)
-    assert "--weights PATH" in message and W.ENV_WEIGHTS in message
+    assert "weights=PATH" in message and f"{W.ENV_WEIGHTS}=PATH" in message
     assert "internet" in message and str(isolated / "cache") in message
     assert "Network is unreachable" in message
 
@@ -105,6 +105,10 @@ def test_rejects_wrong_or_foreign_files_clearly(isolated, random_weights):
         W.VGGWeights.from_state_dict([1, 2], "model.pt")
 
 
-def test_real_weights_file_loads(real_weights):
+def test_real_weights_file_loads_with_an_identity_that_travels(real_weights):
+    assert sorted(real_weights.tensors) == sorted(W.KEYS)
+    assert all(t.dtype == torch.float32 and t.is_contiguous() for t in real_weights.tensors.values())
     assert real_weights.tensors["features.0.weight"].shape == (64, 3, 3, 3)
+    # part of every item id: workers that get the tensors as arrays must compute the same identity
     assert real_weights.identity.startswith("vgg19-")
+    assert W.VGGWeights.from_numpy(real_weights.to_numpy()).identity == real_weights.identity

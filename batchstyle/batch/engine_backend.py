@@ -38,7 +38,7 @@ class EngineBackend:
                  speed: dict | None = None):
         import torch
 
-        from batchstyle.engine.multiscale import Stylizer
+        from batchstyle.engine.stylizer import Stylizer
         from batchstyle.engine.speed import Speed
         from batchstyle.engine.weights import VGGWeights
 
@@ -75,7 +75,8 @@ class EngineBackend:
             yield from self._run_group(group)
 
     def _job(self, one: ItemInputs):
-        from batchstyle.engine.multiscale import Checkpoint, Job
+        from batchstyle.engine.checkpoint import Checkpoint
+        from batchstyle.engine.run import Job
 
         item, notes = one.item, self.notes.setdefault(one.item.id, [])
         content = _load(one.content, item.content.name, one.max_pixels, notes)
@@ -98,16 +99,16 @@ class EngineBackend:
 
         started = time.time()
         items = [one.item for one, _ in group]
-        run = self.stylizer.run_batch([job for _, job in group])
+        run = self.stylizer.run_group([job for _, job in group])
         last: dict[int, Progress] = {}
         out_of_memory = False
         try:
-            for index, event in run:
+            for event in run:
                 if isinstance(event, Progress):
-                    last[index] = event
-                    yield items[index].id, event
+                    last[event.item] = event
+                    yield items[event.item].id, event
                 elif event.scale_index < event.scale_count - 1:
-                    yield items[index].id, ItemCheckpoint(event.checkpoint.to_bytes())
+                    yield items[event.item].id, ItemCheckpoint(event.checkpoint.to_bytes())
         except torch.cuda.OutOfMemoryError:
             out_of_memory = True
         if out_of_memory:  # free memory outside the except block: its traceback pins tensors

@@ -92,7 +92,7 @@ def _configurations(configs: tuple[str, ...], devices: str | None, weights: str 
     from batchstyle.engine import DeviceError
 
     with user_errors({DeviceError: "--devices"}):
-        from batchstyle.engine.multiscale import check_devices, default_devices
+        from batchstyle.engine.devices import check_devices, default_devices
         from batchstyle.engine.weights import resolve_weights
 
         checked = check_devices(split_list((devices,)) or default_devices())

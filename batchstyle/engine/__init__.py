@@ -6,6 +6,18 @@ Usable as a plain library (no Ray, no click)::
     out = stylize(load_image("photo.jpg"), [load_image("painting.jpg")], end_scale=512)
     save_image(out, "out.png")
 
+A :class:`Stylizer` holds VGG-19 on its devices; ``stylizer.run(...)`` (one job) or
+``stylizer.run_group(jobs)`` gives a :class:`Run`, which optimises through the scale ladder as you
+iterate its events. At each scale the run minimises an :class:`Objective`: each image's loss and
+its gradient.
+
+Modules, one job each: ``stylizer`` (the model on its devices, ``stylize``), ``run`` (the
+multi-scale loop, ``Job``), ``objective`` (the weighted loss terms), ``losses`` (each term's
+formula), ``targets`` (content activations, cached style statistics), ``optim`` (averaging, Adam's
+warm start), ``inits`` (the first image), ``colors`` (``original_colors``), ``checkpoint`` (the
+file format), ``devices``, ``vgg``, ``weights``, ``images``, ``pixels``, ``events``, ``speed``,
+``schedule``, ``settings``, ``layers``.
+
 Names are imported lazily so that ``batchstyle.engine.settings`` stays cheap (no torch).
 """
 
@@ -13,9 +25,10 @@ from importlib import import_module
 
 _EXPORTS = {
     "StyleSettings": "settings",
-    "Stylizer": "multiscale", "StyleRun": "multiscale", "BatchRun": "multiscale", "Job": "multiscale",
-    "Speed": "speed", "TargetCache": "multiscale", "stylize": "multiscale", "Progress": "events",
-    "ScaleFinished": "events", "Checkpoint": "multiscale", "StopStylize": "multiscale", "DeviceError": "multiscale",
+    "Stylizer": "stylizer", "stylize": "stylizer", "StopStylize": "stylizer",
+    "Run": "run", "Job": "run", "Objective": "objective", "TargetCache": "targets",
+    "Checkpoint": "checkpoint", "DeviceError": "devices", "Speed": "speed",
+    "Progress": "events", "ScaleFinished": "events",
     "scale_schedule": "schedule", "size_to_fit": "schedule", "scale_ladder": "schedule", "Scale": "schedule",
     "VGGWeights": "weights", "WeightsError": "weights", "resolve_weights": "weights",
     "load_weights_file": "weights",

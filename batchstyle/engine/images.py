@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import os
 import secrets
@@ -35,7 +36,7 @@ from PIL import Image, ImageCms, ImageFile, ImageOps
 
 __all__ = [
     "ImageError", "ImageWarning", "MAX_PIXELS", "load_image", "image_size", "image_notes", "srgb_profile",
-    "encode_image", "save_image", "format_for", "atomic_write", "SUPPORTED_EXTENSIONS",
+    "encode_image", "save_image", "format_for", "atomic_write", "image_digest", "SUPPORTED_EXTENSIONS",
 ]
 
 #: Output formats by file extension.
@@ -431,6 +432,13 @@ def _to_uint16(image: Any) -> np.ndarray:
         return np.asarray(image.convert("RGB")).astype(np.uint16) * 257
     x = _float_pixels(image)
     return np.rint(np.asarray(x, dtype=np.float64) * 65535).astype(np.uint16)
+
+
+def image_digest(image: Image.Image) -> str:
+    """A hash of a PIL image's mode, size and pixels."""
+    digest = hashlib.sha256(f"{image.mode}{image.size}".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:

@@ -2,7 +2,7 @@
 
 Each loss is a small module whose ``forward`` reads like its formula (engine-spec §2). Activations
 are ``[N, C, H, W]`` and every loss returns ``[N]``: one value per image, so that images optimised
-together in a batch keep independent objectives (their sum's gradient is each image's own).
+together in a group keep independent objectives (their sum's gradient is each image's own).
 Targets are ``[N, ...]`` (one per image) or ``[1, ...]`` (shared).
 """
 
@@ -161,7 +161,7 @@ class W2StyleLoss(nn.Module):
         return mean_term + cov_term
 
 
-STYLE_LOSSES = {"gram": GramStyleLoss, "w2": W2StyleLoss}
+STYLE_LOSS_CLASSES = {"gram": GramStyleLoss, "w2": W2StyleLoss}  # by settings.STYLE_LOSSES name
 
 
 class TVLoss(nn.Module):
@@ -176,4 +176,4 @@ class TVLoss(nn.Module):
 
 
 __all__ = ["per_image_sum", "scaled_mse", "gram", "normalized", "default_style_layer_weights", "ContentLoss",
-           "GramStyleLoss", "W2StyleLoss", "TVLoss", "sqrtm", "STYLE_LOSSES"]
+           "GramStyleLoss", "W2StyleLoss", "TVLoss", "sqrtm", "STYLE_LOSS_CLASSES"]

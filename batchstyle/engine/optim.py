@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import optim
@@ -42,6 +43,16 @@ class AdamMoments:
         state = opt.state[param]
         return cls(state["exp_avg"].detach().clone(), state["exp_avg_sq"].detach().clone(),
                    float(state["step"]))
+
+    @classmethod
+    def cat(cls, parts: Sequence["AdamMoments"]) -> "AdamMoments":
+        """A group's moments from those of its images (all at the same step)."""
+        return cls(torch.cat([p.exp_avg for p in parts]), torch.cat([p.exp_avg_sq for p in parts]), parts[0].step)
+
+    def of_image(self, index: int) -> "AdamMoments":
+        """Image ``index``'s moments, on the CPU."""
+        return AdamMoments(self.exp_avg[index:index + 1].cpu().contiguous(),
+                           self.exp_avg_sq[index:index + 1].cpu().contiguous(), self.step)
 
     def resized(self, height: int, width: int) -> "AdamMoments":
         """Spatially resized for the next scale: m bicubic, v bilinear clamped at 0, step kept."""

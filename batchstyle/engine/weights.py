@@ -175,8 +175,8 @@ def resolve_weights(path: str | os.PathLike | None = None, *, download: bool = T
             return VGGWeights(weights.tensors, source=str(cached), identity=weights.identity)
     raise WeightsError(
         f"no VGG-19 weights: none were given, none are cached at {cached}, and {problem}.\n"
-        f"Either pass --weights PATH (or set {ENV_WEIGHTS}=PATH) to a VGG-19 file in torchvision's key "
-        f"layout (.safetensors, .pt or .pth), or run once with internet access so torchvision's weights "
+        f"Either give a VGG-19 weights file in torchvision's key layout (.safetensors, .pt or .pth) as "
+        f"weights=PATH or {ENV_WEIGHTS}=PATH, or run once with internet access so torchvision's weights "
         f"are downloaded and cached at {cached}.")
 
 

@@ -1,0 +1,125 @@
+"""The objective at one scale (engine-spec §2.6): for each image n of a group,
+
+    L_n(x) = Σ_content w_c · content(x_n) + Σ_style w_s · style(x_n) + w_tv · TV(x_n)
+
+with that job's own weights and targets. Calling an :class:`Objective` on the images gives each
+image's loss and the gradient of their sum, which is each image's own gradient (the losses are
+independent per image). That call is all the optimisation loop knows of the maths: an objective that
+evaluates tile by tile must give the same losses and gradient from the same images
+(``reference/tiling.md``) and can take its place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from contextlib import AbstractContextManager
+from typing import Callable, Protocol, Sequence
+
+import torch
+from torch import nn
+
+from .layers import LAYER_INDEX
+from .losses import STYLE_LOSS_CLASSES, ContentLoss, TVLoss, default_style_layer_weights, normalized
+from .settings import StyleSettings
+from .vgg import VGGFeatures
+
+
+class Weighted(nn.Module):
+    """One term: a loss of one layer's activations (or of the image, ``"input"``), times each image's weight."""
+
+    def __init__(self, key: int | str, loss: nn.Module, weight: torch.Tensor):
+        super().__init__()
+        self.key = key
+        self.loss = loss
+        self.register_buffer("weight", weight)
+
+    def forward(self, feats: dict) -> torch.Tensor:
+        return self.loss(feats[self.key].float()) * self.weight
+
+
+class Objective:
+    """Each image's weighted loss, and the gradient, for a group of images at one scale.
+
+    ``forward`` is the feature extractor the iterations use (``model`` itself, or its compiled
+    twin), run under ``autocast`` (reduced precision); :meth:`evaluate` uses ``model`` in float32.
+    """
+
+    def __init__(self, model: VGGFeatures, terms: Sequence[Weighted], layers: Sequence[str],
+                 forward: Callable | None = None,
+                 autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext):
+        self.model = model
+        self.terms = list(terms)
+        self.layers = tuple(layers)
+        self.forward = model if forward is None else forward
+        self.autocast = autocast
+
+    def losses(self, feats: dict) -> torch.Tensor:
+        """``[N]``: the sum of the weighted terms, per image, on the first device."""
+        return sum(term(feats).to(self.model.devices[0]) for term in self.terms)
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each image's loss ``[N]`` and the gradient with respect to ``images`` ``[N, 3, H, W]``."""
+        x = images.detach().requires_grad_()
+        with self.autocast():
+            feats = self.forward(x, self.layers)
+        losses = self.losses(feats)
+        (gradient,) = torch.autograd.grad(losses.sum(), x)
+        return losses.detach(), gradient
+
+    @torch.no_grad()
+    def evaluate(self, images: torch.Tensor) -> torch.Tensor:
+        """Each image's loss ``[N]``, in float32 without compilation (to compare speed options)."""
+        return self.losses(self.model(images, self.layers))
+
+
+class GroupJob(Protocol):
+    """What the objective needs of a job: its settings and its style blend weights."""
+
+    settings: StyleSettings
+    blend: Sequence[float]
+
+
+def content_layer_weights(settings: StyleSettings) -> list[float]:
+    return normalized(settings.content_layer_weights or [1.0] * len(settings.content_layers))
+
+
+def style_layer_weights(settings: StyleSettings) -> list[float]:
+    return normalized(settings.style_layer_weights or default_style_layer_weights(len(settings.style_layers)))
+
+
+def group_terms(jobs: Sequence[GroupJob], content: dict, styles: Sequence[Sequence[list]],
+                model: VGGFeatures) -> list[Weighted]:
+    """The terms of a group's objective: content layers, style layers, then total variation.
+
+    ``content``: the content images' activations by module index (``[N, ...]``); ``styles[n][k]``:
+    the statistics of job n's style image k, one entry per style layer. Jobs of a group share their
+    layers and style loss; weights, targets and style blends are each job's own.
+    """
+    settings = [job.settings for job in jobs]
+    first = settings[0]
+    loss_cls = STYLE_LOSS_CLASSES[first.style_loss]
+
+    def per_job(value: Callable[[StyleSettings], float], device: torch.device) -> torch.Tensor:
+        return torch.tensor([value(s) for s in settings], dtype=torch.float32, device=device)
+
+    terms = []
+    for j, name in enumerate(first.content_layers):
+        i = LAYER_INDEX[name]
+        weight = per_job(lambda s: s.content_weight * content_layer_weights(s)[j], content[i].device)
+        terms.append(Weighted(i, ContentLoss(content[i].float()), weight))
+    for j, name in enumerate(first.style_layers):
+        blends = [loss_cls.blend([stats[j] for stats in job_styles], job.blend) for job, job_styles in zip(jobs, styles)]
+        weight = per_job(lambda s: s.style_weight * style_layer_weights(s)[j], model.device_of(name))
+        terms.append(Weighted(LAYER_INDEX[name], loss_cls(_cat(blends)), weight))
+    terms.append(Weighted("input", TVLoss(), per_job(lambda s: s.tv_weight, model.devices[0])))
+    return terms
+
+
+def _cat(targets: list) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Per-job targets (tensors, or tuples of tensors) stacked along the group dimension."""
+    if isinstance(targets[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*targets))
+    return torch.cat(targets)
+
+
+__all__ = ["Objective", "Weighted", "group_terms", "content_layer_weights", "style_layer_weights"]

@@ -1,0 +1,280 @@
+"""A run: one optimisation of a group of one or more jobs through the scale ladder (engine-spec §3–§5).
+
+Iterate a :class:`Run` to optimise: one :class:`Progress` event per job and iteration, one
+:class:`ScaleFinished` (carrying that job's :class:`Checkpoint`) per job and scale; every event
+names its job by ``item``, its index in the group. Stop iterating whenever you like:
+:meth:`Run.image` always gives a job's current averaged image.
+
+Per scale the loop resizes the images, restarts their average, warm-starts the optimiser and steps
+it through one closure that calls the scale's :class:`Objective`. The loop knows nothing of
+layers, targets or tiles.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from .checkpoint import Checkpoint, fingerprint
+from .colors import OriginalColors
+from .devices import peak_gpu_bytes, release_cached_memory, reset_peak_memory
+from .events import Progress, ScaleFinished
+from .images import image_digest, to_uint8
+from .inits import initial_image
+from .layers import LAYER_NAMES, layer_index, min_input_size
+from .objective import Objective, group_terms
+from .optim import EMA, AdamMoments, make_adam, make_lbfgs
+from .pixels import tensor_at
+from .schedule import Scale, scale_ladder, style_size_at
+from .settings import StyleSettings, group_key
+from .targets import Targets
+
+if TYPE_CHECKING:
+    from .stylizer import Stylizer
+
+
+@dataclass
+class Job:
+    """What one image needs: a content image, style images, settings and, to resume, a checkpoint."""
+
+    content: Image.Image
+    styles: Sequence[Image.Image]
+    settings: StyleSettings = field(default_factory=StyleSettings)
+    checkpoint: Checkpoint | None = None
+
+
+class _JobState:
+    """What a run derives from a job: RGB images, style digests and blend, fingerprint, random stream,
+    and the job's latest checkpoint (the one it resumes from, then each finished scale's)."""
+
+    def __init__(self, job: Job, weights_identity: str):
+        if not job.styles:
+            raise ValueError("at least one style image is needed")
+        self.settings = job.settings
+        self.content = job.content.convert("RGB")
+        self.styles = [s.convert("RGB") for s in job.styles]
+        self.style_digests = [image_digest(s) for s in self.styles]
+        self.blend = job.settings.blend_weights(len(self.styles))
+        self.fingerprint = fingerprint(self.settings, weights_identity, [self.content, *self.styles])
+        if job.checkpoint is not None and job.checkpoint.fingerprint != self.fingerprint:
+            raise ValueError("the checkpoint belongs to other images, settings or weights; start afresh")
+        self.checkpoint = job.checkpoint
+        self.generator = torch.Generator().manual_seed(self.settings.seed)
+        if job.checkpoint is not None:
+            self.generator.set_state(job.checkpoint.rng_state)
+        self.colors = OriginalColors(self.content) if self.settings.original_colors else None
+
+    def initial_image(self, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        return initial_image(self.settings, self.content, self.styles, self.blend, size, generator)
+
+    def check_fits(self, ladder: Sequence[Scale]) -> None:
+        """Fail now, not after an hour, if an image is too small for the deepest layer at some scale.
+
+        The ladder leaves out the scales at which the content is too thin, so only its end scale can be."""
+        s = self.settings
+        full = max(layer_index(n) for n in s.content_layers + s.style_layers)
+        deepest_style = max(layer_index(n) for n in s.style_layers)
+        content_need, need = min_input_size(full), min_input_size(deepest_style)
+        for scale in ladder:
+            if min(scale.size) < content_need:
+                raise ValueError(f"the content image is {scale.width}x{scale.height} at scale {scale.long_side}, "
+                                 f"but layer {LAYER_NAMES[full]} needs at least {content_need}x{content_need}; "
+                                 f"raise end_scale or crop the image")
+            for k, style in enumerate(self.styles, 1):
+                sw, sh = style_size_at(style.size, scale.long_side, s)
+                if min(sw, sh) < need:
+                    raise ValueError(f"style image {k} is {sw}x{sh} at scale {scale.long_side}, but layer "
+                                     f"{LAYER_NAMES[deepest_style]} needs at least {need}x{need}; use a larger "
+                                     f"style image, style_scale or style_size")
+
+
+def _check_group(jobs: Sequence[_JobState], ladder: Sequence[Scale]) -> None:
+    """Jobs optimised together share the content size at every scale, the loop settings and the start."""
+    key = group_key(jobs[0].settings, [scale.size for scale in ladder])
+    for k, job in enumerate(jobs[1:], 2):
+        other = group_key(job.settings, [scale.size for scale in scale_ladder(job.content.size, job.settings)])
+        if key is None or other != key:
+            raise ValueError(f"job {k} cannot share a group with job 1: jobs optimised together need Adam, the "
+                             "same content size at every scale and the same loop settings")
+    if len({None if job.checkpoint is None else job.checkpoint.scale_index for job in jobs}) > 1:
+        raise ValueError("the jobs of a group must all resume from the same scale or all start afresh")
+
+
+class _Stage:
+    """One scale of a run: the images being optimised, their running average and the optimiser."""
+
+    def __init__(self, images: torch.Tensor, objective: Objective, settings: StyleSettings,
+                 moments: AdamMoments | None):
+        self.objective = objective
+        self.x = images
+        self.average = EMA(images, settings.avg_decay)
+        self.adam = settings.optimizer == "adam"
+        self.optimizer = make_adam(images, settings.step_size, moments) if self.adam else make_lbfgs(images)
+
+    def step(self) -> torch.Tensor:
+        """One optimiser step; returns each image's loss before it."""
+
+        def closure() -> torch.Tensor:
+            losses, self.x.grad = self.objective(self.x)
+            return losses
+
+        losses = self.optimizer.step(closure)
+        if self.adam:
+            with torch.no_grad():
+                self.x.clamp_(0, 1)
+        self.average.update(self.x)
+        return losses
+
+    def image(self) -> torch.Tensor:
+        return self.average.get()
+
+    def finish(self) -> tuple[torch.Tensor, AdamMoments | None]:
+        """The averaged images, which the next scale starts from, and the optimiser's moments."""
+        with torch.no_grad():
+            self.x.copy_(self.average.get())
+        return self.x.detach(), AdamMoments.of(self.optimizer, self.x) if self.adam else None
+
+
+class Run:
+    """One optimisation of a group of one or more jobs. Iterate it for events.
+
+    All jobs share the content size at every scale and the loop settings (see
+    :func:`settings.group_key`); their weights, styles, seeds and inits may differ. Each job has its
+    own loss, Adam moments, average and random stream, so its result is the one it would get alone
+    (up to float rounding of the convolutions over the group). Progress and checkpoints are per job.
+    """
+
+    def __init__(self, stylizer: "Stylizer", jobs: Sequence[Job]):
+        if not jobs:
+            raise ValueError("a group needs at least one job")
+        self.stylizer = stylizer
+        self._jobs = [_JobState(job, stylizer.weights.identity) for job in jobs]
+        self.settings = self._jobs[0].settings
+        self.ladder = scale_ladder(self._jobs[0].content.size, self.settings)
+        _check_group(self._jobs, self.ladder)
+        for job in self._jobs:
+            job.check_fits(self.ladder)
+        s = self.settings
+        self.layers = tuple(dict.fromkeys(s.content_layers + s.style_layers))
+        self.model = stylizer.features(self.layers, s.pooling)
+        self.forward = stylizer.iteration_forward(self.model)
+        self.targets = Targets(self.model, stylizer.target_cache, stylizer.autocast, stylizer.memory_format,
+                               stylizer.speed.precision)
+        self._stage: _Stage | None = None
+        self._events: Iterator | None = None
+
+    @property
+    def total_iterations(self) -> int:
+        return sum(scale.iterations for scale in self.ladder)
+
+    def __iter__(self) -> Iterator[Progress | ScaleFinished]:
+        if self._events is None:
+            self._events = self._optimise()
+        return self._events
+
+    def checkpoint_of(self, index: int) -> Checkpoint | None:
+        """Job ``index``'s checkpoint at the end of the last finished scale (or the one it resumed from)."""
+        return self._jobs[index].checkpoint
+
+    def image(self, index: int = 0) -> torch.Tensor:
+        """Job ``index``'s current averaged image, ``[3, H, W]`` in [0, 1] on the CPU."""
+        current = self._current()[index:index + 1]
+        out = current.detach().clamp(0, 1).to("cpu", torch.float32).contiguous()
+        colors = self._jobs[index].colors
+        return (colors(out) if colors is not None else out)[0]
+
+    def pil(self, index: int = 0) -> Image.Image:
+        return Image.fromarray(to_uint8(self.image(index)), "RGB")
+
+    def evaluate(self) -> list[float]:
+        """Each job's loss for its current averaged image at the current scale, in float32."""
+        if self._stage is None:
+            raise RuntimeError("evaluate() needs a run that has optimised at least one iteration")
+        x = self._stage.image().detach().to(self.model.devices[0])
+        return self._stage.objective.evaluate(x.contiguous(memory_format=self.stylizer.memory_format)).tolist()
+
+    def objective(self, k: int) -> Objective:
+        """What the loop minimises at scale ``k``: each job's weighted loss against its targets there."""
+        scale, first = self.ladder[k], self.model.devices[0]
+        content = torch.cat([tensor_at(job.content, *scale.size) for job in self._jobs]).to(first)
+        content = self.targets.content(content.contiguous(memory_format=self.stylizer.memory_format),
+                                       self.settings.content_layers)
+        styles = [[self.targets.style(image, digest, style_size_at(image.size, scale.long_side, job.settings),
+                                      job.settings)
+                   for image, digest in zip(job.styles, job.style_digests)] for job in self._jobs]
+        return Objective(self.model, group_terms(self._jobs, content, styles, self.model), self.layers,
+                         forward=self.forward, autocast=self.stylizer.autocast)
+
+    def _current(self) -> torch.Tensor:
+        if self._stage is not None:
+            return self._stage.image()
+        if self._jobs[0].checkpoint is not None:
+            return torch.cat([job.checkpoint.image for job in self._jobs])
+        return self._initial_images(fresh=True)  # not started: what it will start from
+
+    def _initial_images(self, fresh: bool = False) -> torch.Tensor:
+        """The images at the first scale, drawn from the jobs' random streams (or from fresh ones)."""
+        return torch.cat([job.initial_image(self.ladder[0].size, torch.Generator().manual_seed(job.settings.seed)
+                                            if fresh else job.generator) for job in self._jobs])
+
+    def _start(self) -> tuple[int, torch.Tensor, AdamMoments | None]:
+        """The first scale to optimise, the images to start it from, and Adam's moments to warm-start with."""
+        first = self.model.devices[0]
+        resumed = [job.checkpoint for job in self._jobs]
+        if resumed[0] is None:
+            return 0, self._initial_images().to(first), None
+        images = torch.cat([c.image for c in resumed]).to(first)
+        moments = None if resumed[0].adam is None else AdamMoments.cat([c.adam for c in resumed])
+        return resumed[0].scale_index + 1, images, moments
+
+    def _begin_scale(self, k: int, images: torch.Tensor, moments: AdamMoments | None) -> _Stage:
+        """The previous scale's images resized (bicubic, clamped) to scale ``k``, with its objective and optimiser."""
+        devices, (w, h) = self.model.devices, self.ladder[k].size
+        self._stage = None  # let the previous scale's targets and optimiser go first
+        release_cached_memory(devices)
+        x = F.interpolate(images.detach(), (h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+        x = x.contiguous(memory_format=self.stylizer.memory_format)
+        self._stage = _Stage(x, self.objective(k), self.settings, moments)
+        release_cached_memory(devices)
+        return self._stage
+
+    def _finish_scale(self, k: int, stage: _Stage) -> tuple[torch.Tensor, AdamMoments | None]:
+        """Each job's checkpoint at the end of scale ``k``; the images and moments the next scale starts from."""
+        images, moments = stage.finish()
+        for j, job in enumerate(self._jobs):
+            job.checkpoint = Checkpoint(k, len(self.ladder), images[j:j + 1].to("cpu", copy=True).contiguous(),
+                                        None if moments is None else moments.of_image(j), job.generator.get_state(),
+                                        job.fingerprint)
+        return images, moments
+
+    def _optimise(self) -> Iterator[Progress | ScaleFinished]:
+        devices, count, n = self.model.devices, len(self._jobs), len(self.ladder)
+        loss_every = self.stylizer.speed.loss_every
+        reset_peak_memory(devices)
+        start, images, moments = self._start()
+        t0 = time.time()
+        for k in range(start, n):
+            scale = self.ladder[k]
+            stage = self._begin_scale(k, images, moments)
+            values = [math.nan] * count
+            for i in range(1, scale.iterations + 1):
+                losses = stage.step()
+                if i == 1 or i == scale.iterations or i % loss_every == 0:
+                    values = losses.detach().float().tolist()
+                now = time.time()
+                peak = peak_gpu_bytes(devices)
+                for j in range(count):
+                    yield Progress(k, n, scale.width, scale.height, i, scale.iterations, values[j], now - t0, peak,
+                                   now, j)
+            images, moments = self._finish_scale(k, stage)
+            for j, job in enumerate(self._jobs):
+                yield ScaleFinished(k, n, scale.width, scale.height, job.checkpoint, j)
+
+
+__all__ = ["Run", "Job"]
