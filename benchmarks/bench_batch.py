@@ -100,7 +100,7 @@ def bench_dispatch(root: Path, n: int, workers: int, repeats: int) -> dict:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     job = root / "dispatch"
     manifest = make_job(job, n)
-    ray.init(num_cpus=workers, num_gpus=workers, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=workers, num_gpus=workers, include_dashboard=False, log_to_driver=False)
 
     class Quiet:
         def update(self, state):

@@ -281,13 +281,13 @@ def test_a_run_without_weights_writes_nothing_and_says_what_to_do(job, tmp_path)
            "TORCH_HOME": str(tmp_path / "torch"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     result = batchstyle("run", str(manifest), "-o", str(root / "out"), env=env)
     assert result.returncode == 2
-    assert "no VGG-19 weights" in result.stderr and "--weights PATH" in result.stderr
+    assert "error: --weights: no VGG-19 weights" in result.stderr and "BATCHSTYLE_WEIGHTS=PATH" in result.stderr
     assert "Downloading:" not in result.stdout + result.stderr
     assert not (root / "out").exists()
     notes = root / "notes.pt"
     notes.write_text("not weights\n")
     result = batchstyle("run", str(manifest), "-o", str(root / "out"), "--weights", str(notes), env=env)
-    assert result.returncode == 2 and f"{notes} is not a VGG-19 weights file" in result.stderr
+    assert result.returncode == 2 and f"error: --weights: {notes} is not a VGG-19 weights file" in result.stderr
     assert "weights_only" not in result.stderr and not (root / "out").exists()
 
 

@@ -291,7 +291,8 @@ def test_cuda_device_on_a_machine_without_cuda(inputs, weights_file, tmp_path):
     result = stylize(*base_args(inputs, weights_file, out, "--devices", "cuda:0"))
     assert result.exit_code == 2
     [line] = error_lines(result)
-    assert "no CUDA" in line and "--devices cpu" in line
+    assert line.startswith("error: --devices: cuda:0 was asked for") and "no CUDA" in line
+    assert line.endswith("use the cpu device")
     assert not out.exists()
 
 
@@ -343,8 +344,8 @@ def test_no_weights_anywhere_names_both_ways_to_get_them(inputs, tmp_path, monke
                      env={"BATCHSTYLE_WEIGHTS": None, "BATCHSTYLE_CACHE_DIR": str(cache)})
     assert result.exit_code == 2
     message = result.stderr
-    assert message.startswith("error: no VGG-19 weights")
-    assert "--weights" in message and "BATCHSTYLE_WEIGHTS" in message
+    assert message.startswith("error: --weights: no VGG-19 weights")
+    assert "BATCHSTYLE_WEIGHTS=PATH" in message
     assert "internet" in message and str(cache) in message
     assert "Network is unreachable" in message  # says why the download failed
     assert "Traceback" not in result.output

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def ray_gpus():
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, object_store_memory=150 * 2**20,
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, object_store_memory=150 * 2**20,
              log_to_driver=False)
     yield
     ray.shutdown()
@@ -186,6 +186,8 @@ def test_group_size_limits_each_group(ray_gpus, batch):
 def test_groups_are_shared_out_among_idle_workers(ray_gpus, batch):
     names = [f"p{i}.png" for i in range(6)]
     scheduler, out, plan, _ = batch([f"in/{n},style.png,," for n in names], names, group_size=None, workers=2)
+    scheduler.pool.adjust(scheduler._need())  # both workers up before anything is dispatched, however slow
+    ray.get([w.info_ref for w in scheduler.workers])  # the machine is: the share is what is tested
     state, records = run(scheduler)
     assert state.done == 6
     sizes = sorted(s for sizes in starts(out, plan).values() for s in sizes)

@@ -33,7 +33,7 @@ def test_offline_with_nothing_gives_one_error_naming_both_ways(isolated):
     with pytest.raises(W.WeightsError) as err:
         W.resolve_weights(downloader=offline)
     message = str(err.value)
-    assert "weights=PATH" in message and f"{W.ENV_WEIGHTS}=PATH" in message
+    assert "weights file" in message and f"{W.ENV_WEIGHTS}=PATH" in message
     assert "internet" in message and str(isolated / "cache") in message
     assert "Network is unreachable" in message
 

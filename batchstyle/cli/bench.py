@@ -89,9 +89,9 @@ def _configurations(configs: tuple[str, ...], devices: str | None, weights: str 
         parsed = [Config.parse(c) for c in configs]
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    from batchstyle.engine import DeviceError
+    from batchstyle.engine import DeviceError, WeightsError
 
-    with user_errors({DeviceError: "--devices"}):
+    with user_errors({DeviceError: "--devices", WeightsError: "--weights"}):
         from batchstyle.engine.devices import check_devices, default_devices
         from batchstyle.engine.weights import resolve_weights
 

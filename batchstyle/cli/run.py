@@ -180,7 +180,7 @@ def _weights(console: Console, backend, path: str | None):
     try:
         resolved = resolve_weights(path)
     except WeightsError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"--weights: {exc}") from None
     return resolved, resolved.identity
 
 
@@ -225,7 +225,7 @@ def start_ray(address: str | None):
     interrupted: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     try:
-        ray.init(address=address or None, **kwargs)
+        ray.init(address=address or "local", **kwargs)  # "local": a new instance, never one found running
     finally:
         signal.signal(signal.SIGINT, previous)
         if interrupted:

@@ -82,7 +82,7 @@ def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[s
 
     Ctrl-C stops and writes the current image.
     """
-    from batchstyle.engine import DeviceError
+    from batchstyle.engine import DeviceError, WeightsError
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     speed = speed_from_options(options)
@@ -90,7 +90,7 @@ def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[s
                           split_list((split,)) or None, weights, save_every, checkpoint, proof,
                           (host, port) if web else None, browser, trace, quiet, cpu_threads, speed, max_input_pixels)
     try:
-        with user_errors({DeviceError: "--devices"}):
+        with user_errors({DeviceError: "--devices", WeightsError: "--weights"}):
             code = run_stylize(console, opts)
     except KeyboardInterrupt:  # while loading weights or images: nothing to write yet
         console.print("[yellow]Interrupted[/] before the first iteration; nothing was written.")

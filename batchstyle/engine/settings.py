@@ -424,8 +424,6 @@ def group_key(settings: StyleSettings, sizes: list[tuple[int, int]]) -> str | No
     return repr((sorted(shared.items()), [tuple(s) for s in sizes]))
 
 
-batch_key = group_key  # the engine's former name, until its run module uses group_key
-
 
 __all__ = [
     "StyleSettings", "SettingsError", "SettingField", "SETTING_FIELDS", "FIELDS_BY_NAME", "group_key",

@@ -175,9 +175,9 @@ def resolve_weights(path: str | os.PathLike | None = None, *, download: bool = T
             return VGGWeights(weights.tensors, source=str(cached), identity=weights.identity)
     raise WeightsError(
         f"no VGG-19 weights: none were given, none are cached at {cached}, and {problem}.\n"
-        f"Either give a VGG-19 weights file in torchvision's key layout (.safetensors, .pt or .pth) as "
-        f"weights=PATH or {ENV_WEIGHTS}=PATH, or run once with internet access so torchvision's weights "
-        f"are downloaded and cached at {cached}.")
+        f"Either give a VGG-19 weights file in torchvision's key layout (.safetensors, .pt or .pth), or set "
+        f"{ENV_WEIGHTS}=PATH, or run once with internet access so torchvision's weights are downloaded and "
+        f"cached at {cached}.")
 
 
 __all__ = ["VGGWeights", "WeightsError", "resolve_weights", "load_weights_file", "cache_dir",
