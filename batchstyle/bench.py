@@ -2,7 +2,7 @@
 
 Every (configuration, size) measurement runs in a fresh Python process, so that peak memory,
 compiled graphs and allocator caches of one do not colour the next. A measurement optimises
-``batch`` items at one fixed size (one scale: ``end_scale = min_scale = size``) for ``warmup``
+``group`` jobs (images optimised together) at one fixed size (one scale: ``end_scale = min_scale = size``) for ``warmup``
 untimed iterations and then ``iterations`` timed ones, or with ``full`` the whole multi-scale
 run of the default settings at that end scale. It reports optimiser steps per second, images
 (items) x iterations per second, megapixel-iterations per second, achieved TFLOP/s (from the
@@ -50,48 +50,20 @@ def peak_tflops(device_name: str, precision: str) -> float | None:
 
 @dataclass(frozen=True)
 class Config:
-    """One column of the comparison: engine speed options plus the batch size."""
+    """One column of the comparison: engine speed options plus the group size."""
 
     precision: str = "fp32"
     memory_format: str = "contiguous"
     compile: bool = False
-    batch: int = 1
+    group: int = 1
 
     @classmethod
     def parse(cls, text: str) -> "Config":
-        """``fp32``, ``bf16,channels_last,batch=4,compile`` or ``precision=bf16,...``."""
+        """``fp32``, ``bf16,channels_last,group=4,compile`` or ``precision=bf16,...`` (``batch=`` too)."""
         values: dict[str, Any] = {}
         for part in (p.strip() for p in text.replace("+", ",").split(",")):
-            if not part:
-                continue
-            key, sep, value = part.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep:
-                if key in PRECISIONS:
-                    key, value = "precision", key
-                elif key in MEMORY_FORMATS:
-                    key, value = "memory_format", key
-                elif key in ("nhwc", "cl"):
-                    key, value = "memory_format", "channels_last"
-                elif key == "compile":
-                    value = "1"
-                else:
-                    raise ValueError(f"unknown configuration part {part!r} in {text!r}; use precision "
-                                     f"({'/'.join(PRECISIONS)}), memory format ({'/'.join(MEMORY_FORMATS)}), "
-                                     f"compile, batch=N")
-            if key == "batch":
-                try:
-                    values["batch"] = int(value)
-                except ValueError:
-                    raise ValueError(f"batch must be a whole number, not {value!r}") from None
-                if values["batch"] < 1:
-                    raise ValueError("batch must be at least 1")
-            elif key == "compile":
-                values["compile"] = value.strip().lower() in ("1", "true", "yes", "on")
-            elif key in ("precision", "memory_format"):
-                values[key] = value.strip()
-            else:
-                raise ValueError(f"unknown configuration key {key!r} in {text!r}")
+            if part:
+                values.update(_config_part(part, text))
         config = cls(**values)
         config.speed()  # validates precision and memory format
         return config
@@ -101,7 +73,35 @@ class Config:
 
     @property
     def name(self) -> str:
-        return f"{self.speed().label()} b{self.batch}"
+        return f"{self.speed().label()} g{self.group}"
+
+
+def _config_part(part: str, text: str) -> dict[str, Any]:
+    """One ``key=value`` (or bare value) of a configuration, as Config fields."""
+    key, sep, value = part.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep:
+        bare = {**{p: ("precision", p) for p in PRECISIONS}, **{m: ("memory_format", m) for m in MEMORY_FORMATS},
+                "nhwc": ("memory_format", "channels_last"), "cl": ("memory_format", "channels_last"),
+                "compile": ("compile", "1")}
+        if key not in bare:
+            raise ValueError(f"unknown configuration part {part!r} in {text!r}; use precision "
+                             f"({'/'.join(PRECISIONS)}), memory format ({'/'.join(MEMORY_FORMATS)}), "
+                             f"compile, group=N")
+        key, value = bare[key]
+    if key in ("group", "batch"):
+        try:
+            group = int(value)
+        except ValueError:
+            raise ValueError(f"group must be a whole number, not {value!r}") from None
+        if group < 1:
+            raise ValueError("group must be at least 1")
+        return {"group": group}
+    if key == "compile":
+        return {"compile": value.strip().lower() in ("1", "true", "yes", "on")}
+    if key in ("precision", "memory_format"):
+        return {key: value.strip()}
+    raise ValueError(f"unknown configuration key {key!r} in {text!r}")
 
 
 def default_configs(device_kind: str) -> list[Config]:
@@ -110,9 +110,9 @@ def default_configs(device_kind: str) -> list[Config]:
     if device_kind == "cuda":
         configs.append(Config(precision="tf32"))
     configs += [Config(precision="bf16"), Config(memory_format="channels_last"), Config(compile=True),
-                Config(batch=4), Config(precision="bf16", batch=4)]
+                Config(group=4), Config(precision="bf16", group=4)]
     if device_kind == "cuda":
-        configs.append(Config(precision="bf16", memory_format="channels_last", compile=True, batch=4))
+        configs.append(Config(precision="bf16", memory_format="channels_last", compile=True, group=4))
     return configs
 
 
@@ -122,7 +122,7 @@ class Measurement:
     size: int
     width: int
     height: int
-    batch: int
+    group: int
     steps: int
     seconds: float  # timed part (or, with full, the whole run)
     steps_per_s: float
@@ -164,42 +164,69 @@ def synthetic_images(size: int, seed: int = 0):
 
 def measure(config: Config, size: int, iterations: int, warmup: int, devices: list[str], weights: str | None,
             content: str | None, style: str | None, full: bool, settings: dict | None) -> Measurement:
-    import resource
-    import time
-
     import torch
 
-    from batchstyle.engine.images import load_image
     from batchstyle.engine.devices import use_tf32_convolutions
-    from batchstyle.engine.run import Job
     from batchstyle.engine.stylizer import Stylizer
 
     stylizer = Stylizer(weights, devices, speed=config.speed())
     device = stylizer.devices[0]
-    if content and style:
-        content_image, style_image = load_image(content), load_image(style)
-    else:
-        content_image, style_image = synthetic_images(size)
+    content_image, style_image = _inputs(content, style, size)
     base = StyleSettings.from_dict(settings or {})
-    if full:
-        base = base.replace(end_scale=size)
-    else:
-        base = base.replace(end_scale=size, min_scale=size, initial_iterations=warmup + iterations)
-    # distinct items: mirrored/flipped contents and their own seeds
+    base = base.replace(end_scale=size) if full else \
+        base.replace(end_scale=size, min_scale=size, initial_iterations=warmup + iterations)
+    run = stylizer.run_group(_jobs(content_image, style_image, base, config.group))
+    steps, seconds = _timed(run, device, full, warmup, iterations)
+    if device.type == "cuda":
+        use_tf32_convolutions(False)  # evaluate in true float32
+    losses = run.evaluate()
+    flops, pixel_its = _work(run, base, content_image.size, config.group, full, steps)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = peak_tflops(name, stylizer.speed.precision) if device.type == "cuda" else None
+    tflops = flops / seconds / 1e12
+    memory, kind = _peak_memory(device)
+    w, h = run.ladder[-1].size
+    return Measurement(
+        config=config.name, size=size, width=w, height=h, group=config.group, steps=steps, seconds=seconds,
+        steps_per_s=steps / seconds, item_iterations_per_s=steps * config.group / seconds,
+        megapixel_iterations_per_s=pixel_its / seconds / 1e6, tflops=tflops, peak_tflops=peak,
+        fraction_of_peak=tflops / peak if peak else None, peak_memory_bytes=memory, memory_kind=kind,
+        final_losses=losses, device=name, images_per_hour=3600 * config.group / seconds if full else None,
+        extra={"threads": torch.get_num_threads(), "torch": torch.__version__})
+
+
+def _inputs(content: str | None, style: str | None, size: int):
+    from batchstyle.engine.images import load_image
+
+    if content and style:
+        return load_image(content), load_image(style)
+    return synthetic_images(size)
+
+
+def _jobs(content, style, settings: StyleSettings, count: int) -> list:
+    """``count`` distinct jobs: mirrored/flipped contents and their own seeds (the first is the baseline's)."""
     from PIL import Image
-    variants = [content_image, content_image.transpose(Image.FLIP_LEFT_RIGHT),
-                content_image.transpose(Image.FLIP_TOP_BOTTOM), content_image.transpose(Image.ROTATE_180)]
-    jobs = [Job(variants[k % 4], [style_image], base.replace(seed=k)) for k in range(config.batch)]
-    run = stylizer.run_group(jobs)
-    cuda = device.type == "cuda"
+
+    from batchstyle.engine.run import Job
+
+    variants = [content, content.transpose(Image.FLIP_LEFT_RIGHT), content.transpose(Image.FLIP_TOP_BOTTOM),
+                content.transpose(Image.ROTATE_180)]
+    return [Job(variants[k % 4], [style], settings.replace(seed=k)) for k in range(count)]
+
+
+def _timed(run, device, full: bool, warmup: int, iterations: int) -> tuple[int, float]:
+    """Optimiser steps timed and their seconds: the whole run, or the iterations after the warm-up."""
+    import time
+
+    import torch
 
     def sync() -> None:
-        if cuda:
+        if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     sync()
-    start = time.perf_counter()
-    timed_from, steps = start, 0
+    start = timed_from = time.perf_counter()
+    steps = 0
     for event in run:
         if event.item != 0 or not hasattr(event, "iteration"):
             continue
@@ -208,34 +235,28 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
             timed_from = time.perf_counter()
         steps += 1
     sync()
-    end = time.perf_counter()
-    timed_steps = steps if full else iterations
-    seconds = end - (start if full else timed_from)
-    if cuda:
-        use_tf32_convolutions(False)  # evaluate in true float32
-    losses = run.evaluate()
-    w, h = run.ladder[-1].size
-    deepest = max(LAYER_INDEX[n] for n in base.content_layers + base.style_layers)
+    return (steps, time.perf_counter() - start) if full else (iterations, time.perf_counter() - timed_from)
+
+
+def _work(run, settings: StyleSettings, content_size: tuple[int, int], group: int, full: bool,
+          steps: int) -> tuple[float, float]:
+    """FLOPs and pixel-iterations of what was timed (from the layer shapes)."""
+    deepest = max(LAYER_INDEX[n] for n in settings.content_layers + settings.style_layers)
     if full:
-        flops = sum(4 * conv_macs(s.width, s.height, deepest) * s.iterations for s in run.ladder) * config.batch
-        pixel_its = work_units(content_image.size, base) * config.batch
-    else:
-        flops = 4 * conv_macs(w, h, deepest) * config.batch * timed_steps
-        pixel_its = w * h * config.batch * timed_steps
-    name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    peak = peak_tflops(name, stylizer.speed.precision) if cuda else None
-    tflops = flops / seconds / 1e12
-    if cuda:
-        memory, kind = torch.cuda.max_memory_allocated(device), "gpu allocated"
-    else:
-        memory, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
-    return Measurement(
-        config=config.name, size=size, width=w, height=h, batch=config.batch, steps=timed_steps, seconds=seconds,
-        steps_per_s=timed_steps / seconds, item_iterations_per_s=timed_steps * config.batch / seconds,
-        megapixel_iterations_per_s=pixel_its / seconds / 1e6, tflops=tflops, peak_tflops=peak,
-        fraction_of_peak=tflops / peak if peak else None, peak_memory_bytes=memory, memory_kind=kind,
-        final_losses=losses, device=name, images_per_hour=3600 * config.batch / seconds if full else None,
-        extra={"threads": torch.get_num_threads(), "torch": torch.__version__})
+        flops = sum(4 * conv_macs(s.width, s.height, deepest) * s.iterations for s in run.ladder) * group
+        return flops, work_units(content_size, settings) * group
+    w, h = run.ladder[-1].size
+    return 4 * conv_macs(w, h, deepest) * group * steps, w * h * group * steps
+
+
+def _peak_memory(device) -> tuple[int, str]:
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "gpu allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
 
 
 def child_main(argv: list[str]) -> None:
@@ -265,7 +286,7 @@ def run_child(config: Config, size: int, **spec: Any) -> Measurement:
 def compare(results: list[Measurement]) -> None:
     """Fill in each result's final loss relative to the baseline (the first configuration) at its size.
 
-    The first item of every configuration has the baseline's inputs and seed (the others of a batch
+    The first job of every configuration has the baseline's inputs and seed (the others of a group
     are mirrored variants), so its loss is the one compared.
     """
     baseline: dict[int, float] = {}

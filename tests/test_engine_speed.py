@@ -329,19 +329,20 @@ def test_bench_compares_configurations_side_by_side(tmp_path, random_weights):
 
     weights = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in random_weights.tensors.items()}, weights)
-    assert Config.parse("bf16,channels_last,batch=4,compile") == Config("bf16", "channels_last", True, 4)
+    assert Config.parse("bf16,channels_last,group=4,compile") == Config("bf16", "channels_last", True, 4)
+    assert Config.parse("bf16,batch=4") == Config("bf16", group=4)  # the older spelling still reads
     with pytest.raises(ValueError, match="unknown configuration part"):
         Config.parse("fp16")
     result = subprocess.run([sys.executable, "-m", "batchstyle", "bench", "--sizes", "48", "--steps", "2",
-                             "--warmup", "1", "-c", "fp32", "-c", "fp32,batch=2", "--weights", str(weights),
+                             "--warmup", "1", "-c", "fp32", "-c", "fp32,group=2", "--weights", str(weights),
                              "--devices", "cpu", "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert [(r["config"], r["batch"], len(r["final_losses"])) for r in rows] == [("fp32 NCHW b1", 1, 1),
-                                                                                ("fp32 NCHW b2", 2, 2)]
-    base, batched = rows
-    assert base["loss_vs_baseline"] == 0 and abs(batched["loss_vs_baseline"]) < 0.01
+    assert [(r["config"], r["group"], len(r["final_losses"])) for r in rows] == [("fp32 NCHW g1", 1, 1),
+                                                                                ("fp32 NCHW g2", 2, 2)]
+    base, grouped = rows
+    assert base["loss_vs_baseline"] == 0 and abs(grouped["loss_vs_baseline"]) < 0.01
     assert base["steps"] == 2 and base["width"] == 48 and base["peak_memory_bytes"] > 0
     expected = 4 * conv_macs(48, 48, LAYER_INDEX["relu5_1"]) * 2 / base["seconds"] / 1e12
     assert base["tflops"] == pytest.approx(expected, rel=1e-6)
-    assert batched["item_iterations_per_s"] == pytest.approx(2 * batched["steps_per_s"])
+    assert grouped["item_iterations_per_s"] == pytest.approx(2 * grouped["steps_per_s"])

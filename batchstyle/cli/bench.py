@@ -22,7 +22,7 @@ from .display import bench_table
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
               help="Untimed iterations first (cuDNN autotuning, compilation, caches).")
 @click.option("-c", "--config", "configs", multiple=True, metavar="SPEC",
-              help="A configuration to measure, e.g. fp32, bf16,channels_last, bf16,batch=4,compile; repeat "
+              help="A configuration to measure, e.g. fp32, bf16,channels_last, bf16,group=4,compile; repeat "
                    "for a side-by-side table. The first is the baseline. [default: fp32, then each option "
                    "alone, then combined]")
 @click.option("--full", is_flag=True, help="Time the whole multi-scale run (the engine options' settings, with "
@@ -42,14 +42,14 @@ def bench(sizes: str, steps: int, warmup: int, configs: tuple[str, ...], full: b
           style: str | None, devices: str | None, weights: str | None, repeats: int, cpu_threads: int | None,
           as_json: bool, **options: Any) -> None:
     """Measure engine throughput for several configurations side by side (precision, memory format,
-    compilation, batch size): iterations/s, megapixel-iterations/s, fraction of peak FLOP/s, peak
+    compilation, group size): iterations/s, megapixel-iterations/s, fraction of peak FLOP/s, peak
     memory and the final loss in float32 against the first configuration.
 
     Each measurement runs in its own process. Examples:
 
     \b
-    batchstyle bench --sizes 256 -c fp32 -c bf16 -c bf16,batch=4
-    batchstyle bench --full --sizes 512 -c fp32 -c bf16,channels_last,batch=8 --json
+    batchstyle bench --sizes 256 -c fp32 -c bf16 -c bf16,group=4
+    batchstyle bench --full --sizes 512 -c fp32 -c bf16,channels_last,group=8 --json
     """
     from batchstyle.bench import compare, quality_problems
 
