@@ -148,6 +148,7 @@ class Measurement:
     tile_core: int = 0  # px, the longest core side
     box_pixels: int = 0  # of the largest tile with its margins
     predicted_memory_bytes: float = 0.0  # the engine's memory model for this step (engine/memory.py)
+    work_ratio: float = 1.0  # the cost model's network work of a step against the whole image's (engine/tiles.py)
     memory_limit: int | None = None  # the address-space limit the measurement ran under
 
 
@@ -181,7 +182,7 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
     from batchstyle.engine.devices import use_tf32_convolutions
     from batchstyle.engine.memory import model_for
     from batchstyle.engine.stylizer import Stylizer
-    from batchstyle.engine.tiles import largest_box, largest_core
+    from batchstyle.engine.tiles import largest_box, largest_core, tiled_work
 
     stylizer = Stylizer(weights, devices, speed=config.speed())
     device = stylizer.devices[0]
@@ -212,7 +213,7 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
         final_losses=losses, device=name, images_per_hour=3600 * config.group / seconds if full else None,
         extra={"threads": torch.get_num_threads(), "torch": torch.__version__}, cpu_seconds=cpu_seconds,
         tiles=len(tiles), tile_core=largest_core(tiles) if tiles else 0, box_pixels=box,
-        predicted_memory_bytes=predicted, memory_limit=memory_limit)
+        predicted_memory_bytes=predicted, memory_limit=memory_limit, work_ratio=tiled_work(tiles) if tiles else 1.0)
 
 
 def _inputs(content: str | None, style: str | None, size: int):

@@ -275,3 +275,37 @@ def test_the_cpu_budget_keeps_within_the_address_space_limit(monkeypatch):
     assert 0 < free
     monkeypatch.setattr(resource, "getrlimit", lambda which: (2 << 30, resource.RLIM_INFINITY))
     assert 0 <= memory.memory_budget(torch.device("cpu")) < min(free, 2 << 30)
+
+
+# --- the batch runner -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tile, used, how", [(64, 48, "with tiles of 48 px"), ("off", 96, "whole, at 96 px")])
+def test_the_engine_backend_says_which_tile_ran_out_of_memory(random_weights, photo, monkeypatch, tile, used, how):
+    """The scheduler retries with tiles half of ``tile_used``: the backend reports the tile core, or
+    the scale's long side when it ran whole (cores of at most 64 px across 96 px: two of 48)."""
+    import io
+    from pathlib import Path
+
+    from batchstyle.batch.engine_backend import EngineBackend
+    from batchstyle.batch.manifest import Item
+    from batchstyle.batch.messages import ItemFailure, ItemInputs
+    from batchstyle.engine import objective, tiled
+
+    def out_of_memory(self, images):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1000000000000 bytes")
+
+    monkeypatch.setattr(objective.Objective, "__call__", out_of_memory)
+    monkeypatch.setattr(tiled.TiledObjective, "__call__", out_of_memory)
+    weights = {k: v.numpy() for k, v in random_weights.tensors.items()}
+    backend = EngineBackend(weights, "random", 0, None, FP32.to_dict())
+
+    def png(image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return buffer.getvalue()
+
+    settings = StyleSettings(end_scale=96, min_scale=96, initial_iterations=2)
+    item = Item(2, Path("a.png"), (Path("s.png"),), settings, "a__s.png", id="a")
+    ((item_id, failure),) = backend.run([ItemInputs(item, png(photo(96, 72)), [png(photo(64, 64, 1))], tile=tile)])
+    assert isinstance(failure, ItemFailure) and failure.kind == "oom" and failure.tile_used == used
+    assert failure.message == f"out of memory on cpu {how}"

@@ -176,8 +176,8 @@ def bench_table(results, full: bool) -> Table:
     title = (f"{first.device}, {'whole runs' if full else f'{first.steps} timed iterations at one size'}; "
              f"memory: {first.memory_kind}")
     table = Table(title=title, title_justify="left")
-    for name in ("size", "config", "tiles", "it/s", "image-it/s", "speedup", "MP-it/s", "TFLOP/s", "of peak",
-                 "peak mem", "model", "final loss", "vs base"):
+    for name in ("size", "config", "tiles", "work", "it/s", "image-it/s", "speedup", "MP-it/s", "TFLOP/s",
+                 "of peak", "peak mem", "model", "final loss", "vs base"):
         table.add_column(name, justify="left" if name == "config" else "right")
     if full:
         table.add_column("images/h", justify="right")
@@ -185,6 +185,7 @@ def bench_table(results, full: bool) -> Table:
     for r in results:
         base.setdefault(r.size, r.item_iterations_per_s)
         row = [f"{r.width}x{r.height}", r.config, f"{r.tiles}×{r.tile_core}" if r.tiles else "whole",
+               f"{r.work_ratio:.2f}x",
                f"{r.steps_per_s:.2f}", f"{r.item_iterations_per_s:.2f}",
                f"{r.item_iterations_per_s / base[r.size]:.2f}x", f"{r.megapixel_iterations_per_s:.2f}",
                f"{r.tflops:.2f}", "–" if r.fraction_of_peak is None else f"{r.fraction_of_peak:.1%}",

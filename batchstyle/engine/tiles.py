@@ -130,9 +130,17 @@ def largest_box(tiles: Sequence[Tile]) -> int:
     return max(t.box_pixels for t in tiles)
 
 
+def tiled_work(tiles: Sequence[Tile]) -> float:
+    """The cost model of ``reference/tiling.md``: a tiled step's network work relative to the whole
+    image's. Pass 1 is a forward pass (1/3 of a forward and backward), pass 2 a forward and backward,
+    both over the boxes, which overlap by their margins."""
+    tile = tiles[0]
+    return (1 / 3 + 1) * sum(t.box_pixels for t in tiles) / (tile.height * tile.width)
+
+
 def largest_core(tiles: Sequence[Tile]) -> int:
     """The longest side of a core, in pixels."""
     return max(max(t.rows[1] - t.rows[0], t.cols[1] - t.cols[0]) for t in tiles)
 
 
-__all__ = ["Tile", "tile_grid", "spans", "box_side", "reach", "margin_for", "alignment", "largest_box", "largest_core"]
+__all__ = ["Tile", "tile_grid", "spans", "box_side", "reach", "margin_for", "alignment", "largest_box", "largest_core", "tiled_work"]
