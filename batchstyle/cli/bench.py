@@ -37,9 +37,9 @@ from .display import bench_table
               help="Measure each configuration this many times (alternating) and report the median.")
 @click.option("--cpu-threads", type=click.IntRange(min=1), help="Torch threads on the CPU. [default: all cores]")
 @click.option("--memory-limit", metavar="BYTES", callback=lambda ctx, param, value: _bytes(value),
-              help="Run each measurement within this much memory (e.g. 24G): the process's address-space "
-                   "limit on a CPU, which tile=auto plans for too. A measurement that runs out is reported, "
-                   "not fatal.")
+              help="CPU only: run each measurement within this much memory (e.g. 18G), as the process's "
+                   "address-space limit, which tile=auto plans for too. A measurement that runs out is "
+                   "reported, not fatal.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 @setting_options
 def bench(sizes: str, steps: int, warmup: int, configs: tuple[str, ...], full: bool, content: str | None,
@@ -56,13 +56,16 @@ def bench(sizes: str, steps: int, warmup: int, configs: tuple[str, ...], full: b
     batchstyle bench --sizes 256 -c fp32 -c bf16 -c bf16,group=4
     batchstyle bench --full --sizes 512 -c fp32 -c bf16,channels_last,group=8 --json
     batchstyle bench --sizes 1024,2048 --steps 1 --warmup 0 -c fp32,tile=off -c fp32,tile=512
-    batchstyle bench --sizes 4096 --steps 1 --warmup 0 -c fp32,tile=auto --memory-limit 24G
+    batchstyle bench --sizes 4096 --steps 1 --warmup 0 -c fp32,tile=auto --memory-limit 12G
     """
     from batchstyle.bench import compare, quality_problems
 
     size_list = _sizes(sizes)
     settings = settings_from_options(options)
     parsed, checked, weights_path = _configurations(configs, devices, weights)
+    if memory_limit and any(d.type != "cpu" for d in checked):
+        raise UserError("--memory-limit is for measurements on a CPU; on a GPU its own memory is the limit "
+                        "(measure on a GPU of the size in question)")
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     spec = dict(iterations=steps, warmup=warmup, devices=[str(d) for d in checked], weights=weights_path,
                 content=content, style=style, full=full, settings=settings.to_dict(), threads=cpu_threads,
