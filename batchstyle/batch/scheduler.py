@@ -22,7 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from batchstyle.engine.events import Progress
 
 from .manifest import Item
-from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult, WorkerInfo
+from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult, WorkerInfo
 from .policies import (after_out_of_memory, after_worker_lost, auto_group_size, desired_workers, fair_share,
                        fit_to_cluster)
 from .store import FailureRecord, ItemRecord, OutputDir
@@ -43,6 +43,7 @@ class RunOptions:
     stall_timeout: float | None = 1800.0  # seconds without any event from an item before its worker is replaced
     group_size: int | None = None  # items optimised together per call; None: automatic by size and memory
     speed: dict | None = None  # engine Speed options for every worker
+    preview_interval: float = 0.0  # seconds between live previews of a running item (--web); 0: none
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Call:
     started: float
     progress: dict[str, Progress] = field(default_factory=dict)
     last_event: float = field(default_factory=time.monotonic)
+    previews: dict[str, ItemPreview] = field(default_factory=dict)  # the latest of each item, for --web
 
 
 @dataclass
@@ -279,7 +281,8 @@ class Scheduler:
         except OSError as exc:
             self._fail(item, "error", f"cannot read {exc.filename}: {exc.strerror}")
             return None
-        return ItemInputs(item, content, [self.style_refs[s] for s in item.styles], self.out.checkpoint(item.id))
+        return ItemInputs(item, content, [self.style_refs[s] for s in item.styles], self.out.checkpoint(item.id),
+                          preview_interval=self.options.preview_interval)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -346,6 +349,8 @@ class Scheduler:
             return
         if isinstance(event, Progress):
             call.progress[item.id] = event
+        elif isinstance(event, ItemPreview):
+            call.previews[item.id] = event
         elif isinstance(event, ItemCheckpoint):
             self.out.write_checkpoint(item.id, event.data)
         elif isinstance(event, ItemResult):
@@ -361,6 +366,7 @@ class Scheduler:
         if call is not None and item in call.items:
             call.items.remove(item)
             call.progress.pop(item.id, None)
+            call.previews.pop(item.id, None)
             if not call.items:
                 worker.call = None
 

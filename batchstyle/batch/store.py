@@ -91,6 +91,8 @@ class PlanEntry:
     output: str
     line: int
     content: str
+    styles: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # only those that differ from the defaults
 
 
 class OutputDir:
@@ -102,6 +104,7 @@ class OutputDir:
         self.done_dir = self.meta / "done"
         self.failed_dir = self.meta / "failed"
         self.checkpoint_dir = self.meta / "checkpoints"
+        self.observers: list[Any] = []  # see watch()
 
     def create(self) -> None:
         for d in (self.done_dir, self.failed_dir, self.checkpoint_dir):
@@ -139,7 +142,8 @@ class OutputDir:
             data = json.loads((self.meta / "plan.json").read_bytes())
         except (OSError, ValueError):
             return []
-        return [PlanEntry(**e) for e in data.get("items", [])]
+        fields = PlanEntry.__dataclass_fields__
+        return [PlanEntry(**{k: v for k, v in e.items() if k in fields}) for e in data.get("items", [])]
 
     def checkpoint(self, item_id: str) -> bytes | None:
         try:
@@ -158,9 +162,11 @@ class OutputDir:
         atomic_write(self.done_dir / f"{record.id}.json", _json_bytes(asdict(record)))
         (self.failed_dir / f"{record.id}.json").unlink(missing_ok=True)
         (self.checkpoint_dir / f"{record.id}.ckpt").unlink(missing_ok=True)
+        self._notify("on_result", record, image)
 
     def write_failure(self, failure: FailureRecord) -> None:
         atomic_write(self.failed_dir / f"{failure.id}.json", _json_bytes(asdict(failure)))
+        self._notify("on_failure", failure)
 
     def write_checkpoint(self, item_id: str, data: bytes) -> None:
         atomic_write(self.checkpoint_dir / f"{item_id}.ckpt", data)
@@ -183,6 +189,17 @@ class OutputDir:
 
     def lock(self) -> "RunLock":
         return RunLock(self.meta / "lock")
+
+    # -- observers -------------------------------------------------------------------------------
+
+    def watch(self, observer: Any) -> None:
+        """After each write, call ``observer.on_result(record, image)`` or ``observer.on_failure(failure)``
+        (the gallery follows the run this way); an observer must return quickly."""
+        self.observers.append(observer)
+
+    def _notify(self, event: str, *args: Any) -> None:
+        for observer in self.observers:
+            getattr(observer, event)(*args)
 
 
 class RunLock:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from .batch_view import BatchView, web_options
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, UserError, setting_options, settings_from_options,
                      speed_from_options, speed_options)
 
@@ -46,10 +47,12 @@ from .common import (EXIT_FAILED, EXIT_INTERRUPTED, UserError, setting_options, 
                    "as fit in half its memory; on a CPU up to 4 of at most 256x256 px.")
 @speed_options
 @click.option("--plain", is_flag=True, help="Plain log lines instead of the live table (automatic when not a terminal).")
+@web_options
 @click.pass_obj
 def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None, device: str, workers: int | None,
         two_gpu_pixels: int, retries: int, force: bool, weights: str | None, cpu_threads: int | None,
-        stall_timeout: float, group_size: str, plain: bool, **options: Any) -> None:
+        stall_timeout: float, group_size: str, plain: bool, web: bool, host: str, port: int,
+        **options: Any) -> None:
     """Stylize every image of a MANIFEST (CSV), on this machine or a Ray cluster; resumable.
 
     \b
@@ -61,18 +64,20 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     optional columns: style_weights (';'), output ({content}, {style}, {line}, {n}), gpus (1 or 2),
     and any engine option by its long name. Empty cells take the command-line value.
     Paths are relative to the manifest. Run the same command again to resume.
+    OUTDIR/index.html shows every image (open it in a browser); --web shows the running batch too.
     """
     from batchstyle.batch.scheduler import RunOptions
 
     console = Console(highlight=False, soft_wrap=True)  # log lines are never wrapped
     run_options = RunOptions(backend=(obj or {}).get("backend"), device=device, workers=workers, retries=retries,
                              cpu_threads=cpu_threads, stall_timeout=stall_timeout or None,
-                             group_size=_group_size(group_size), speed=speed_from_options(options).to_dict())
+                             group_size=_group_size(group_size), speed=speed_from_options(options).to_dict(),
+                             preview_interval=_preview_interval(web))
     items = _read_manifest(manifest, settings_from_options(options))
     out, lock = _open_output(outdir if outdir else Path(manifest).parent / "output")
     try:
         code = run_batch(console, items, out, lock, address=address, two_gpu_pixels=two_gpu_pixels, force=force,
-                         weights=weights, plain=plain, options=run_options)
+                         weights=weights, plain=plain, options=run_options, web=(host, port) if web else None)
     finally:
         lock.release()
     sys.exit(code)
@@ -115,24 +120,36 @@ def _group_size(text: str) -> int | None:
     return value
 
 
+def _preview_interval(web: bool) -> float:
+    """Workers send live previews only while a dashboard can show them."""
+    from batchstyle.batch.dashboard import PREVIEW_INTERVAL
+
+    return PREVIEW_INTERVAL if web else 0.0
+
+
 def run_batch(console: Console, items, out, lock, *, address: str | None, two_gpu_pixels: int, force: bool,
-              weights: str | None, plain: bool, options) -> int:
+              weights: str | None, plain: bool, options, web: tuple[str, int] | None = None) -> int:
     """Plan the items against the output directory, then make the missing ones with Ray."""
     from batchstyle.batch.plan import make_plan
 
     _clean_up_after_a_crash(console, out, lock)
     resolved, identity = _weights(options.backend, weights)
-    plan = make_plan(items, out, identity, force=force, two_gpu_pixels=two_gpu_pixels)
-    console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
-                  f"{len(plan.todo)} to make, into {out.root}")
-    if not plan.todo:
-        return 0
-    ray = start_ray(address)
+    view = BatchView(out, web).open(console)
     try:
-        weights_ref = ray.put(resolved.to_numpy()) if resolved is not None else None
-        return _schedule(console, plan, out, weights_ref, identity, options, plain)
+        plan = make_plan(items, out, identity, force=force, two_gpu_pixels=two_gpu_pixels)
+        console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
+                      f"{len(plan.todo)} to make, into {out.root}")
+        view.start(console, plan)
+        if not plan.todo:
+            return 0
+        ray = start_ray(address)
+        try:
+            weights_ref = ray.put(resolved.to_numpy()) if resolved is not None else None
+            return _schedule(console, plan, out, weights_ref, identity, options, plain, view)
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        view.close(console)
 
 
 def _clean_up_after_a_crash(console: Console, out, lock) -> None:
@@ -158,19 +175,21 @@ def _weights(backend, path: str | None):
     return resolved, resolved.identity
 
 
-def _schedule(console: Console, plan, out, weights_ref, identity: str, options, plain: bool) -> int:
+def _schedule(console: Console, plan, out, weights_ref, identity: str, options, plain: bool, view: BatchView) -> int:
     from batchstyle.batch.scheduler import Scheduler
 
     from .display import BatchDisplay, summary_table
 
     started = time.time()
     with BatchDisplay(console, live=False if plain else None) as display:
-        scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, options, display)
+        scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, options, view.display(display))
         try:
             state = scheduler.run()
         except RuntimeError as exc:
             display.log(f"[red]error:[/] {exc}")
             return EXIT_FAILED
+        finally:
+            view.finished(scheduler.state)
     console.print(summary_table(state, time.time() - started))
     if scheduler.interrupted:
         console.print(f"Interrupted. Run the same command again to make the {state.pending + len(state.running)} "
