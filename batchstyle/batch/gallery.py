@@ -34,6 +34,7 @@ from .thumbs import Thumb, Thumbnails
 SHARD_SIZE = 100  # images per data file
 FLUSH_EVERY = 2.0  # seconds: while making thumbnails, write what changed at least this often
 SAVE_INDEX_EVERY = 60.0  # seconds between saves of the thumbnails' index (and at the end)
+CLOSE_BUDGET = 30.0  # seconds a closing gallery still spends on missing thumbnails
 PAGE_ASSETS = ("live.js", "gallery.js", "style.css")
 GLOBAL = "(window.batchstyleGallery=window.batchstyleGallery||{shards:{}})"
 
@@ -56,7 +57,7 @@ class Gallery:
         self._cond = threading.Condition()
         self._events: list[tuple[str, Any]] = []
         self._closing: str | None = None  # "" (decide from the counts) or a state, once close() was called
-        self._complete = False
+        self._deadline: float | None = None  # once closing: thumbnails are still made until then (None: all)
         self._thread: threading.Thread | None = None
         # the model: owned by the writer thread (versions are read under _cond)
         self.plan: list[PlanEntry] = []
@@ -92,17 +93,20 @@ class Gallery:
                 self._events.append(event)
                 self._cond.notify()
 
-    def close(self, state: str = "", complete: bool = False, timeout: float | None = None) -> str | None:
+    def close(self, state: str = "", budget: float | None = CLOSE_BUDGET) -> str | None:
         """Write the last updates and the final state; the error that stopped the gallery, if any.
 
-        ``state`` "" is "finished" when every image is done, else "stopped". ``complete`` also makes
-        every missing thumbnail first (``batchstyle status --html``); otherwise they are left for later.
+        ``state`` "" is "finished" when every image is done, else "stopped". Missing thumbnails are
+        still made for ``budget`` seconds (None: all of them; 0: none, e.g. after a second Ctrl-C); the
+        others are made by the next run or ``batchstyle status --html``.
         """
         with self._cond:
-            self._closing, self._complete = state, complete
+            if self._closing is None:
+                self._closing = state
+                self._deadline = None if budget is None else time.monotonic() + budget
             self._cond.notify()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join()
         return self.error
 
     def live(self) -> dict[str, Any]:
@@ -145,7 +149,8 @@ class Gallery:
             while not self._events and not self._todo and self._closing is None:
                 self._cond.wait()
             events, self._events = self._events, []
-            closing, complete = self._closing, self._complete
+            closing, deadline = self._closing, self._deadline
+        complete = deadline is None or time.monotonic() < deadline
         for kind, payload in events:
             if kind == "result":
                 self._apply_result(*payload)
@@ -276,7 +281,7 @@ def rebuild_gallery(out: OutputDir) -> Gallery:
     gallery = Gallery(out)
     gallery.started = 0.0
     gallery.start()
-    error = gallery.close(complete=True)
+    error = gallery.close(budget=None)
     if error:
         raise OSError(f"cannot write the gallery in {out.root}: {error}")
     return gallery

@@ -68,10 +68,12 @@ class BatchView:
         """The scheduler's display: the terminal's, and with --web the dashboard around it."""
         return display if self.dashboard is None else self.dashboard.attach(display)
 
-    def finished(self, state) -> None:
-        """The scheduler has stopped; ``state`` is its last word."""
+    def finished(self, state, aborted: bool = False) -> None:
+        """The scheduler has stopped (``aborted``: at once, by a second Ctrl-C); ``state`` is its last word."""
         self.served = True
-        if self.gallery is not None:
+        if self.gallery is not None and aborted:
+            self.gallery.close(budget=0)  # no thumbnails are made after a second Ctrl-C
+        elif self.gallery is not None:
             self.gallery.close()
         if self.dashboard is not None:
             self.dashboard.finish(state)

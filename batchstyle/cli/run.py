@@ -189,7 +189,7 @@ def _schedule(console: Console, plan, out, weights_ref, identity: str, options, 
             display.log(f"[red]error:[/] {exc}")
             return EXIT_FAILED
         finally:
-            view.finished(scheduler.state)
+            view.finished(scheduler.state, aborted=scheduler.aborting)
     console.print(summary_table(state, time.time() - started))
     if scheduler.interrupted:
         console.print(f"Interrupted. Run the same command again to make the {state.pending + len(state.running)} "

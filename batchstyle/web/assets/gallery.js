@@ -12,7 +12,7 @@
   var filters = { state: "", style: "", line: "", text: "", sort: "plan" };
   var loaded = {};            /* shard number -> version on screen */
   var summaryVersion = null;  /* live: the data version on screen */
-  var live = null, running = {}, liveCards = {}, liveEnded = false;
+  var live = null, running = {}, liveCards = {};
   var cardCache = {};
   var viewer = { index: -1, opener: null };
 
@@ -356,8 +356,11 @@
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
       .then(onLive)
       .catch(function () {
-        if (live && live.finished) return endLive("The batch has finished and its live view has stopped. This page "
-                                                   + "stays as it is; index.html in the output folder shows the same gallery.");
+        if (live && live.finished) {
+          $("overall").appendChild(el("p", "note", "The batch has finished and its live view has stopped. This page "
+                                   + "stays as it is; index.html in the output folder shows the same gallery."));
+          return;
+        }
         $("state").textContent = "Lost the connection to the run";
         $("state").className = "badge lost";
         setTimeout(poll, RETRY_MS);
@@ -378,17 +381,8 @@
       });
     } else if (Object.keys(running).sort().join() !== wasRunning) render();
     else Array.prototype.forEach.call($("grid").children, function (li) { patchRunning(li, { id: li.id.slice(5) }); });
-    if (st.finished) endLive(null);
-    else setTimeout(poll, POLL_MS);
-  }
-
-  function endLive(note) {
-    if (liveEnded && !note) return;
-    liveEnded = true;
-    $("state").textContent = "Finished";
-    $("state").className = "badge finished";
-    if (note) $("overall").appendChild(el("p", "note", note));
-    else setTimeout(poll, RETRY_MS);  /* until the server stops: then say so */
+    /* once finished, poll slowly until the server stops (it stays a moment so that pages see the end) */
+    setTimeout(poll, st.finished ? RETRY_MS : POLL_MS);
   }
 
   function drawLive(st) {
@@ -400,10 +394,13 @@
     parts.push("ETA " + L.duration(st.eta));
     parts.push("elapsed " + L.duration(st.elapsed));
     $("counts").textContent = parts.join(" · ");
-    if (!st.finished) {
-      $("state").textContent = st.draining ? "Finishing the running images" : "Running";
-      $("state").className = "badge running";
+    var word = st.draining ? "Finishing the running images" : "Running", cls = "running";
+    if (st.finished) {
+      word = c.pending + c.running > 0 ? "Stopped" : c.failed ? "Finished, " + c.failed + " failed" : "Finished";
+      cls = c.pending + c.running > 0 || c.failed ? "failed" : "finished";
     }
+    $("state").textContent = word;
+    $("state").className = "badge " + cls;
     var overall = $("overall");
     if (!overall.bar) { overall.bar = new L.ProgressBar(overall, "progress of the batch"); overall.text = el("p", "muted"); overall.appendChild(overall.text); }
     overall.bar.set(st.progress);
