@@ -213,5 +213,5 @@ def start_ray(address: str | None):
     kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR)
     if not address:
         kwargs["include_dashboard"] = False
-    ray.init(address=address or None, **kwargs)
+    ray.init(address=address or "local", **kwargs)  # "local": never join a Ray instance that happens to run here
     return ray
