@@ -75,6 +75,8 @@ class Dashboard:
         now = time.time()
         running = state.running
         units = state.units_done + sum(units_done(item, w.call.progress.get(item.id)) for item, w in running)
+        if finished and not running and state.pending <= 0:
+            units = state.units_total  # all made (or failed): the bar is full
         snapshot = {
             "batchstyle": "live", "finished": finished, "draining": state.draining, "message": state.message,
             "counts": _counts(state.total, state.skipped, state.done, state.failed, len(running),

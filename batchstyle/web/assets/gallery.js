@@ -169,11 +169,14 @@
     var text = plural(entries.length, "image") + ": " + c.done + " done · " + c.failed + " failed · " + c.pending + " not done yet";
     if (L.isNum(s.images_per_hour)) text += " · " + s.images_per_hour.toFixed(1) + " images/hour";
     $("counts").textContent = text;
-    var badge = $("state");
-    if (s.state === "running") { badge.textContent = "In progress when written, " + time(s.updated); badge.className = "badge running"; }
-    else if (s.state === "finished") { badge.textContent = "Finished " + time(s.updated); badge.className = "badge finished"; }
-    else if (s.state === "stopped") { badge.textContent = "Stopped " + time(s.updated) + "; run the same command again to finish"; badge.className = "badge failed"; }
-    else badge.textContent = "";
+    var badge = $("state"), when = time(s.updated);
+    if (s.state === "running") { badge.textContent = "In progress when written, " + when; badge.className = "badge running"; }
+    else if (s.state === "finished") { badge.textContent = "Finished " + when; badge.className = "badge finished"; }
+    else if (s.state === "stopped") {
+      badge.textContent = c.pending ? "Stopped " + when + " with " + c.pending + " not done; run the same command again to go on"
+                                    : "Ended " + when + " with " + c.failed + " failed; run the same command again to retry";
+      badge.className = "badge failed";
+    } else badge.textContent = "";
   }
 
   function card(e) {
