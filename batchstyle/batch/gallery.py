@@ -272,6 +272,7 @@ class Gallery:
     def _finish(self) -> None:
         counts = Counter(item["state"] for item in self.items)
         self.state = self._closing or ("finished" if counts["done"] == len(self.items) else "stopped")
+        self._write_page()  # again, in case it was deleted during the run
         self._flush()
         self.thumbs.save()
 

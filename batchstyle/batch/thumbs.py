@@ -12,6 +12,8 @@ import hashlib
 import io
 import json
 import os
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from batchstyle.engine.images import atomic_write, load_image
 
 THUMB_SIDE = 256  # longest side in pixels
 THUMB_QUALITY = 82
+MAX_SOURCE_PIXELS = 200_000_000  # larger images get no thumbnail: decoding one would hold GBs in the driver
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,19 @@ def thumbnail_jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     small.convert("RGB").save(buffer, "JPEG", quality=THUMB_QUALITY)
     return buffer.getvalue()
+
+
+def _pixels(data: bytes) -> int:
+    """The pixel count an image's header claims (0 when Pillow cannot say; the decoder then decides)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                return probe.width * probe.height
+    except Image.DecompressionBombError:
+        return sys.maxsize
+    except Exception:  # noqa: BLE001 - unknown formats, broken headers: the decoder decides
+        return 0
 
 
 class Thumbnails:
@@ -84,6 +100,8 @@ class Thumbnails:
         file_name = self._file_name(digest)
         if file_name in self.existing and digest in self.sizes:
             return Thumb(file_name, *self.sizes[digest])
+        if _pixels(data) > MAX_SOURCE_PIXELS:
+            return None
         try:
             image = load_image(data, name=name)
         except (ValueError, OSError):
