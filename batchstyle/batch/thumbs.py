@@ -104,7 +104,7 @@ class Thumbnails:
             return None
         try:
             image = load_image(data, name=name)
-        except (ValueError, OSError):
+        except Exception:  # noqa: BLE001 - an image that cannot be read has no thumbnail; the gallery goes on
             return None
         atomic_write(self.folder / file_name, thumbnail_jpeg(image))
         self.existing.add(file_name)
