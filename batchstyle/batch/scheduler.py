@@ -23,7 +23,7 @@ from ray.exceptions import RayError, RayTaskError
 from batchstyle.engine.events import Progress
 
 from .manifest import Item
-from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult
+from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult
 from .policies import after_out_of_memory, after_worker_lost, auto_group_size, fair_share, fit_to_cluster
 from .pool import Call, Worker, WorkerPool, WorkerSetup, cause_of
 from .store import FailureRecord, ItemRecord, OutputDir
@@ -44,6 +44,7 @@ class RunOptions:
     speed: dict | None = None  # engine Speed options for every worker
     force: bool = False  # redo from the start: saved checkpoints are not used
     max_pixels: int | None = None  # the largest input image the workers accept (None: the engine's default)
+    preview_interval: float = 0.0  # seconds between live previews of a running item (--web); 0: none
 
 
 @dataclass
@@ -210,7 +211,7 @@ class Scheduler:
             return None
         checkpoint = None if self.options.force else self.out.checkpoint(item.id)
         return ItemInputs(item, content, [self.style_refs[s] for s in item.styles], checkpoint,
-                          self.options.max_pixels)
+                          self.options.max_pixels, preview_interval=self.options.preview_interval)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -262,6 +263,8 @@ class Scheduler:
             return
         if isinstance(event, Progress):
             call.progress[item.id] = event
+        elif isinstance(event, ItemPreview):
+            call.previews[item.id] = event
         elif isinstance(event, ItemCheckpoint):
             self.out.write_checkpoint(item.id, event.data)
         elif isinstance(event, ItemResult):
@@ -277,6 +280,7 @@ class Scheduler:
         if call is not None and item in call.items:
             call.items.remove(item)
             call.progress.pop(item.id, None)
+            call.previews.pop(item.id, None)
             if not call.items:
                 worker.call = None
 

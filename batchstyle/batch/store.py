@@ -98,6 +98,8 @@ class PlanEntry:
     output: str
     line: int
     content: str
+    styles: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # only those that differ from the defaults
 
 
 class OutputDir:
@@ -110,6 +112,7 @@ class OutputDir:
         self.failed_dir = self.meta / "failed"
         self.checkpoint_dir = self.meta / "checkpoints"
         self._by_output: dict[str, set[str]] | None = None
+        self.observers: list[Any] = []  # see watch()
 
     def create(self) -> None:
         for d in (self.done_dir, self.failed_dir, self.checkpoint_dir):
@@ -160,7 +163,8 @@ class OutputDir:
             data = json.loads((self.meta / "plan.json").read_bytes())
         except (OSError, ValueError):
             return []
-        return [PlanEntry(**e) for e in data.get("items", [])]
+        fields = PlanEntry.__dataclass_fields__
+        return [PlanEntry(**{k: v for k, v in e.items() if k in fields}) for e in data.get("items", [])]
 
     def checkpoint(self, item_id: str) -> bytes | None:
         try:
@@ -193,6 +197,7 @@ class OutputDir:
         self._claims_on(record.output).add(record.id)
         (self.failed_dir / f"{record.id}.json").unlink(missing_ok=True)
         (self.checkpoint_dir / f"{record.id}.ckpt").unlink(missing_ok=True)
+        self._notify("on_result", record, image)
 
     def _claims_on(self, output: str) -> set[str]:
         """Ids of the records that name ``output`` (an index built once from the records)."""
@@ -204,6 +209,7 @@ class OutputDir:
 
     def write_failure(self, failure: FailureRecord) -> None:
         atomic_write(self.failed_dir / f"{failure.id}.json", _json_bytes(asdict(failure)))
+        self._notify("on_failure", failure)
 
     def write_checkpoint(self, item_id: str, data: bytes) -> None:
         atomic_write(self.checkpoint_dir / f"{item_id}.ckpt", data)
@@ -235,6 +241,17 @@ class OutputDir:
 
     def lock(self) -> "RunLock":
         return RunLock(self.meta / "lock")
+
+    # -- observers -------------------------------------------------------------------------------
+
+    def watch(self, observer: Any) -> None:
+        """After each write, call ``observer.on_result(record, image)`` or ``observer.on_failure(failure)``
+        (the gallery follows the run this way); an observer must return quickly."""
+        self.observers.append(observer)
+
+    def _notify(self, event: str, *args: Any) -> None:
+        for observer in self.observers:
+            getattr(observer, event)(*args)
 
 
 class RunLock:

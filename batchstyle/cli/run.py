@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from .batch_view import BatchView, web_options
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, UserError, max_pixels_option, setting_options,
                      settings_from_options, speed_from_options, speed_options)
 
@@ -51,10 +53,12 @@ NOTES_SHOWN = 20  # notes about input files printed before a run; all of them ar
 @max_pixels_option
 @speed_options
 @click.option("--plain", is_flag=True, help="Plain log lines instead of the live table (automatic when not a terminal).")
+@web_options
 @click.pass_obj
 def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None, device: str, workers: int | None,
         two_gpu_pixels: int, retries: int, force: bool, weights: str | None, cpu_threads: int | None,
-        stall_timeout: float, group_size: str, max_input_pixels: int, plain: bool, **options: Any) -> None:
+        stall_timeout: float, group_size: str, max_input_pixels: int, plain: bool, web: bool, host: str,
+        port: int, **options: Any) -> None:
     """Stylize every image of a MANIFEST (CSV), on this machine or a Ray cluster; resumable.
 
     \b
@@ -66,6 +70,7 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     optional columns: style_weights (';'), output ({content}, {ext}, {style}, {line}, {n}), gpus (1
     or 2), and any engine option by its long name. Empty cells take the command-line value.
     Paths are relative to the manifest. Run the same command again to resume.
+    OUTDIR/index.html shows every image (open it in a browser); --web shows the running batch too.
     """
     from batchstyle.batch.scheduler import RunOptions
 
@@ -74,14 +79,16 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     run_options = RunOptions(backend=backend, device=device, workers=workers, retries=retries,
                              cpu_threads=cpu_threads, stall_timeout=stall_timeout or None,
                              group_size=_group_size(group_size), speed=speed_from_options(options).to_dict(),
-                             force=force, max_pixels=max_input_pixels)
+                             force=force, max_pixels=max_input_pixels,
+                             preview_interval=_preview_interval(web))
     try:
         items = _read_manifest(manifest, settings_from_options(options), max_input_pixels)
         resolved, identity = _weights(console, backend, weights)
         out, lock = _open_output(outdir if outdir else Path(manifest).parent / "output")
         try:
             code = run_batch(console, items, out, lock, resolved, identity, address=address,
-                             two_gpu_pixels=two_gpu_pixels, plain=plain, options=run_options)
+                             two_gpu_pixels=two_gpu_pixels, plain=plain, options=run_options,
+                             web=(host, port) if web else None)
         finally:
             lock.release()
     except KeyboardInterrupt:  # before the scheduler took over Ctrl-C: nothing was made yet
@@ -129,24 +136,36 @@ def _group_size(text: str) -> int | None:
     return value
 
 
+def _preview_interval(web: bool) -> float:
+    """Workers send live previews only while a dashboard can show them."""
+    from batchstyle.batch.dashboard import PREVIEW_INTERVAL
+
+    return PREVIEW_INTERVAL if web else 0.0
+
+
 def run_batch(console: Console, items, out, lock, resolved, identity: str, *, address: str | None,
-              two_gpu_pixels: int, plain: bool, options) -> int:
+              two_gpu_pixels: int, plain: bool, options, web: tuple[str, int] | None = None) -> int:
     """Plan the items against the output directory, then make the missing ones with Ray."""
     from batchstyle.batch.plan import make_plan
 
+    from .display import warnings_as_notes
+
     _clean_up_after_a_crash(console, out, lock)
-    plan = make_plan(items, out, identity, force=options.force, two_gpu_pixels=two_gpu_pixels)
-    console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
-                  f"{len(plan.todo)} to make, into {out.root}")
-    _print_notes(console, plan.todo)
-    if not plan.todo:
-        return 0
-    ray = start_ray(address)
-    try:
+    with contextlib.ExitStack() as stack:  # undone in reverse: Ray, the warnings, the gallery and server
+        view = BatchView(out, web).open(console)
+        stack.callback(view.close, console)
+        stack.enter_context(warnings_as_notes(console.print))
+        plan = make_plan(items, out, identity, force=options.force, two_gpu_pixels=two_gpu_pixels)
+        console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
+                      f"{len(plan.todo)} to make, into {out.root}")
+        _print_notes(console, plan.todo)
+        view.start(console, plan)
+        if not plan.todo:
+            return 0
+        ray = start_ray(address)
+        stack.callback(ray.shutdown)
         weights_ref = ray.put(resolved.to_numpy()) if resolved is not None else None
-        return _schedule(console, plan, out, weights_ref, identity, options, plain)
-    finally:
-        ray.shutdown()
+        return _schedule(console, plan, out, weights_ref, identity, options, plain, view)
 
 
 def _clean_up_after_a_crash(console: Console, out, lock) -> None:
@@ -184,19 +203,21 @@ def _weights(console: Console, backend, path: str | None):
     return resolved, resolved.identity
 
 
-def _schedule(console: Console, plan, out, weights_ref, identity: str, options, plain: bool) -> int:
+def _schedule(console: Console, plan, out, weights_ref, identity: str, options, plain: bool, view: BatchView) -> int:
     from batchstyle.batch.scheduler import Scheduler
 
     from .display import BatchDisplay, summary_table
 
     started = time.time()
     with BatchDisplay(console, live=False if plain else None) as display, display.warnings_as_notes():
-        scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, options, display)
+        scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, options, view.display(display))
         try:
             state = scheduler.run()
         except RuntimeError as exc:
             display.log(f"[red]error:[/] {exc}")
             return EXIT_FAILED
+        finally:
+            view.finished(scheduler.state, aborted=scheduler.aborting)
     console.print(summary_table(state, time.time() - started))
     if scheduler.interrupted:
         console.print(f"Interrupted. Run the same command again to make the {state.pending} remaining image(s).")

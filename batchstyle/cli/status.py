@@ -15,7 +15,9 @@ from .display import entries_table, failed_table
 @click.command()
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--all", "show_all", is_flag=True, help="List every pending and done image, not just the first few.")
-def status(outdir: str, show_all: bool) -> None:
+@click.option("--html", is_flag=True, help="Also write the gallery, OUTDIR/index.html, from the records (for output "
+              "directories made before there was one; a run keeps it up to date by itself).")
+def status(outdir: str, show_all: bool, html: bool) -> None:
     """Show what is done, failed (with errors) and pending in an output directory (no Ray needed).
 
     Exits with 1 when images of the latest run failed, so that scripts can tell.
@@ -45,8 +47,24 @@ def status(outdir: str, show_all: bool) -> None:
             console.print(entries_table(title, entries[:limit], records))
             if limit is not None and len(entries) > limit:
                 console.print(f"... and {len(entries) - limit} more (--all lists them)")
+    if html:
+        _write_gallery(console, out)
     if failed:
         sys.exit(EXIT_FAILED)
+
+
+def _write_gallery(console: Console, out) -> None:
+    """Rebuild OUTDIR/index.html with every thumbnail, unless a run is writing it now."""
+    from batchstyle.batch.gallery import rebuild_gallery
+
+    if out.lock().held_elsewhere():
+        console.print(f"A run is in progress there; it keeps {out.root / 'index.html'} up to date.")
+        return
+    try:
+        gallery = rebuild_gallery(out)
+    except OSError as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"Wrote {out.root / 'index.html'} ({len(gallery.items)} image(s)); open it in a browser.")
 
 
 def _describe_lock(console: Console, out) -> None:
