@@ -31,7 +31,7 @@ from typing import Any, Iterable
 
 from batchstyle.engine.images import atomic_write
 
-from .storage import RemotePath, as_path, is_url
+from .storage import RemotePath, StorageError, as_path, is_url
 
 try:
     import fcntl
@@ -433,6 +433,8 @@ class HeaderCache:
                 self._entries = json.loads(self.out.read_file(self.REL) or b"{}")
             except ValueError:
                 self._entries = {}
+            except StorageError as exc:  # said of the output location, not of a file inside it
+                raise StorageError(self.out.url, exc.problem) from None
         return self._entries
 
     def get(self, tag: str) -> list | None:
