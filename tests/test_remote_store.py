@@ -64,7 +64,7 @@ def test_a_remote_manifest_expands_its_folder_relative_to_itself_and_plans_from_
     # a resumed run: the headers come from the output location's cache, no image is read again
     import batchstyle.batch.remote_inputs as remote_inputs
 
-    monkeypatch.setattr(remote_inputs.RemoteInputs, "_read_header", staticmethod(lambda path: pytest.fail(path)))
+    monkeypatch.setattr(remote_inputs.RemoteInputs, "_read_headers", lambda self, paths: pytest.fail(str(paths)))
     again = make_plan(read_manifest(f"s3://{name}/jobs/m.csv", headers=OutputDir(f"s3://{name}/out").headers),
                       OutputDir(f"s3://{name}/out"), "w")
     assert [i.id for i in again.todo] == [i.id for i in plan.todo]  # ids from ETags: stable
@@ -176,3 +176,15 @@ def test_a_protocol_without_its_extra_names_the_extra():
         pass
     with pytest.raises(ManifestError, match=r'gs:// needs an optional dependency: pip install "batchstyle\[gcs\]"'):
         read_manifest("gs://bucket/m.csv")
+
+
+def test_an_image_whose_header_is_longer_than_the_range_read_is_sized_from_the_whole_file(bucket, tmp_path):
+    name, client = bucket
+    from batchstyle.batch.remote_inputs import HEADER_BYTES
+
+    make_photo(56, 40, 3).save(tmp_path / "big.jpg", icc_profile=bytes(3 * HEADER_BYTES))  # before the frame header
+    assert (tmp_path / "big.jpg").stat().st_size > 3 * HEADER_BYTES
+    client.put_object(Bucket=name, Key="jobs/big/big.jpg", Body=(tmp_path / "big.jpg").read_bytes())
+    client.put_object(Bucket=name, Key="jobs/big.csv", Body=b"content,style\nbig/big.jpg,style.png\n")
+    (item,) = read_manifest(f"s3://{name}/jobs/big.csv")
+    assert item.content_size == (56, 40) and not item.problem

@@ -8,7 +8,6 @@ from __future__ import annotations
 import glob
 import posixpath
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 from batchstyle.engine.images import ImageError, image_notes, image_size
@@ -16,7 +15,7 @@ from batchstyle.engine.images import ImageError, image_notes, image_size
 from .storage import RemotePath, content_tag, filesystem, storage_error
 
 HEADER_BYTES = 64 * 1024  # enough for the header of nearly every image; the whole file otherwise
-READERS = 16  # concurrent header reads
+READERS = 16  # concurrent header reads: batches of 4 x this
 
 
 class RemoteInputs:
@@ -101,12 +100,47 @@ class RemoteInputs:
                     self.header[path.tag] = cached
                 else:
                     todo[path.tag] = path
-        if todo:
-            with ThreadPoolExecutor(READERS) as pool:
-                for tag, (result, lasting) in zip(todo, pool.map(self._read_header, todo.values())):
-                    self.header[tag] = result
-                    if self.headers is not None and lasting:  # not a network hiccup: remember it
-                        self.headers.put(tag, result)
+        if not todo:
+            return
+        for tag, (result, lasting) in zip(todo, self._read_headers(list(todo.values()))):
+            self.header[tag] = result
+            if self.headers is not None and lasting:  # not a network hiccup: remember it
+                self.headers.put(tag, result)
+
+    def _read_headers(self, paths: list[RemotePath]) -> list[tuple[list, bool]]:
+        """The first bytes of every file in concurrent range reads (one batch per protocol); a file
+        whose header goes on beyond them is read whole."""
+        results: list[tuple[list, bool] | None] = [None] * len(paths)
+        by_protocol: dict[str, list[int]] = {}
+        for n, path in enumerate(paths):
+            by_protocol.setdefault(path.url.split("://", 1)[0], []).append(n)
+        for numbers in by_protocol.values():
+            fs, _ = filesystem(paths[numbers[0]].url)
+            keys = [filesystem(paths[n].url)[1] for n in numbers]
+            try:
+                chunks = fs.cat_ranges(keys, [0] * len(keys), [HEADER_BYTES] * len(keys), on_error="return",
+                                       batch_size=READERS * 4)
+            except Exception as exc:  # noqa: BLE001 - every store raises its own
+                chunks = [exc] * len(keys)
+            for n, chunk in zip(numbers, chunks):
+                results[n] = self._header_from(paths[n], chunk)
+        return results
+
+    def _header_from(self, path: RemotePath, chunk: Any) -> tuple[list, bool]:
+        """``([width, height, problem, notes], lasting)``: lasting unless the store could not be read."""
+        try:
+            if isinstance(chunk, BaseException):
+                raise chunk
+            try:
+                return _size_of(chunk, path.name), True
+            except ImageError:
+                if len(chunk) < HEADER_BYTES:
+                    raise
+            return _size_of(path.read_bytes(), path.name), True  # the header goes on beyond the first bytes
+        except ImageError as exc:
+            return [0, 0, str(exc), []], True
+        except Exception as exc:  # noqa: BLE001
+            return [0, 0, f"cannot be read: {storage_error(exc, path.url).problem}", []], False
 
     def header_of(self, path: RemotePath) -> list:
         """``[width, height, problem, notes]`` of a file (problem "" when its header was read)."""
@@ -116,23 +150,6 @@ class RemoteInputs:
         if path.tag not in self.header:
             self.prefetch([path])
         return self.header[path.tag]
-
-    @staticmethod
-    def _read_header(path: RemotePath) -> tuple[list, bool]:
-        """``([width, height, problem, notes], lasting)``: lasting unless the store could not be read."""
-        try:
-            fs, key = filesystem(path.url)
-            data = fs.cat_file(key, start=0, end=HEADER_BYTES)
-            try:
-                return _size_of(data, path.name), True
-            except ImageError:
-                if len(data) < HEADER_BYTES:
-                    raise
-            return _size_of(fs.cat_file(key), path.name), True  # the header goes on beyond the first bytes
-        except ImageError as exc:
-            return [0, 0, str(exc), []], True
-        except Exception as exc:  # noqa: BLE001 - every store raises its own
-            return [0, 0, f"cannot be read: {storage_error(exc, path.url).problem}", []], False
 
 
 def _size_of(data: bytes, name: str) -> list:

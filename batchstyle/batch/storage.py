@@ -105,12 +105,21 @@ def storage_error(exc: BaseException, url: str) -> StorageError:
 
 
 def filesystem(url: str, *, listings_cache: bool = True):
-    """The fsspec file system and path for ``url``; a missing optional dependency is named with its extra."""
+    """The fsspec file system and path for ``url``; a missing optional dependency is named with its extra.
+
+    One file system per protocol is kept (inputs: thousands of URLs, one client); an output
+    location gets its own, without a listings cache (it changes under the run).
+    """
+    protocol = _URL.match(url).group(1).lower()
+    fs = _new_filesystem(protocol, url, cached=listings_cache)  # fsspec keeps one instance per set of options
+    return fs, fs._strip_protocol(url)
+
+
+def _new_filesystem(protocol: str, url: str, cached: bool = False):
     import fsspec
 
-    protocol = _URL.match(url).group(1).lower()
     try:
-        fsspec.get_filesystem_class(protocol)
+        cls = fsspec.get_filesystem_class(protocol)
     except ImportError:
         extra = EXTRAS.get(protocol)
         hint = f'pip install "batchstyle[{extra}]"' if extra else f"install the fsspec file system for {protocol}://"
@@ -118,10 +127,10 @@ def filesystem(url: str, *, listings_cache: bool = True):
     except ValueError:
         raise StorageError(url, f"unknown protocol {protocol}://; use a local path or an fsspec URL such as "
                                 f"s3://bucket/folder") from None
-    options = {} if listings_cache else {"use_listings_cache": False, "skip_instance_cache": True}
+    options = {} if cached else {"use_listings_cache": False, "skip_instance_cache": True}
     try:
-        return fsspec.core.url_to_fs(url, **options)
-    except Exception as exc:  # noqa: BLE001 - a bad URL or a store that cannot be set up: one line
+        return cls(**options)
+    except Exception as exc:  # noqa: BLE001 - a store that cannot be set up: one line
         raise storage_error(exc, url) from None
 
 
