@@ -26,6 +26,7 @@ class RemoteInputs:
         self.headers = headers  # a store.HeaderCache, or None
         self.listings: dict[str, dict[str, dict]] = {}  # folder (fs path) -> {fs path: info}
         self.header: dict[str, list] = {}  # content tag -> [width, height, problem, notes]
+        self.infos: dict[str, dict | None] = {}  # url -> its listing details
 
     # -- listings ----------------------------------------------------------------------------------
 
@@ -44,6 +45,11 @@ class RemoteInputs:
 
     def info(self, path: RemotePath) -> dict | None:
         """The listing details of ``path`` (from its folder's listing; HTTP: one HEAD request), or None."""
+        if path.url not in self.infos:
+            self.infos[path.url] = self._info(path)
+        return self.infos[path.url]
+
+    def _info(self, path: RemotePath) -> dict | None:
         fs, key = filesystem(path.url)
         if path.url.split("://", 1)[0].lower() in ("http", "https"):  # no listings: ask for the file itself
             try:

@@ -48,6 +48,7 @@ class RemoteOutputDir(OutputDir):
         self.lease_ttl = lease_ttl
         self._lease: Lease | None = None
         self._index: dict[str, Entry] | None = None  # the prefix's objects, from one listing, kept up to date
+        self._fingerprints: dict[str, set[str]] = {}  # id -> fingerprints of its records, from the same
         self.headers = HeaderCache(self)
 
     # -- the listing -------------------------------------------------------------------------------
@@ -55,7 +56,17 @@ class RemoteOutputDir(OutputDir):
     def _scan(self) -> dict[str, Entry]:
         if self._index is None:
             self._index = self.folder.listing()
+            self._fingerprints = {}
+            for rel in self._index:
+                self._note(rel, True)
         return self._index
+
+    def _note(self, rel: str, present: bool) -> None:
+        """Keep the id -> record fingerprints index in step with the listing."""
+        if rel.startswith(DONE) and rel.endswith(".json"):
+            item_id, _, fp = rel[len(DONE):-len(".json")].partition(".")
+            fps = self._fingerprints.setdefault(item_id, set())
+            fps.add(fp) if present else fps.discard(fp)
 
     def create(self) -> None:
         """Nothing to create on object storage; a missing bucket or no access is said here, once."""
@@ -67,12 +78,8 @@ class RemoteOutputDir(OutputDir):
 
     def _record_fingerprints(self) -> dict[str, set[str]]:
         """id -> fingerprints of its records (normally one)."""
-        found: dict[str, set[str]] = {}
-        for rel in self._scan():
-            if rel.startswith(DONE) and rel.endswith(".json"):
-                item_id, _, fp = rel[len(DONE):-len(".json")].partition(".")
-                found.setdefault(item_id, set()).add(fp)
-        return found
+        self._scan()
+        return {item_id: fps for item_id, fps in self._fingerprints.items() if fps}
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -145,6 +152,7 @@ class RemoteOutputDir(OutputDir):
         tag = self.folder.write(rel, data)
         if self._index is not None:
             self._index[rel] = Entry(rel, len(data), tag)
+            self._note(rel, True)
         return tag
 
     def _delete(self, rel: str) -> None:
@@ -152,6 +160,7 @@ class RemoteOutputDir(OutputDir):
             self.folder.delete(rel)
             if self._index is not None:
                 self._index.pop(rel, None)
+                self._note(rel, False)
 
     def write_file(self, rel: str, data: bytes) -> None:
         self._put(rel, data)
@@ -162,7 +171,8 @@ class RemoteOutputDir(OutputDir):
     def write_result(self, record: ItemRecord, image: bytes) -> None:
         """The image (one PUT), then its record, named by the image's fingerprint; then old records of
         this item, its failure and its checkpoint go."""
-        old = self._record_fingerprints().get(record.id, set())
+        self._scan()
+        old = set(self._fingerprints.get(record.id, ()))
         record.output_tag = self._put(record.output, image)
         record.output_bytes, record.output_mtime_ns = len(image), time.time_ns()
         record.output_sha256 = hashlib.sha256(image).hexdigest()

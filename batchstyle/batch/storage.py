@@ -111,8 +111,16 @@ def filesystem(url: str, *, listings_cache: bool = True):
     location gets its own, without a listings cache (it changes under the run).
     """
     protocol = _URL.match(url).group(1).lower()
-    fs = _new_filesystem(protocol, url, cached=listings_cache)  # fsspec keeps one instance per set of options
+    if not listings_cache:
+        fs = _new_filesystem(protocol, url)
+    else:
+        fs = _CLIENTS.get(protocol)
+        if fs is None or not any(fs is kept for kept in type(fs)._cache.values()):  # fsspec's cache was cleared
+            fs = _CLIENTS[protocol] = _new_filesystem(protocol, url, cached=True)
     return fs, fs._strip_protocol(url)
+
+
+_CLIENTS: dict[str, Any] = {}  # protocol -> the file system fsspec keeps for it (thousands of URLs, one client)
 
 
 def _new_filesystem(protocol: str, url: str, cached: bool = False):
