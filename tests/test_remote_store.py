@@ -188,3 +188,23 @@ def test_an_image_whose_header_is_longer_than_the_range_read_is_sized_from_the_w
     client.put_object(Bucket=name, Key="jobs/big.csv", Body=b"content,style\nbig/big.jpg,style.png\n")
     (item,) = read_manifest(f"s3://{name}/jobs/big.csv")
     assert item.content_size == (56, 40) and not item.problem
+
+
+def test_a_local_manifest_can_name_a_glob_and_a_style_in_a_bucket(bucket, tmp_path):
+    name, client = bucket
+    client.put_object(Bucket=name, Key="jobs/photos/notes.txt", Body=b"not an image")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"content,style,output\ns3://{name}/jobs/photos/p[12].png,s3://{name}/jobs/style.png,"
+                        f"{{content}}.png\n")
+    items = read_manifest(manifest)
+    assert [i.output for i in items] == ["p1.png", "p2.png"]
+    assert all(i.content.tag.startswith("etag:") and i.styles[0].tag.startswith("etag:") for i in items)
+    manifest.write_text(f"content,style\ns3://{name}/jobs/photos/*.jpg,s3://{name}/jobs/style.png\n")
+    assert problems_of(manifest) == [f"{manifest}:2: content pattern 's3://{name}/jobs/photos/*.jpg' matches no image "
+                                     f"(.jpg, .jpeg, .png, .webp, .tif, .tiff, .bmp, .gif)"]
+
+
+def problems_of(path) -> list[str]:
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path)
+    return str(err.value).splitlines()

@@ -8,7 +8,12 @@ Layout::
     OUTDIR/.batchstyle/checkpoints/<id>.ckpt engine state after the last finished scale
     OUTDIR/.batchstyle/plan.json             the items of the latest run (for ``batchstyle status``)
     OUTDIR/.batchstyle/hashes.json           input file hashes by (path, size, mtime)
+    OUTDIR/.batchstyle/headers.json          what remote inputs' headers said, by content tag (ETag)
     OUTDIR/.batchstyle/lock                  who runs here now
+
+Other files (a gallery, thumbnails) go through :meth:`OutputDir.write_file`, which writes them the
+same safe way here and on object storage. An output directory at a URL (``s3://bucket/prefix``)
+is a :class:`remote_store.RemoteOutputDir`: same methods, a lease instead of the lock.
 
 Every file is written under a temporary name and renamed into place, so a crash never leaves a
 half-written file under a final name. A record means a complete image; no record means redo. A
