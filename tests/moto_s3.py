@@ -69,8 +69,3 @@ def moto_environment(server: MotoServer):
 
     return applied()
 
-
-def upload_folder(client, bucket: str, prefix: str, folder) -> None:
-    """Every file under ``folder`` to ``s3://bucket/prefix/...``."""
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        client.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(folder).as_posix()}", Body=path.read_bytes())

@@ -208,3 +208,38 @@ def problems_of(path) -> list[str]:
     with pytest.raises(ManifestError) as err:
         read_manifest(path)
     return str(err.value).splitlines()
+
+
+@pytest.fixture(scope="module")
+def ray_cpu():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.ray
+def test_a_run_whose_lease_is_taken_over_stops_at_once_and_writes_nothing_more(bucket, ray_cpu):
+    from batchstyle.batch.scheduler import RunOptions, Scheduler
+    from fake_backend import Fake
+    from test_scheduler import RecordingDisplay
+
+    name, client = bucket
+    out = OutputDir(f"s3://{name}/out", lease_ttl=2.0)  # renewed every 0.5 s
+    lease = out.lock().acquire()
+    plan = make_plan(read_manifest(f"s3://{name}/jobs/m.csv", headers=out.headers), out, "fake")
+
+    def take_over(state) -> None:  # once the first image is done, another run writes its own lease
+        if state.done and not taken:
+            other = {"owner": "other", "host": "other-host", "pid": 77, "started": 0, "expires": time.time() + 99}
+            taken.append(client.put_object(Bucket=name, Key="out/.batchstyle/lease.json", Body=json.dumps(other)))
+
+    taken: list = []
+    options = RunOptions(backend=Fake("iters=40,sleep=0.05,scales=2"), group_size=1, workers=1)
+    scheduler = Scheduler(plan.todo, 0, out, None, "fake", options, RecordingDisplay(take_over))
+    with pytest.raises(RuntimeError, match=rf"another batchstyle run \(pid 77 on other-host\) took over s3://{name}/out; "
+                                           r"this run stops\."):
+        scheduler.run()
+    lease.release()
+    assert 1 <= len(OutputDir(f"s3://{name}/out").done_ids()) < 4  # it stopped before making the rest
+    assert json.loads(client.get_object(Bucket=name, Key="out/.batchstyle/lease.json")["Body"].read())["owner"] == "other"

@@ -119,9 +119,10 @@ class Lease:
             tag = None
         if tag is None:
             holder = self.holder() or {}
+            expires = time.strftime("%H:%M:%S", time.localtime(holder.get("expires", 0)))
             raise LeaseError(f"{self.folder.shown} is in use by another batchstyle run (pid {holder.get('pid')} on "
                              f"{holder.get('host')}, since {_since(holder)}). Wait for it to finish or stop it, or "
-                             f"use another output location.")
+                             f"use another output location. (If that run crashed, its lease expires at {expires}.)")
         return tag
 
     def _keep(self) -> None:
