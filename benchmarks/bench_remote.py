@@ -9,6 +9,7 @@ started here: request latency is that of a local server, not of a cloud region.
    into an empty prefix: one listing of the folder, a 64 KiB range read per image (16 at a time);
 2. resume it: the output prefix holds a record for every image; validate and plan again from
    listings alone (headers from the cache kept in the prefix);
+   (the listings alone are timed too: on moto's server they are most of it);
 3. ``batchstyle status`` on that prefix (a separate process);
 4. write ``--writes`` results (a 512x512 PNG each: the image, then its record) to a local
    directory and to the bucket; median seconds per image.
@@ -100,8 +101,17 @@ def fill(prefix: str, plan) -> None:
         list(pool.map(write, plan.todo))
 
 
+def listing_seconds(prefix: str) -> float:
+    """The part of a resume that is the store's listing: the inputs' folder and the output prefix."""
+    from batchstyle.batch.storage import remote_folder
+
+    folder = remote_folder(prefix)
+    folder.listing(".batchstyle/lease.json")  # the client is made (not timed)
+    return timed(lambda: (folder.fs.find(f"{BUCKET}/jobs/photos", detail=True), folder.listing()))[0]
+
+
 def bench_planning(manifest: str, repeats: int) -> dict:
-    cold, resume, status = [], [], []
+    cold, resume, status, listing = [], [], [], []
     for r in range(repeats):
         prefix = f"s3://{BUCKET}/out{r}"
         seconds, plan = timed(lambda: plan_once(manifest, prefix))
@@ -110,10 +120,12 @@ def bench_planning(manifest: str, repeats: int) -> dict:
         seconds, again = timed(lambda: plan_once(manifest, prefix))
         assert not again.todo and len(again.done) == len(plan.all), (len(again.todo), len(again.done))
         resume.append(seconds)
+        listing.append(listing_seconds(prefix))
         status.append(timed(lambda: subprocess.run([sys.executable, "-m", "batchstyle", "status", prefix],
                                                    capture_output=True, check=True))[0])
     return {"rows": len(plan.all), "plan_cold_s": statistics.median(cold), "resume_plan_s": statistics.median(resume),
-            "status_command_s": statistics.median(status), "runs": {"cold": cold, "resume": resume, "status": status}}
+            "status_command_s": statistics.median(status), "listing_s": statistics.median(listing),
+            "runs": {"cold": cold, "resume": resume, "status": status, "listing": listing}}
 
 
 def bench_writes(root: Path, n: int, repeats: int) -> dict:
@@ -158,8 +170,8 @@ def main() -> None:
         return
     p, w = results["planning"], results["writes"]
     print(f"plan {p['rows']} rows with inputs in the bucket: cold {p['plan_cold_s']:.2f} s (listing + header range "
-          f"reads), resume {p['resume_plan_s']:.2f} s (listings only, all done); 'batchstyle status' "
-          f"{p['status_command_s']:.2f} s")
+          f"reads), resume {p['resume_plan_s']:.2f} s (listings only, all done; of which listing the inputs' folder "
+          f"and the output prefix {p['listing_s']:.2f} s); 'batchstyle status' {p['status_command_s']:.2f} s")
     print(f"write one result ({w['image_bytes'] / 1024:.0f} KiB PNG + record): local {w['local_s'] * 1000:.1f} ms, "
           f"bucket {w['s3_s'] * 1000:.1f} ms, overhead {w['overhead_s'] * 1000:.1f} ms per image "
           f"(median of {w['writes']} writes, median of {args.repeats} runs)")

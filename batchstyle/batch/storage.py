@@ -104,26 +104,24 @@ def storage_error(exc: BaseException, url: str) -> StorageError:
     return StorageError(url, f"{first[:200]} ({type(exc).__name__})")
 
 
-def filesystem(url: str, *, listings_cache: bool = True):
+def filesystem(url: str):
     """The fsspec file system and path for ``url``; a missing optional dependency is named with its extra.
 
-    One file system per protocol is kept (inputs: thousands of URLs, one client); an output
-    location gets its own, without a listings cache (it changes under the run).
+    One file system (one client) per protocol serves inputs and outputs alike: batchstyle keeps
+    the listings it needs itself, so the file system keeps none (an output prefix changes under
+    the run).
     """
     protocol = _URL.match(url).group(1).lower()
-    if not listings_cache:
-        fs = _new_filesystem(protocol, url)
-    else:
-        fs = _CLIENTS.get(protocol)
-        if fs is None or not any(fs is kept for kept in type(fs)._cache.values()):  # fsspec's cache was cleared
-            fs = _CLIENTS[protocol] = _new_filesystem(protocol, url, cached=True)
+    fs = _CLIENTS.get(protocol)
+    if fs is None or not any(fs is kept for kept in type(fs)._cache.values()):  # fsspec's cache was cleared
+        fs = _CLIENTS[protocol] = _new_filesystem(protocol, url)
     return fs, fs._strip_protocol(url)
 
 
 _CLIENTS: dict[str, Any] = {}  # protocol -> the file system fsspec keeps for it (thousands of URLs, one client)
 
 
-def _new_filesystem(protocol: str, url: str, cached: bool = False):
+def _new_filesystem(protocol: str, url: str):
     import fsspec
 
     try:
@@ -135,9 +133,8 @@ def _new_filesystem(protocol: str, url: str, cached: bool = False):
     except ValueError:
         raise StorageError(url, f"unknown protocol {protocol}://; use a local path or an fsspec URL such as "
                                 f"s3://bucket/folder") from None
-    options = {} if cached else {"use_listings_cache": False, "skip_instance_cache": True}
     try:
-        return cls(**options)
+        return cls(use_listings_cache=False)
     except Exception as exc:  # noqa: BLE001 - a store that cannot be set up: one line
         raise storage_error(exc, url) from None
 
@@ -253,7 +250,7 @@ class RemoteFolder:
     def __init__(self, url: str):
         self.url = url.rstrip("/")
         self.shown = redact(self.url)  # what messages say
-        self.fs, root = filesystem(self.url, listings_cache=False)
+        self.fs, root = filesystem(self.url)
         self.root = root.rstrip("/")
 
     def key(self, rel: str) -> str:
