@@ -243,3 +243,28 @@ def test_a_run_whose_lease_is_taken_over_stops_at_once_and_writes_nothing_more(b
     lease.release()
     assert 1 <= len(OutputDir(f"s3://{name}/out").done_ids()) < 4  # it stopped before making the rest
     assert json.loads(client.get_object(Bucket=name, Key="out/.batchstyle/lease.json")["Body"].read())["owner"] == "other"
+
+
+def test_inputs_over_http_are_sized_from_their_headers_and_identified_by_their_validators(tmp_path):
+    pytest.importorskip("aiohttp")
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "site").mkdir()
+    make_photo(44, 33, 1).save(tmp_path / "site" / "photo.png")
+    make_photo(32, 32, 2).save(tmp_path / "site" / "style.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        site = f"http://127.0.0.1:{server.server_address[1]}"
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"content,style\n{site}/photo.png,{site}/style.png\n{site}/gone.png,{site}/style.png\n")
+        assert problems_of(manifest) == [f"{manifest}:3: content image '{site}/gone.png' does not exist"]
+        manifest.write_text(f"content,style\n{site}/photo.png,{site}/style.png\n")
+        (item,) = read_manifest(manifest)
+        assert item.content_size == (44, 33) and item.content.tag and item.output == "photo__style.png"
+        assert item.content.read_bytes() == (tmp_path / "site" / "photo.png").read_bytes()
+    finally:
+        server.shutdown()

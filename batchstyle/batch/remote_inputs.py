@@ -100,18 +100,26 @@ class RemoteInputs:
         todo = {}
         for path in paths:
             path = self.tagged(path)
-            if path.tag and path.tag not in self.header:
+            key = _key(path)
+            if key not in self.header and key not in todo:
                 cached = self.headers.get(path.tag) if self.headers is not None else None
                 if cached is not None:
-                    self.header[path.tag] = cached
+                    self.header[key] = cached
                 else:
-                    todo[path.tag] = path
+                    todo[key] = path
         if not todo:
             return
-        for tag, (result, lasting) in zip(todo, self._read_headers(list(todo.values()))):
-            self.header[tag] = result
-            if self.headers is not None and lasting:  # not a network hiccup: remember it
-                self.headers.put(tag, result)
+        for key, (result, lasting) in zip(todo, self._read_headers(list(todo.values()))):
+            self.header[key] = result
+            if self.headers is not None and lasting:  # not a network hiccup: remember it (by content tag only)
+                self.headers.put(todo[key].tag, result)
+
+    def header_of(self, path: RemotePath) -> list:
+        """``[width, height, problem, notes]`` of a file (problem "" when its header was read)."""
+        path = self.tagged(path)
+        if _key(path) not in self.header:
+            self.prefetch([path])
+        return self.header[_key(path)]
 
     def _read_headers(self, paths: list[RemotePath]) -> list[tuple[list, bool]]:
         """The first bytes of every file in concurrent range reads (one batch per protocol); a file
@@ -148,14 +156,10 @@ class RemoteInputs:
         except Exception as exc:  # noqa: BLE001
             return [0, 0, f"cannot be read: {storage_error(exc, path.url).problem}", []], False
 
-    def header_of(self, path: RemotePath) -> list:
-        """``[width, height, problem, notes]`` of a file (problem "" when its header was read)."""
-        path = self.tagged(path)
-        if not path.tag:
-            return [0, 0, "does not exist", []]
-        if path.tag not in self.header:
-            self.prefetch([path])
-        return self.header[path.tag]
+
+def _key(path: RemotePath) -> str:
+    """What a header is known by: the content tag, or the URL where the store gives none."""
+    return path.tag or f"url:{path.url}"
 
 
 def _size_of(data: bytes, name: str) -> list:
