@@ -103,7 +103,7 @@ def _read_manifest(manifest: str, defaults, max_pixels: int, headers=None):
             raise UserError(str(exc)) from None
         Console(stderr=True, highlight=False).print(str(exc), markup=False, soft_wrap=True)
         noun = "problem" if len(exc.problems) == 1 else "problems"
-        raise UserError(f"{len(exc.problems)} {noun} in {manifest}; nothing was started") from None
+        raise UserError(f"{len(exc.problems)} {noun} in {exc.path}; nothing was started") from None
 
 
 def _output_dir(outdir: str | None, manifest: str):
