@@ -80,10 +80,12 @@ def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force
               two_gpu_pixels: int = DEFAULT_TWO_GPU_PIXELS) -> Plan:
     """Give every item its id and split them into done and to-do; record the plan for ``status``."""
     out.create()
-    hashes = HashCache(out.meta / "hashes.json")
+    hashes = HashCache.in_output(out)
     items = [planned(item, hashes, weights_identity, two_gpu_pixels) for item in items]
     hashes.save()
-    done_ids = set() if force else out.done_ids()  # --force: a record goes when its new image replaces it
+    out.headers.save()
+    # --force: a record goes when its new image replaces it
+    done_ids = set() if force else out.done_ids(outputs={i.id: i.output for i in items})
     out.write_plan([plan_entry(i) for i in items], {"weights": weights_identity})
     return Plan(todo=[i for i in items if i.id not in done_ids], done=[i for i in items if i.id in done_ids],
                 weights=weights_identity)

@@ -136,6 +136,7 @@ class Scheduler:
         return self.state
 
     def _tick(self) -> None:
+        self._check_output()
         if self.pool.due():
             for worker in self.pool.look():
                 self._worker_lost(worker, "its node left the cluster", preempted=True)
@@ -148,6 +149,12 @@ class Scheduler:
         self.state.message = "" if self.state.draining else self.pool.waiting()
         self._announce_interrupts()
         self.display.update(self.state)
+
+    def _check_output(self) -> None:
+        """Stop at once when this run may no longer write its output (another run took its lease over)."""
+        lost = self.out.lost()
+        if lost and not self.fatal:
+            self.fatal = lost
 
     @property
     def interrupted(self) -> bool:
@@ -266,7 +273,7 @@ class Scheduler:
         elif isinstance(event, ItemPreview):
             call.previews[item.id] = event
         elif isinstance(event, ItemCheckpoint):
-            self.out.write_checkpoint(item.id, event.data)
+            self._save_checkpoint(item, event.data)
         elif isinstance(event, ItemResult):
             self._finish_done(worker, item, event)
         elif isinstance(event, ItemFailure):
@@ -305,6 +312,15 @@ class Scheduler:
         resumed = "" if result.resumed_from_scale is None else f", resumed after scale {result.resumed_from_scale + 1}"
         together = f", in a group of {result.group_size}" if result.group_size > 1 else ""
         self.display.log(f"[green]done[/] {item.output} ({result.seconds:.0f} s on {record.worker}{resumed}{together})")
+
+    def _save_checkpoint(self, item: Item, data: bytes) -> None:
+        """A checkpoint that cannot be saved costs a restart from an earlier scale; a gone output stops the run."""
+        try:
+            self.out.write_checkpoint(item.id, data)
+        except OSError as exc:
+            self.fatal = self.out.unusable()
+            if not self.fatal:
+                self.display.log(f"[yellow]note:[/] cannot save the checkpoint of {item.output}: {exc.strerror or exc}")
 
     def _write_failed(self, worker: Worker, item: Item, exc: OSError) -> None:
         """An image that cannot be written fails alone, unless the output directory itself is gone."""

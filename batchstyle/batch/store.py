@@ -8,7 +8,12 @@ Layout::
     OUTDIR/.batchstyle/checkpoints/<id>.ckpt engine state after the last finished scale
     OUTDIR/.batchstyle/plan.json             the items of the latest run (for ``batchstyle status``)
     OUTDIR/.batchstyle/hashes.json           input file hashes by (path, size, mtime)
+    OUTDIR/.batchstyle/headers.json          what remote inputs' headers said, by content tag (ETag)
     OUTDIR/.batchstyle/lock                  who runs here now
+
+Other files (a gallery, thumbnails) go through :meth:`OutputDir.write_file`, which writes them the
+same safe way here and on object storage. An output directory at a URL (``s3://bucket/prefix``)
+is a :class:`remote_store.RemoteOutputDir`: same methods, a lease instead of the lock.
 
 Every file is written under a temporary name and renamed into place, so a crash never leaves a
 half-written file under a final name. A record means a complete image; no record means redo. A
@@ -30,6 +35,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from batchstyle.engine.images import atomic_write
+
+from .storage import RemotePath, StorageError, as_path, is_url
 
 try:
     import fcntl
@@ -74,6 +81,7 @@ class ItemRecord:
     output_bytes: int = 0  # the image as written: size, modification time and SHA-256
     output_mtime_ns: int = 0
     output_sha256: str = ""
+    output_tag: str = ""  # on object storage: the content tag (ETag) the image's PUT returned
 
 
 @dataclass
@@ -103,20 +111,57 @@ class PlanEntry:
 
 
 class OutputDir:
-    """Reads and writes one output directory; safe against crashes at any instant."""
+    """Reads and writes one output directory; safe against crashes at any instant.
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    ``OutputDir("s3://bucket/prefix")`` (any fsspec URL) gives a :class:`remote_store.RemoteOutputDir`
+    with the same methods, designed for object storage; a local path keeps this class's fast path.
+    """
+
+    def __new__(cls, root: str | os.PathLike, **options):
+        if cls is OutputDir and is_url(root):
+            from .remote_store import RemoteOutputDir
+
+            cls = RemoteOutputDir
+        return super().__new__(cls)
+
+    remote = False  # on object storage (RemoteOutputDir): records are listed, not read
+
+    def __init__(self, root: str | os.PathLike, **options):
+        self.root = as_path(os.fspath(root))
+        self.url = str(self.root)  # what messages show
         self.meta = self.root / META
         self.done_dir = self.meta / "done"
         self.failed_dir = self.meta / "failed"
         self.checkpoint_dir = self.meta / "checkpoints"
         self._by_output: dict[str, set[str]] | None = None
         self.observers: list[Any] = []  # see watch()
+        self.headers = HeaderCache(self)
 
     def create(self) -> None:
         for d in (self.done_dir, self.failed_dir, self.checkpoint_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+    def exists(self) -> bool:
+        """Whether this is a batchstyle output directory (it has a ``.batchstyle`` folder)."""
+        return self.meta.is_dir()
+
+    def lost(self) -> str | None:
+        """Why this run may no longer write here (another run took over), or None."""
+        return None
+
+    # -- any file under the directory (the gallery, thumbnails, caches) ------------------------------
+
+    def write_file(self, rel: str, data: bytes) -> None:
+        """Write ``rel`` (a path relative to the directory, ``/`` separated) whole: readers see the
+        old file or the new one, never half of it."""
+        atomic_write(self.root / rel, data)
+
+    def read_file(self, rel: str) -> bytes | None:
+        """The bytes of ``rel`` under the directory, or None when there is no such file."""
+        try:
+            return (self.root / rel).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -140,8 +185,11 @@ class OutputDir:
     def failures(self) -> dict[str, FailureRecord]:
         return self._read_json_dir(self.failed_dir, FailureRecord)
 
-    def done_ids(self, records: dict[str, ItemRecord] | None = None) -> set[str]:
-        """Ids whose record exists and whose image is still the one the record describes."""
+    def done_ids(self, records: dict[str, ItemRecord] | None = None, outputs: dict[str, str] | None = None) -> set[str]:
+        """Ids whose record exists and whose image is still the one the record describes.
+
+        ``outputs`` (id -> output, from a plan) lets a remote directory check without reading records.
+        """
         records = self.records() if records is None else records
         return {i for i, r in records.items() if self._still_there(r)}
 
@@ -345,19 +393,29 @@ def _sha256_of(path: Path) -> str:
 
 
 class HashCache:
-    """SHA-256 of input files, remembered by (path, size, mtime) so a rerun does not reread them."""
+    """SHA-256 of input files, remembered by (path, size, mtime) so a rerun does not reread them.
 
-    def __init__(self, path: Path | None):
-        self.path = path
+    A remote input's identity is its store's content tag (ETag and size, from the listing that
+    found it): no bytes are read for it, unless the store gives no tag.
+    """
+
+    def __init__(self, path: Path | None, out: "OutputDir | None" = None, rel: str = ""):
+        self.path, self.out, self.rel = path, out, rel
         self.entries: dict[str, list] = {}
         self.changed = False
-        if path is not None:
-            try:
-                self.entries = json.loads(path.read_bytes())
-            except (OSError, ValueError):
-                self.entries = {}
+        try:
+            data = path.read_bytes() if path is not None else out.read_file(rel) if out is not None else None
+            self.entries = json.loads(data) if data else {}
+        except (OSError, ValueError):
+            self.entries = {}
 
-    def digest(self, file: Path) -> str:
+    @classmethod
+    def in_output(cls, out: "OutputDir") -> "HashCache":
+        return cls(None, out, f"{META}/hashes.json")
+
+    def digest(self, file: Path | RemotePath) -> str:
+        if isinstance(file, RemotePath):
+            return file.tag or hashlib.sha256(file.read_bytes()).hexdigest()
         key = str(file.resolve())
         st = file.stat()
         cached = self.entries.get(key)
@@ -369,9 +427,51 @@ class HashCache:
         return digest
 
     def save(self) -> None:
-        if self.path is not None and self.changed:
-            atomic_write(self.path, json.dumps(self.entries).encode())
+        if not self.changed:
+            return
+        data = json.dumps(self.entries).encode()
+        if self.path is not None:
+            atomic_write(self.path, data)
+        elif self.out is not None:
+            self.out.write_file(self.rel, data)
+        self.changed = False
+
+
+class HeaderCache:
+    """What the headers of remote input images said (size, problem, notes), by content tag, kept in
+    the output directory so that a resumed run plans from listings alone."""
+
+    REL = f"{META}/headers.json"
+
+    def __init__(self, out: "OutputDir"):
+        self.out = out
+        self._entries: dict[str, list] | None = None
+        self.changed = False
+
+    @property
+    def entries(self) -> dict[str, list]:
+        if self._entries is None:
+            try:
+                self._entries = json.loads(self.out.read_file(self.REL) or b"{}")
+            except ValueError:
+                self._entries = {}
+            except StorageError as exc:  # said of the output location, not of a file inside it
+                raise StorageError(self.out.url, exc.problem) from None
+        return self._entries
+
+    def get(self, tag: str) -> list | None:
+        return self.entries.get(tag) if tag else None
+
+    def put(self, tag: str, value: list) -> None:
+        if tag:
+            self.entries[tag] = value
+            self.changed = True
+
+    def save(self) -> None:
+        if self.changed:
+            self.out.write_file(self.REL, json.dumps(self.entries).encode())
             self.changed = False
 
 
-__all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache"]
+__all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache", "HeaderCache",
+           "META"]

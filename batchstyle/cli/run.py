@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -82,9 +81,10 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
                              force=force, max_pixels=max_input_pixels,
                              preview_interval=_preview_interval(web))
     try:
-        items = _read_manifest(manifest, settings_from_options(options), max_input_pixels)
+        out = _output_dir(outdir, manifest)
+        items = _read_manifest(manifest, settings_from_options(options), max_input_pixels, out.headers)
         resolved, identity = _weights(console, backend, weights)
-        out, lock = _open_output(outdir if outdir else Path(manifest).parent / "output")
+        lock = _open_output(out)
         try:
             code = run_batch(console, items, out, lock, resolved, identity, address=address,
                              two_gpu_pixels=two_gpu_pixels, plain=plain, options=run_options,
@@ -97,27 +97,46 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     sys.exit(code)
 
 
-def _read_manifest(manifest: str, defaults, max_pixels: int):
+def _read_manifest(manifest: str, defaults, max_pixels: int, headers=None):
     from batchstyle.batch.manifest import ManifestError, read_manifest
+    from batchstyle.batch.storage import StorageError
 
     try:
-        return read_manifest(manifest, defaults, max_pixels=max_pixels)
+        return read_manifest(manifest, defaults, max_pixels=max_pixels, headers=headers)
+    except StorageError as exc:  # the output location, where remote inputs' headers are cached
+        raise UserError(str(exc)) from None
     except ManifestError as exc:
         if len(exc.problems) == 1 and exc.problems[0].line == 0:  # the file as a whole
             raise UserError(str(exc)) from None
         Console(stderr=True, highlight=False).print(str(exc), markup=False, soft_wrap=True)
         noun = "problem" if len(exc.problems) == 1 else "problems"
-        raise UserError(f"{len(exc.problems)} {noun} in {manifest}; nothing was started") from None
+        raise UserError(f"{len(exc.problems)} {noun} in {exc.path}; nothing was started") from None
 
 
-def _open_output(path):
-    """The output directory, created and locked for this run."""
-    from batchstyle.batch.store import LockError, OutputDir
+def _output_dir(outdir: str | None, manifest: str):
+    """The output directory (not touched yet): as given, else output/ beside the manifest, local or remote."""
+    from batchstyle.batch.storage import RemotePath, StorageError, as_path, redact
+    from batchstyle.batch.store import OutputDir
 
-    out = OutputDir(path)
+    target = outdir
+    if not target:
+        parent = as_path(manifest).parent
+        target = parent.url + "/output" if isinstance(parent, RemotePath) else str(parent / "output")
+    try:
+        return OutputDir(target)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+    except ValueError as exc:
+        raise UserError(f"{redact(target)}: {exc}") from None
+
+
+def _open_output(out):
+    """Create and lock the output directory for this run (a lease on object storage)."""
+    from batchstyle.batch.store import LockError
+
     try:
         out.create()
-        return out, out.lock().acquire()
+        return out.lock().acquire()
     except LockError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:

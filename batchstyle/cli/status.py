@@ -22,14 +22,13 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
 
     Exits with 1 when images of the latest run failed, so that scripts can tell.
     """
-    from batchstyle.batch.store import OutputDir
+    from batchstyle.batch.storage import StorageError
 
-    out = OutputDir(outdir)
-    if not out.meta.is_dir():
-        raise UserError(f"{outdir} is not a batchstyle output directory (no {out.meta.name}/ in it)")
     console = Console(highlight=False, soft_wrap=True)
-    plan, records, failures = out.plan(), out.records(), out.failures()
-    done_ids = out.done_ids(records)
+    try:
+        out, plan, records, failures, done_ids = _read_state(outdir, show_all)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
     done = [e for e in plan if e.id in done_ids]
     failed = [e for e in plan if e.id in failures and e.id not in done_ids]
     pending = [e for e in plan if e.id not in done_ids and e.id not in failures]
@@ -65,6 +64,20 @@ def _write_gallery(console: Console, out) -> None:
     except OSError as exc:
         raise UserError(str(exc)) from None
     console.print(f"Wrote {out.root / 'index.html'} ({len(gallery.items)} image(s)); open it in a browser.")
+
+
+def _read_state(outdir: str, show_all: bool):
+    """The output directory, its latest plan, records, failures and done ids. On object storage one
+    listing of the prefix tells what is done; the records themselves are read only for --all."""
+    from batchstyle.batch.store import OutputDir
+
+    out = OutputDir(outdir)
+    if not out.exists():
+        raise UserError(f"{outdir} is not a batchstyle output directory (no {out.meta.name}/ in it)")
+    plan, failures = out.plan(), out.failures()
+    records = out.records() if show_all or not out.remote else {}
+    done_ids = out.done_ids(records or None, outputs={e.id: e.output for e in plan})
+    return out, plan, records, failures, done_ids
 
 
 def _describe_lock(console: Console, out) -> None:
