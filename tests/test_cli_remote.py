@@ -66,6 +66,21 @@ def records(client, bucket: str) -> dict[str, dict]:
     return found
 
 
+def assert_gallery_in_bucket(client, bucket: str) -> None:
+    """The gallery is in the output prefix: the page, its data naming every image with its
+    thumbnail, and the thumbnails (8 photos, 8 results, one style)."""
+    stored = keys(client, bucket, "out/")
+    assert "out/index.html" in stored
+    summary = client.get_object(Bucket=bucket, Key="out/.batchstyle/gallery/summary.js")["Body"].read().decode()
+    assert '"total":8' in summary and '"done":8' in summary
+    shard = client.get_object(Bucket=bucket, Key="out/.batchstyle/gallery/shard-00000.js")["Body"].read().decode()
+    rows = json.loads(shard[shard.index(".shards[0]=") + len(".shards[0]="):].rstrip().rstrip(";"))
+    assert sorted(row["output"] for row in rows) == [f"p{i}__style.png" for i in range(8)]
+    assert all(row.get("thumb") and row.get("content_thumb") for row in rows)
+    thumbs = [k for k in stored if k.startswith("out/.batchstyle/thumbs/") and k.endswith(".jpg")]
+    assert len(thumbs) == 8 + 8 + 1
+
+
 def test_a_batch_in_a_bucket_runs_into_the_bucket_and_status_reads_it(job):
     bucket, client = job
     args = ["run", f"s3://{bucket}/jobs/manifest.csv", "-o", f"s3://{bucket}/out/", "--plain"]
@@ -81,6 +96,11 @@ def test_a_batch_in_a_bucket_runs_into_the_bucket_and_status_reads_it(job):
         Image.open(io.BytesIO(body)).load()
     status = batchstyle("status", f"s3://{bucket}/out")
     assert status.returncode == 0 and "8 image(s) in the latest run: 8 done, 0 failed, 0 pending" in status.stdout
+    assert_gallery_in_bucket(client, bucket)
+    client.delete_object(Bucket=bucket, Key="out/index.html")
+    rebuilt = batchstyle("status", f"s3://{bucket}/out", "--html")
+    assert rebuilt.returncode == 0 and f"Wrote s3://{bucket}/out/index.html (8 image(s))" in rebuilt.stdout
+    assert_gallery_in_bucket(client, bucket)
     again = batchstyle(*args, fake=FAKE)
     assert again.returncode == 0 and "8 already done (skipped), 0 to make" in again.stdout
     everything = first.stdout + first.stderr + status.stdout + again.stdout + again.stderr

@@ -218,9 +218,10 @@ def test_the_dashboard_serves_the_running_state_and_previews():
 
 
 def test_huge_images_get_no_thumbnail(tmp_path, monkeypatch):
+    from batchstyle.batch.store import OutputDir
     from batchstyle.batch.thumbs import Thumbnails
 
     monkeypatch.setattr(thumbs_module, "MAX_SOURCE_PIXELS", 100 * 100)
-    thumbs = Thumbnails(tmp_path)
+    thumbs = Thumbnails(OutputDir(tmp_path), ".batchstyle/thumbs")
     assert thumbs.of_bytes(png(Image.new("RGB", (101, 100))), "big.png") is None
     assert thumbs.of_bytes(png(Image.new("RGB", (100, 100))), "fine.png") is not None

@@ -10,7 +10,8 @@ threads read it and serialise it (once per tick, however many browsers ask). Rou
                            "gallery": {"summary", "shards"}}  (data versions, see batch/gallery.py)
     /.live/preview/<id>    the latest preview JPEG of a running image (404 when there is none)
 
-Everything else is the output directory's own files (the server's ``root``), ``/`` its gallery.
+Everything else is the output directory's own files (the server's ``root``; those of a remote one
+are read through it here), ``/`` its gallery.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from batchstyle.web.files import Refused, content_type, relative_name
 from batchstyle.web.server import Reply, json_bytes, text_reply
 
 from .gallery import Gallery
@@ -39,8 +41,11 @@ PREPARING_PAGE = (b"<!doctype html><html lang='en'><head><meta charset='utf-8'><
 class Dashboard:
     """A display for the scheduler (wrapping the terminal's) and the live routes for the web server."""
 
-    def __init__(self, display: Display | None = None, gallery: Gallery | None = None, root: Path | None = None):
-        self.display, self.gallery, self.root = display, gallery, root
+    def __init__(self, display: Display | None = None, gallery: Gallery | None = None, root: Path | None = None,
+                 files: Any = None):
+        """``root``: the local output directory the server serves; ``files``: a remote one (an
+        :class:`~batch.store.OutputDir`), whose files this dashboard serves itself."""
+        self.display, self.gallery, self.root, self.files = display, gallery, root, files
         self.progress = BatchProgress()
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {"batchstyle": "live", "finished": False, "workers": [], "progress": 0.0,
@@ -135,7 +140,19 @@ class Dashboard:
             return text_reply(404, "not found")
         if path in ("/", "/index.html") and self.root is not None and not (self.root / "index.html").is_file():
             return Reply(200, PREPARING_PAGE, "text/html; charset=utf-8")
-        return None
+        return self._remote_file(path) if self.files is not None else None
+
+    def _remote_file(self, path: str) -> Reply:
+        """A file of a remote output directory, by the same rules as a local one's (no symlinks there)."""
+        try:
+            name = relative_name(path)
+        except Refused as exc:
+            return text_reply(exc.status, str(exc))
+        data = self.files.read_file(name)
+        if data is None:
+            return Reply(200, PREPARING_PAGE, "text/html; charset=utf-8") if name == "index.html" else \
+                text_reply(404, "no such file")
+        return Reply(200, data, content_type(name))
 
     def _state_json(self) -> bytes:
         """The snapshot as JSON, made once per tick and data version whatever the number of browsers."""

@@ -22,14 +22,12 @@ import json
 import threading
 import time
 from collections import Counter, deque
-from pathlib import Path
 from typing import Any
 
-from batchstyle.engine.images import atomic_write
-
 from .gallery_data import entry, public
-from .store import FailureRecord, ItemRecord, OutputDir, PlanEntry
-from .thumbs import Thumb, Thumbnails
+from .storage import as_path
+from .store import META, FailureRecord, ItemRecord, OutputDir, PlanEntry
+from .thumbs import Thumb, Thumbnails, stamp
 
 SHARD_SIZE = 100  # images per data file
 FLUSH_EVERY = 2.0  # seconds: while making thumbnails, write what changed at least this often
@@ -50,8 +48,8 @@ class Gallery:
 
     def __init__(self, out: OutputDir, shard_size: int = SHARD_SIZE):
         self.out, self.shard_size = out, shard_size
-        self.folder = out.meta / "gallery"
-        self.thumbs = Thumbnails(out.meta / "thumbs")
+        self.folder = f"{META}/gallery"  # relative to the output directory, as every file written here
+        self.thumbs = Thumbnails(out, f"{META}/thumbs")
         self.started = time.time()
         self.error: str | None = None
         self._cond = threading.Condition()
@@ -173,7 +171,7 @@ class Gallery:
         thumb = self.thumbs.of_bytes(image, record.output)
         if thumb is not None:
             self.output_thumbs[record.id] = thumb
-            self.thumbs.remember(f"out:{record.output}", self.out.root / record.output, thumb)
+            self.thumbs.remember(f"out:{record.output}", self.out.stamp(record.output), thumb)
         self.done_this_run += 1
         self._dirty.add(n // self.shard_size)
 
@@ -189,7 +187,8 @@ class Gallery:
         paths = [item["content_path"], *(s["path"] for s in item["styles"])]
         complete = all(self._input_thumb(path, make) is not None for path in paths)
         if item["state"] == "done" and item["id"] not in self.output_thumbs:
-            thumb = self.thumbs.of_file(f"out:{item['output']}", self.out.root / item["output"], make)
+            output = item["output"]
+            thumb = self.thumbs.of_file(f"out:{output}", self.out.root / output, self.out.stamp(output), make)
             if thumb is None:
                 return False
             self.output_thumbs[item["id"]] = thumb
@@ -199,7 +198,8 @@ class Gallery:
         """An input's thumbnail, looked for (or made) once per path: a style shared by many rows is one."""
         if path in self.input_thumbs:
             return self.input_thumbs[path]
-        thumb = self.thumbs.of_file(f"in:{path}", Path(path), make)
+        file = as_path(path)
+        thumb = self.thumbs.of_file(f"in:{path}", file, stamp(file), make)
         if thumb is not None or make:
             self.input_thumbs[path] = thumb  # None: unreadable, not tried again
         return thumb
@@ -208,28 +208,27 @@ class Gallery:
 
     def _write_page(self) -> None:
         """index.html and the page's code, where they differ from this version's."""
-        self._write_if_changed(self.out.root / "index.html", _web_asset("gallery.html"))
+        self._write_if_changed("index.html", _web_asset("gallery.html"))
         for name in PAGE_ASSETS:
-            self._write_if_changed(self.folder / name, _web_asset(name))
+            self._write_if_changed(f"{self.folder}/{name}", _web_asset(name))
 
-    @staticmethod
-    def _write_if_changed(path: Path, data: bytes) -> None:
+    def _write_if_changed(self, rel: str, data: bytes) -> None:
         try:
-            if path.read_bytes() == data:
+            if self.out.read_file(rel) == data:
                 return
         except OSError:
             pass
-        atomic_write(path, data)
+        self.out.write_file(rel, data)
 
     def _flush(self, everything: bool = False) -> None:
         """Write the changed shards, then the summary that names their new versions."""
         shards = range(len(self.versions)) if everything else sorted(self._dirty)
         self._dirty.clear()
         for k in shards:
-            atomic_write(self.folder / f"shard-{k:05d}.js", self._shard(k))
+            self.out.write_file(f"{self.folder}/shard-{k:05d}.js", self._shard(k))
             with self._cond:
                 self.versions[k] += 1
-        atomic_write(self.folder / "summary.js", self._summary())
+        self.out.write_file(f"{self.folder}/summary.js", self._summary())
         with self._cond:
             self.summary_version += 1
         self._last_flush = time.monotonic()
@@ -260,7 +259,7 @@ class Gallery:
         counts = Counter(item["state"] for item in self.items)
         elapsed = time.time() - self.started
         summary = {
-            "format": 1, "title": self.out.root.resolve().name, "state": self.state, "started": self.started,
+            "format": 1, "title": self.out.name, "state": self.state, "started": self.started,
             "updated": time.time(), "total": len(self.items),
             "counts": {k: counts.get(k, 0) for k in ("done", "failed", "pending")},
             "done_this_run": self.done_this_run,

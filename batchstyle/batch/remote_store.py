@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import asdict
 from typing import Any, Iterable
@@ -50,16 +51,19 @@ class RemoteOutputDir(OutputDir):
         self._index: dict[str, Entry] | None = None  # the prefix's objects, from one listing, kept up to date
         self._fingerprints: dict[str, set[str]] = {}  # id -> fingerprints of its records, from the same
         self.headers = HeaderCache(self)
+        self.observers: list[Any] = []  # see watch()
+        self._mutex = threading.RLock()  # the gallery's thread writes here too
 
     # -- the listing -------------------------------------------------------------------------------
 
     def _scan(self) -> dict[str, Entry]:
-        if self._index is None:
-            self._index = self.folder.listing()
-            self._fingerprints = {}
-            for rel in self._index:
-                self._note(rel, True)
-        return self._index
+        with self._mutex:
+            if self._index is None:
+                self._index = self.folder.listing()
+                self._fingerprints = {}
+                for rel in self._index:
+                    self._note(rel, True)
+            return self._index
 
     def _note(self, rel: str, present: bool) -> None:
         """Keep the id -> record fingerprints index in step with the listing."""
@@ -139,6 +143,18 @@ class RemoteOutputDir(OutputDir):
     def read_file(self, rel: str) -> bytes | None:
         return self.folder.read(rel)
 
+    def file_names(self, rel: str) -> set[str]:
+        prefix = rel.rstrip("/") + "/"
+        return {key[len(prefix):] for key in list(self._scan()) if key.startswith(prefix) and "/" not in key[len(prefix):]}
+
+    def stamp(self, rel: str) -> tuple | None:
+        entry = self._scan().get(rel)
+        return None if entry is None else (entry.size, entry.tag)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
     # -- writing -----------------------------------------------------------------------------------
 
     def _guard(self) -> None:
@@ -150,17 +166,19 @@ class RemoteOutputDir(OutputDir):
     def _put(self, rel: str, data: bytes) -> str:
         self._guard()
         tag = self.folder.write(rel, data)
-        if self._index is not None:
-            self._index[rel] = Entry(rel, len(data), tag)
-            self._note(rel, True)
+        with self._mutex:
+            if self._index is not None:
+                self._index[rel] = Entry(rel, len(data), tag)
+                self._note(rel, True)
         return tag
 
     def _delete(self, rel: str) -> None:
         if self._index is None or rel in self._index:
             self.folder.delete(rel)
-            if self._index is not None:
-                self._index.pop(rel, None)
-                self._note(rel, False)
+            with self._mutex:
+                if self._index is not None:
+                    self._index.pop(rel, None)
+                    self._note(rel, False)
 
     def write_file(self, rel: str, data: bytes) -> None:
         self._put(rel, data)
@@ -182,9 +200,11 @@ class RemoteOutputDir(OutputDir):
             self._delete(f"{DONE}{record.id}.{stale}.json")
         self._delete(f"{FAILED}{record.id}.json")
         self._delete(f"{CHECKPOINTS}{record.id}.ckpt")
+        self._notify("on_result", record, image)
 
     def write_failure(self, failure: FailureRecord) -> None:
         self._put(f"{FAILED}{failure.id}.json", _json_bytes(asdict(failure)))
+        self._notify("on_failure", failure)
 
     def write_checkpoint(self, item_id: str, data: bytes) -> None:
         self._put(f"{CHECKPOINTS}{item_id}.ckpt", data)

@@ -163,6 +163,27 @@ class OutputDir:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
+    def file_names(self, rel: str) -> set[str]:
+        """The names of the files in the folder ``rel`` under the directory (none if there is no such folder)."""
+        try:
+            return set(os.listdir(self.root / rel))
+        except OSError:
+            return set()
+
+    def stamp(self, rel: str) -> tuple | None:
+        """What tells whether the file ``rel`` changed without reading it (size and modification
+        time here); None when there is no such file."""
+        try:
+            st = (self.root / rel).stat()
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns)
+
+    @property
+    def name(self) -> str:
+        """The directory's own name, as a title."""
+        return Path(os.path.abspath(self.root)).name
+
     # -- reading ---------------------------------------------------------------------------------
 
     def _read_json_dir(self, folder: Path, cls):

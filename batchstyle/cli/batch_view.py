@@ -44,8 +44,9 @@ class BatchView:
         from batchstyle.batch.dashboard import Dashboard
         from batchstyle.web import WebServer
 
-        self.dashboard = Dashboard(root=self.out.root)
-        self.server = WebServer(*self.web, root=self.out.root, routes=self.dashboard)
+        root = None if self.out.remote else self.out.root
+        self.dashboard = Dashboard(root=root, files=self.out if self.out.remote else None)
+        self.server = WebServer(*self.web, root=root, routes=self.dashboard)
         try:
             url = self.server.start()
         except OSError as exc:
