@@ -3,6 +3,7 @@ environment variables (``AWS_ENDPOINT_URL`` and dummy keys), so the product need
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -69,3 +70,34 @@ def moto_environment(server: MotoServer):
 
     return applied()
 
+
+
+@contextlib.contextmanager
+def running_moto():
+    """A moto server, with this process pointed at it for the block (e.g. a test module's fixture)."""
+    server = MotoServer()
+    try:
+        with moto_environment(server):
+            yield server
+    finally:
+        server.stop()
+
+
+def bucket_with_a_job(client, name: str, photos: int, size: tuple[int, int], manifest_key: str) -> str:
+    """Create bucket ``name`` holding ``jobs/photos/p0.png ...`` (``photos`` of ``size``),
+    ``jobs/style.png`` and a manifest at ``manifest_key`` with one folder row over them."""
+    import io
+
+    from conftest import make_photo
+
+    def png(image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return buffer.getvalue()
+
+    client.create_bucket(Bucket=name)
+    for i in range(photos):
+        client.put_object(Bucket=name, Key=f"jobs/photos/p{i}.png", Body=png(make_photo(*size, i)))
+    client.put_object(Bucket=name, Key="jobs/style.png", Body=png(make_photo(32, 32, 50)))
+    client.put_object(Bucket=name, Key=manifest_key, Body=b"content,style\nphotos/,style.png\n")
+    return name

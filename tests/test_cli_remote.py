@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_photo
-from moto_s3 import MotoServer, moto_environment
+from moto_s3 import bucket_with_a_job
 from test_cli_run import batchstyle, kill_session, start, wait_for
 
 pytest.importorskip("s3fs")
@@ -26,30 +26,11 @@ pytestmark = pytest.mark.ray
 FAKE = "iters=8,sleep=0.03,scales=2"
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = MotoServer()
-    try:
-        with moto_environment(server):
-            yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def job(s3, tmp_path):
     """A bucket with ``jobs/manifest.csv`` over ``jobs/photos/`` (8 photos) and ``jobs/style.png``."""
-    bucket = f"night-{uuid.uuid4().hex[:10]}"
     client = s3.client()
-    client.create_bucket(Bucket=bucket)
-    for i in range(8):
-        buffer = io.BytesIO()
-        make_photo(48, 36, i).save(buffer, "PNG")
-        client.put_object(Bucket=bucket, Key=f"jobs/photos/p{i}.png", Body=buffer.getvalue())
-    buffer = io.BytesIO()
-    make_photo(32, 32, 50).save(buffer, "PNG")
-    client.put_object(Bucket=bucket, Key="jobs/style.png", Body=buffer.getvalue())
-    client.put_object(Bucket=bucket, Key="jobs/manifest.csv", Body=b"content,style\nphotos/,style.png\n")
+    bucket = bucket_with_a_job(client, f"night-{uuid.uuid4().hex[:10]}", 8, (48, 36), "jobs/manifest.csv")
     return bucket, client
 
 

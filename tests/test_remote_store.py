@@ -17,34 +17,17 @@ from batchstyle.batch.plan import make_plan
 from batchstyle.batch.storage import RemotePath, StorageError, remote_folder
 from batchstyle.batch.store import ItemRecord, OutputDir
 from conftest import make_photo
-from moto_s3 import MotoServer, moto_environment
+from moto_s3 import bucket_with_a_job
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = MotoServer()
-    try:
-        with moto_environment(server):
-            yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def bucket(s3, tmp_path):
     """A fresh bucket holding ``jobs/photos/p0..p3.png``, ``jobs/style.png`` and ``jobs/m.csv`` (a folder row)."""
-    name = f"b-{uuid.uuid4().hex[:12]}"
     client = s3.client()
-    client.create_bucket(Bucket=name)
-    for i in range(4):
-        make_photo(40, 30, i).save(tmp_path / f"p{i}.png")
-        client.put_object(Bucket=name, Key=f"jobs/photos/p{i}.png", Body=(tmp_path / f"p{i}.png").read_bytes())
-    make_photo(32, 32, 9).save(tmp_path / "style.png")
-    client.put_object(Bucket=name, Key="jobs/style.png", Body=(tmp_path / "style.png").read_bytes())
-    client.put_object(Bucket=name, Key="jobs/m.csv", Body=b"content,style\nphotos/,style.png\n")
+    name = bucket_with_a_job(client, f"b-{uuid.uuid4().hex[:12]}", 4, (40, 30), "jobs/m.csv")
     return name, client
 
 

@@ -262,16 +262,21 @@ class RemoteFolder:
     def _fail(self, exc: BaseException, rel: str = "") -> StorageError:
         return storage_error(exc, self.where(rel))
 
-    def read(self, rel: str) -> bytes | None:
-        """The object's bytes, or None when there is none."""
+    def _if_there(self, rel: str, call):
+        """``call()``'s answer about the object ``rel``; None when there is no such object (a missing
+        bucket, like every other problem, is a :class:`StorageError`)."""
         try:
-            return self.fs.cat_file(self.key(rel))
+            return call()
         except FileNotFoundError as exc:
             if _no_bucket(exc):
                 raise self._fail(exc, rel) from None
             return None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - every store raises its own; one line each
             raise self._fail(exc, rel) from None
+
+    def read(self, rel: str) -> bytes | None:
+        """The object's bytes, or None when there is none."""
+        return self._if_there(rel, lambda: self.fs.cat_file(self.key(rel)))
 
     def read_many(self, rels: Iterable[str]) -> dict[str, bytes]:
         """Several objects at once (concurrently on asynchronous stores); missing ones are left out."""
@@ -285,14 +290,9 @@ class RemoteFolder:
         return {keys[k]: v for k, v in found.items() if isinstance(v, bytes)}
 
     def stat(self, rel: str) -> Entry | None:
-        try:
-            info = self.fs.info(self.key(rel))
-        except FileNotFoundError as exc:
-            if _no_bucket(exc):
-                raise self._fail(exc, rel) from None
+        info = self._if_there(rel, lambda: self.fs.info(self.key(rel)))
+        if info is None:
             return None
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, rel) from None
         return Entry(rel, int(info.get("size") or 0), content_tag(info), info.get("type") == "directory")
 
     def write(self, rel: str, data: bytes) -> str:
