@@ -265,6 +265,8 @@ def test_the_dashboard_follows_a_live_run_until_it_finishes(browser, tmp_path):
         assert url.startswith("http://127.0.0.1:")
         browser.get(url)
         wait_until(browser, "!document.getElementById('live').hidden", "the live panel")
+        assert browser.execute_script("return Array.from(document.styleSheets).some("
+                                      "s => s.href && s.href.endsWith('style.css') && s.cssRules.length > 0)")
         wait_until(browser, "Array.from(document.querySelectorAll('#workers .pc-image'))"
                             ".some(i => i.complete && i.naturalWidth > 0)", "a live preview", 120)
         wait_until(browser, "document.querySelector('#workers .pc-line').textContent.includes('iteration')",

@@ -207,10 +207,11 @@ class Gallery:
     # -- files ---------------------------------------------------------------------------------------
 
     def _write_page(self) -> None:
-        """index.html and the page's code, where they differ from this version's."""
-        self._write_if_changed("index.html", _web_asset("gallery.html"))
+        """The page's code, then index.html, where they differ from this version's (in this order, so
+        that a browser that finds the page finds its style and scripts)."""
         for name in PAGE_ASSETS:
             self._write_if_changed(f"{self.folder}/{name}", _web_asset(name))
+        self._write_if_changed("index.html", _web_asset("gallery.html"))
 
     def _write_if_changed(self, rel: str, data: bytes) -> None:
         try:
