@@ -52,6 +52,17 @@ def random_weights():
     return VGGWeights.from_state_dict(state, source="random (tests)")
 
 
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server for a test module, with the module's process pointed at it (tests/moto_s3.py)."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from moto_s3 import running_moto
+
+    with running_moto() as server:
+        yield server
+
+
 def make_photo(w: int, h: int, seed: int = 0):
     """A smooth synthetic RGB 'photo' (gradients plus a few shapes) as a PIL image."""
     import numpy as np

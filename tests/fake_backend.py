@@ -9,6 +9,7 @@ the item comes with tiles of at most that many px (it then reports the tile it r
 when untiled, as the engine does), ``die`` kills this worker's process the
 first time (remembered in ``die_marker``) and ``hang`` stops responding the first time. With
 ``log``, every start of an item leaves a file ``<id>.<group size>.<random>`` there (tests count them).
+Asked for live previews (``run --web``), it sends the image fading in from grey.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from typing import Any, Iterator
 
 from batchstyle.batch.engine_backend import bytes_of
-from batchstyle.batch.messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult, failure_of
+from batchstyle.batch.messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult, failure_of
 from batchstyle.engine.events import Progress
 from batchstyle.engine.images import encode_image, format_for, load_image
 
@@ -99,17 +100,32 @@ class FakeBackend:
         return image
 
     def _iterate(self, live: list, start: int, names: str, started: float) -> Iterator[tuple[str, Any]]:
+        previewed: dict[str, float] = {}
         for scale in range(start, self.scales):
             for i in range(1, self.iters + 1):
                 self._maybe_die(live, names, scale, i)
                 time.sleep(self.sleep)
                 now = time.time()
                 for one, image in live:
-                    yield one.item.id, Progress(scale, self.scales, image.width, image.height, i, self.iters,
-                                                1.0 / (scale * self.iters + i), now - started, 0, now)
+                    progress = Progress(scale, self.scales, image.width, image.height, i, self.iters,
+                                        1.0 / (scale * self.iters + i), now - started, 0, now)
+                    yield one.item.id, progress
+                    if one.preview_interval and now - previewed.get(one.item.id, 0.0) >= one.preview_interval:
+                        previewed[one.item.id] = now
+                        yield one.item.id, self._preview(image, progress)
             if scale < self.scales - 1:
                 for one, _ in live:
                     yield one.item.id, ItemCheckpoint(f"fake:{scale}".encode())
+
+    def _preview(self, image, progress: Progress) -> ItemPreview:
+        """The image fading in from grey as the run goes on, as a live preview."""
+        from PIL import Image
+
+        done = (progress.scale_index * self.iters + progress.iteration) / (self.scales * self.iters)
+        small = Image.blend(Image.new("RGB", image.size, (128, 128, 128)), image, done)
+        small.thumbnail((256, 256))
+        return ItemPreview(encode_image(small, "jpeg"), small.width, small.height, image.width, image.height,
+                           progress.scale_index, progress.iteration)
 
     def _maybe_die(self, live: list, names: str, scale: int, i: int) -> None:
         doomed = [o for o, _ in live if "die" in o.item.content.name.lower() or "hang" in o.item.content.name.lower()]

@@ -1,4 +1,6 @@
-"""The live-preview web server (batchstyle.web): routes, lazy image encoding, lifecycle."""
+"""batchstyle.web: the single-image live view (routes, lazy image encoding, lifecycle), the one server
+under it (a folder's files with strict containment, bounded requests, many clients) and the batch
+dashboard's live routes. Browser tests of the pages are in test_browser.py."""
 
 from __future__ import annotations
 
@@ -66,15 +68,23 @@ def test_index_page(preview):
     code, headers, body = get(preview.url)
     assert code == 200
     assert headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]  # the page can load nothing from elsewhere
     page = body.decode("utf-8")
-    for needle in ('fetch("/status"', '"/image?t="', 'id="image"', 'id="state"', 'id="progress"',
-                   'id="rate"', 'id="elapsed"', 'id="gpu"', "Connecting…", "Waiting for the first iteration…",
-                   "Running", "Finished", "Lost the connection", "toPrecision(6)", "image_version",
-                   "max-width: 100%", "new Image()"):
+    for needle in ('src="/.assets/live.js"', 'href="/.assets/style.css"', 'data-page="stylize"', 'id="state"',
+                   'id="view"', "Connecting…"):
         assert needle in page, needle
-    # Self-contained: no external scripts, stylesheets or CDNs.
-    assert "<script src" not in page and "<link" not in page and "http://" not in page and "https://" not in page
+    code, headers, script = get(preview.url + ".assets/live.js")
+    assert code == 200 and headers["Content-Type"].startswith("text/javascript")
+    script = script.decode("utf-8")
+    for needle in ('fetch("status"', '"image?t="', "Waiting for the first iteration…", "Running", "Finished",
+                   "Lost the connection", "toPrecision(6)", "image_version", "new Image()", "naturalWidth"):
+        assert needle in script, needle
+    code, _, css = get(preview.url + ".assets/style.css")
+    assert code == 200 and b"object-fit: contain" in css and b"image-rendering: auto" in css
+    for text in (page, script, css.decode()):  # self-contained: nothing from CDNs or other hosts
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text
     assert get(preview.url + "index.html")[0] == 200
+    assert get(preview.url + ".assets/nope.js")[0] == 404
 
 
 def test_head_and_unknown_routes(preview):
@@ -274,18 +284,19 @@ def test_image_content_type():
 
 
 def test_no_heavy_imports():
-    """web.py uses the standard library only (checked on its source, whatever the package __init__ imports)."""
+    """batchstyle.web uses the standard library only (checked on its sources, whatever __init__ imports)."""
     import ast
+    from pathlib import Path
 
     import batchstyle.web as web
 
-    tree = ast.parse(open(web.__file__, encoding="utf-8").read())
     imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            imported.add(node.module.split(".")[0])
+    for source in Path(web.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
     assert not imported & {"torch", "ray", "click", "aiohttp", "flask", "numpy", "PIL"}, imported
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
 

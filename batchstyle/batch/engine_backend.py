@@ -13,7 +13,9 @@ import ray
 from batchstyle.engine.events import Progress
 from batchstyle.engine.images import format_for
 
-from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult, failure_of
+from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult, failure_of
+
+PREVIEW_SIDE = 256  # longest side of a live preview, in pixels
 
 
 def bytes_of(value: Any) -> bytes:
@@ -98,12 +100,17 @@ class EngineBackend:
         items = [one.item for one, _ in group]
         run = self.stylizer.run_group([job for _, job in group], tile=tile)
         last: dict[int, Progress] = {}
+        previews_sent: dict[int, float] = {}
         out_of_memory = False
         try:
             for event in run:
                 if isinstance(event, Progress):
                     last[event.item] = event
                     yield items[event.item].id, event
+                    preview = _preview_due(run, event.item, group[event.item][0].preview_interval, event,
+                                           previews_sent)
+                    if preview is not None:
+                        yield items[event.item].id, preview
                 elif event.scale_index < event.scale_count - 1:
                     yield items[event.item].id, ItemCheckpoint(event.checkpoint.to_bytes())
         except Exception as exc:  # noqa: BLE001 - out of memory is a failure of the items; anything else goes on up
@@ -140,4 +147,28 @@ class EngineBackend:
                                        group_size=len(items), tile_used=tile_used)
 
 
-__all__ = ["EngineBackend", "bytes_of"]
+def _preview_due(run, index: int, interval: float, progress: Progress, sent: dict[int, float]) -> ItemPreview | None:
+    """Item ``index``'s live preview when one is due (every ``interval`` seconds, the first at once)."""
+    now = time.monotonic()
+    if not interval or now - sent.get(index, -interval) < interval:
+        return None
+    sent[index] = now
+    return live_preview(run.image(index), progress)
+
+
+def live_preview(image, progress: Progress) -> ItemPreview:
+    """A small JPEG (at most ``PREVIEW_SIDE`` px long) of ``image``, a ``[3, H, W]`` float tensor on the CPU."""
+    import torch.nn.functional as F
+
+    from batchstyle.engine.images import encode_image
+
+    height, width = image.shape[-2:]
+    scale = min(1.0, PREVIEW_SIDE / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    return ItemPreview(encode_image(image, "jpeg"), image.shape[-1], image.shape[-2], width, height,
+                       progress.scale_index, progress.iteration)
+
+
+__all__ = ["EngineBackend", "bytes_of", "live_preview", "PREVIEW_SIDE"]

@@ -8,8 +8,11 @@ import glob
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from batchstyle.engine.images import MAX_PIXELS, ImageError, image_notes, image_size
+
+from .storage import RemotePath, StorageError, as_path, is_url
 
 # Image files a folder or glob row expands to (Pillow reads them all).
 INPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
@@ -26,15 +29,48 @@ class InputFile:
 
 @dataclass
 class InputChecker:
-    """Looks at each input file once (a style is usually shared by many rows)."""
+    """Looks at each input file once (a style is usually shared by many rows). Files at URLs are
+    listed and their headers read in bulk (:meth:`prefetch`), their results cached in ``headers``."""
 
     max_pixels: int = MAX_PIXELS
-    files: dict[Path, InputFile] = field(default_factory=dict)
+    files: dict[Path | RemotePath, InputFile] = field(default_factory=dict)
+    headers: Any = None  # a store.HeaderCache for remote inputs, or None
+    _remote: Any = None
 
-    def check(self, path: Path) -> InputFile:
+    @property
+    def remote(self):
+        if self._remote is None:
+            from .remote_inputs import RemoteInputs
+
+            self._remote = RemoteInputs(INPUT_EXTENSIONS, self.headers)
+        return self._remote
+
+    def check(self, path: Path | RemotePath) -> InputFile:
         if path not in self.files:
-            self.files[path] = self._inspect(path)
+            self.files[path] = self._inspect_remote(path) if isinstance(path, RemotePath) else self._inspect(path)
         return self.files[path]
+
+    def resolved(self, path: Path | RemotePath) -> Path | RemotePath:
+        """The path as items carry it: a remote file with its content tag (what its id is made of)."""
+        if not isinstance(path, RemotePath):
+            return path
+        try:
+            return self.remote.tagged(path)
+        except StorageError:  # reported by check()
+            return path
+
+    def expand(self, cell: str, base: Path | RemotePath) -> tuple[list, bool, str | None]:
+        """What a content cell names (see :func:`expand_content`), local or remote."""
+        target = resolve(base, cell)
+        if isinstance(target, RemotePath):
+            return self.remote.expand(target, cell)
+        return expand_content(cell, base)
+
+    def prefetch(self, paths: list) -> None:
+        """Read the headers of every remote file among ``paths`` at once (concurrently)."""
+        remote = [p for p in paths if isinstance(p, RemotePath)]
+        if remote:
+            self.remote.prefetch(remote)
 
     def _inspect(self, path: Path) -> InputFile:
         if not path.exists():
@@ -46,12 +82,36 @@ class InputChecker:
                 size = image_size(path, name=path.name, max_pixels=sys.maxsize)  # the limit is checked below
         except ImageError as exc:
             return InputFile(problem=_after_name(str(exc), path.name), notes=tuple(notes))
+        return self._judged(size, tuple(notes))
+
+    def _inspect_remote(self, path: RemotePath) -> InputFile:
+        try:
+            info = self.remote.info(path)
+        except StorageError as exc:
+            return InputFile(problem=f"cannot be read: {exc.problem}")
+        if info is None:
+            return InputFile(problem="does not exist")
+        if info.get("type") == "directory":
+            return InputFile(problem="is a folder, not an image")
+        width, height, problem, notes = self.remote.header_of(path)
+        if problem:
+            return InputFile(problem=_after_name(problem, path.name), notes=tuple(notes))
+        return self._judged((width, height), tuple(notes))
+
+    def _judged(self, size: tuple[int, int], notes: tuple[str, ...]) -> InputFile:
         pixels = size[0] * size[1]
         if pixels > self.max_pixels:
             return InputFile(problem=f"is {size[0]}x{size[1]}, {pixels / 1e6:,.0f} megapixels: more than the limit "
                                      f"of {self.max_pixels / 1e6:,.0f} (--max-input-pixels); downscale it, or raise "
-                                     f"the limit if you mean it", notes=tuple(notes))
-        return InputFile(size=size, notes=tuple(notes))
+                                     f"the limit if you mean it", notes=notes)
+        return InputFile(size=size, notes=notes)
+
+
+def resolve(base: Path | RemotePath, name: str) -> Path | RemotePath:
+    """A path named in a manifest cell: a URL as it is, anything else relative to the manifest's folder."""
+    if is_url(name) or name.lower().startswith("file://"):
+        return as_path(name)
+    return base / name
 
 
 def _after_name(message: str, name: str) -> str:
@@ -69,7 +129,7 @@ def expand_content(cell: str, base: Path) -> tuple[list[Path], bool, str | None]
     images it matches (sorted). ``expanded`` tells the two apart: a file found by expanding that
     cannot be read fails as an image, while a file named in a cell is probably a typo.
     """
-    path = base / cell
+    path = resolve(base, cell)
     kinds = ", ".join(INPUT_EXTENSIONS)
     if glob.has_magic(cell):
         found = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
@@ -82,4 +142,4 @@ def expand_content(cell: str, base: Path) -> tuple[list[Path], bool, str | None]
     return [path], False, None
 
 
-__all__ = ["InputChecker", "InputFile", "expand_content", "INPUT_EXTENSIONS"]
+__all__ = ["InputChecker", "InputFile", "expand_content", "resolve", "INPUT_EXTENSIONS"]

@@ -20,7 +20,8 @@ from batchstyle.engine.settings import (FIELDS_BY_NAME, SettingsError, StyleSett
                                         did_you_mean, settings_from_text)
 from batchstyle.engine.speed import parse_tile
 
-from .inputs import INPUT_EXTENSIONS, InputChecker, expand_content
+from .inputs import INPUT_EXTENSIONS, InputChecker, resolve
+from .storage import RemotePath, StorageError, as_path
 from .outputs import DEFAULT_OUTPUT, OUTPUT_EXTENSIONS, OutputClaims, output_path
 
 BATCH_COLUMNS = ("content", "style", "output", "gpus", "tile")  # and every setting, by its field name
@@ -35,8 +36,8 @@ class Item:
     """
 
     line: int
-    content: Path
-    styles: tuple[Path, ...]
+    content: Path | RemotePath  # a local file, or one at a URL (with its content tag)
+    styles: tuple[Path | RemotePath, ...]
     settings: StyleSettings
     output: str  # relative to the output directory, with / separators
     gpus: int | None = None  # 1 or 2 from the manifest, None = decided by size
@@ -105,16 +106,22 @@ def _unknown_column(name: str) -> str:
 
 
 def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None,
-                  output_template: str = DEFAULT_OUTPUT, max_pixels: int = MAX_PIXELS) -> list[Item]:
+                  output_template: str = DEFAULT_OUTPUT, max_pixels: int = MAX_PIXELS, headers=None) -> list[Item]:
     """Parse and check a manifest; return its items in order or raise :class:`ManifestError`.
 
-    ``max_pixels`` is the largest input image accepted (a header claiming more is refused).
+    ``path`` and the files it names may be local or URLs (``s3://bucket/jobs/manifest.csv``);
+    relative paths resolve against the manifest's own folder. ``max_pixels`` is the largest input
+    image accepted (a header claiming more is refused). ``headers`` (a ``store.HeaderCache``)
+    remembers what remote images' headers said, so that a resumed run reads none of them again.
     """
-    path = Path(path)
+    path = as_path(path if isinstance(path, (str, Path, RemotePath)) else os.fspath(path))
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise ManifestError(path, [Problem(0, "the manifest does not exist")]) from None
+    except StorageError as exc:
+        raise ManifestError(path, [Problem(0, "the manifest does not exist" if exc.problem == "does not exist"
+                                           else exc.problem)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(path, [Problem(0, f"cannot read the manifest ({exc})")]) from None
     rows = _logical_rows(text)
@@ -125,10 +132,16 @@ def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None
                                               "content,style")]) from None
     except csv.Error as exc:
         raise ManifestError(path, [Problem(1, f"not valid CSV ({exc})")]) from None
-    reader = _RowReader(path.parent, defaults or StyleSettings(), output_template, InputChecker(max_pixels))
+    reader = _RowReader(path.parent, defaults or StyleSettings(), output_template,
+                        InputChecker(max_pixels, headers=headers))
     columns = reader.columns(header_line, header)
     if reader.problems:
         raise ManifestError(path, reader.problems)
+    if "://" in text or isinstance(path, RemotePath):  # remote files: list and read their headers in bulk first
+        rows, broken = _all_rows(rows, header_line)
+        reader.prefetch(columns, rows)
+    else:
+        broken = None
     items: list[Item] = []
     line = header_line
     try:
@@ -136,11 +149,24 @@ def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None
             items += reader.row(line, columns, row)
     except csv.Error as exc:
         reader.problems.append(Problem(line, f"not valid CSV ({exc})"))
+    if broken:
+        reader.problems.append(broken)
     if reader.problems:
         raise ManifestError(path, reader.problems)
     if not items:
         raise ManifestError(path, [Problem(header_line, "the manifest lists no images")])
     return items
+
+
+def _all_rows(rows: Iterator[tuple[int, list[str]]], line: int) -> tuple[list[tuple[int, list[str]]], Problem | None]:
+    """Every row up to the first that is not valid CSV (and that problem, with its line)."""
+    done: list[tuple[int, list[str]]] = []
+    try:
+        for line, row in rows:
+            done.append((line, row))
+    except csv.Error as exc:
+        return done, Problem(done[-1][0] if done else line, f"not valid CSV ({exc})")
+    return done, None
 
 
 class _RowReader:
@@ -168,6 +194,22 @@ class _RowReader:
             if required not in columns:
                 self.problems.append(Problem(line, f"the header has no {required!r} column"))
         return columns
+
+    def prefetch(self, columns: list[str | None], rows: list[tuple[int, list[str]]]) -> None:
+        """List the remote folders and read the headers of every remote file the rows name, at once.
+
+        Problems are left for :meth:`row` to report in order."""
+        paths = []
+        for _, row in rows:
+            cells = {col: cell.strip() for col, cell in zip(columns, row) if col is not None}
+            try:
+                for name in (s.strip() for s in cells.get("style", "").split(";") if s.strip()):
+                    paths.append(resolve(self.base, name))
+                if cells.get("content"):
+                    paths += self.checker.expand(cells["content"], self.base)[0]
+            except StorageError:
+                continue
+        self.checker.prefetch(paths)
 
     def row(self, line: int, columns: list[str | None], row: list[str]) -> list[Item]:
         """The row's items, or none when anything in it is wrong (its problems are recorded)."""
@@ -226,13 +268,13 @@ class _RowReader:
         if not names:
             problem("style is empty; give one or more style images separated by ';'")
         for name in names:
-            found = self.checker.check(self.base / name)
+            found = self.checker.check(resolve(self.base, name))
             if found.problem:
                 problem(f"style image {name!r} {found.problem}")
         if weights is not None and names and len(weights) != len(names):
             problem(f"{len(weights)} style weights for {len(names)} style image(s); give one weight per style, "
                     f"separated by ';'")
-        return tuple(self.base / name for name in names)
+        return tuple(self.checker.resolved(resolve(self.base, name)) for name in names)
 
     def _items(self, line: int, cells: dict[str, str], settings: StyleSettings, gpus: int | None,
                styles: tuple[Path, ...], problem) -> Iterator[Item]:
@@ -241,7 +283,10 @@ class _RowReader:
         if not cell:
             problem("content is empty; give an image, a folder or a pattern such as photos/*.jpg")
             return
-        contents, expanded, error = expand_content(cell, self.base)
+        try:
+            contents, expanded, error = self.checker.expand(cell, self.base)
+        except StorageError as exc:
+            contents, expanded, error = [], False, f"content {cell!r}: {exc.problem}"
         if error:
             problem(error)
             return
@@ -260,7 +305,7 @@ class _RowReader:
             if taken:
                 problem(taken)
                 continue
-            yield self._item(line, content, styles, settings, output, gpus, trouble)
+            yield self._item(line, self.checker.resolved(content), styles, settings, output, gpus, trouble)
 
     def _content_problem(self, content: Path, settings: StyleSettings, styles: tuple[Path, ...]) -> str:
         """Why this content image cannot be made with these settings and styles ("" when it can)."""

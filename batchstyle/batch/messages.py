@@ -23,6 +23,7 @@ class ItemInputs:
     checkpoint: bytes | None = None
     max_pixels: int | None = None  # the largest input image accepted (None: the engine's default)
     tile: str | int | None = None  # how to tile it (auto, off, core px); None: the worker's speed options
+    preview_interval: float = 0.0  # seconds between live previews of this item; 0: none
 
 
 @dataclass
@@ -30,6 +31,23 @@ class ItemCheckpoint:
     """The engine's state after a finished scale, to continue from if the item is interrupted."""
 
     data: bytes
+
+
+@dataclass
+class ItemPreview:
+    """A small JPEG of the image as it forms, for the live dashboard (``ItemInputs.preview_interval``)."""
+
+    image: bytes
+    width: int
+    height: int
+    of_width: int  # the size of the image it shows, at the current scale
+    of_height: int
+    scale_index: int
+    iteration: int
+
+    @property
+    def version(self) -> str:
+        return f"{self.scale_index}.{self.iteration}"
 
 
 @dataclass
@@ -78,4 +96,4 @@ def failure_of(exc: BaseException, item: Item) -> ItemFailure:
     return ItemFailure(kind, message, traceback.format_exc())
 
 
-__all__ = ["ItemInputs", "ItemCheckpoint", "ItemResult", "ItemFailure", "WorkerInfo", "failure_of"]
+__all__ = ["ItemInputs", "ItemCheckpoint", "ItemPreview", "ItemResult", "ItemFailure", "WorkerInfo", "failure_of"]

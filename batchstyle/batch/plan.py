@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from batchstyle.engine.schedule import scale_ladder
 from batchstyle.engine.settings import group_key
 
+from .gallery_data import changed_settings
 from .manifest import Item
 from .store import HashCache, OutputDir, PlanEntry
 
@@ -16,7 +17,7 @@ from .store import HashCache, OutputDir, PlanEntry
 # so that outputs of an older engine are not taken for current ones.
 ENGINE_REVISION = 1
 
-DEFAULT_TWO_GPU_PIXELS = None  # images too large for one GPU run there with tiles (README "Memory")
+DEFAULT_TWO_GPU_PIXELS = None  # images too large for one GPU run there with tiles (README "Big images")
 
 
 @dataclass
@@ -70,17 +71,25 @@ def planned(item: Item, hashes: HashCache, weights_identity: str, two_gpu_pixels
                    pixels=width * height)
 
 
+def plan_entry(item: Item) -> PlanEntry:
+    """What ``plan.json`` keeps of an item: enough for ``status`` and the gallery of pending images."""
+    return PlanEntry(item.id, item.output, item.line, str(item.content), [str(s) for s in item.styles],
+                     changed_settings(item.settings))
+
+
 def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force: bool = False,
               two_gpu_pixels: int | None = DEFAULT_TWO_GPU_PIXELS) -> Plan:
     """Give every item its id and split them into done and to-do; record the plan for ``status``."""
     out.create()
-    hashes = HashCache(out.meta / "hashes.json")
+    hashes = HashCache.in_output(out)
     items = [planned(item, hashes, weights_identity, two_gpu_pixels) for item in items]
     hashes.save()
-    done_ids = set() if force else out.done_ids()  # --force: a record goes when its new image replaces it
-    out.write_plan([PlanEntry(i.id, i.output, i.line, str(i.content)) for i in items], {"weights": weights_identity})
+    out.headers.save()
+    # --force: a record goes when its new image replaces it
+    done_ids = set() if force else out.done_ids(outputs={i.id: i.output for i in items})
+    out.write_plan([plan_entry(i) for i in items], {"weights": weights_identity})
     return Plan(todo=[i for i in items if i.id not in done_ids], done=[i for i in items if i.id in done_ids],
                 weights=weights_identity)
 
 
-__all__ = ["Plan", "item_id", "route", "planned", "make_plan", "ENGINE_REVISION", "DEFAULT_TWO_GPU_PIXELS"]
+__all__ = ["Plan", "item_id", "route", "planned", "plan_entry", "make_plan", "ENGINE_REVISION", "DEFAULT_TWO_GPU_PIXELS"]

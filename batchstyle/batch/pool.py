@@ -20,7 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from batchstyle.engine.events import Progress
 
 from .manifest import Item
-from .messages import WorkerInfo
+from .messages import ItemPreview, WorkerInfo
 from .policies import desired_workers
 from .worker import BackendFactory, StyleWorker
 
@@ -38,6 +38,7 @@ class Call:
     started: float
     progress: dict[str, Progress] = field(default_factory=dict)
     last_event: float = field(default_factory=time.monotonic)
+    previews: dict[str, ItemPreview] = field(default_factory=dict)  # the latest of each item, for --web
 
 
 @dataclass

@@ -6,6 +6,7 @@ holds for a mix of image sizes. Displays (the terminal table, the web dashboard)
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -25,8 +26,14 @@ def duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def _ladder(item: Item) -> list[Scale]:
-    return scale_ladder(item.content_size, item.settings)
+def _ladder(item: Item) -> tuple[Scale, ...]:
+    return _scales(item.content_size, item.settings)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scales(content_size: tuple[int, int], settings) -> tuple[Scale, ...]:
+    """Remembered: the displays ask for every running item's ladder several times per tick."""
+    return tuple(scale_ladder(content_size, settings))
 
 
 def remaining_units(item: Item, progress: Progress | None) -> int:

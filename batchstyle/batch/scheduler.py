@@ -23,7 +23,7 @@ from ray.exceptions import RayError, RayTaskError
 from batchstyle.engine.events import Progress
 
 from .manifest import Item
-from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemResult
+from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult
 from .policies import after_out_of_memory, after_worker_lost, auto_group_size, fair_share, fit_to_cluster
 from .pool import Call, Worker, WorkerPool, WorkerSetup, cause_of
 from .store import FailureRecord, ItemRecord, OutputDir
@@ -44,6 +44,7 @@ class RunOptions:
     speed: dict | None = None  # engine Speed options for every worker
     force: bool = False  # redo from the start: saved checkpoints are not used
     max_pixels: int | None = None  # the largest input image the workers accept (None: the engine's default)
+    preview_interval: float = 0.0  # seconds between live previews of a running item (--web); 0: none
 
 
 @dataclass
@@ -136,6 +137,7 @@ class Scheduler:
         return self.state
 
     def _tick(self) -> None:
+        self._check_output()
         if self.pool.due():
             for worker in self.pool.look():
                 self._worker_lost(worker, "its node left the cluster", preempted=True)
@@ -148,6 +150,12 @@ class Scheduler:
         self.state.message = "" if self.state.draining else self.pool.waiting()
         self._announce_interrupts()
         self.display.update(self.state)
+
+    def _check_output(self) -> None:
+        """Stop at once when this run may no longer write its output (another run took its lease over)."""
+        lost = self.out.lost()
+        if lost and not self.fatal:
+            self.fatal = lost
 
     @property
     def interrupted(self) -> bool:
@@ -211,7 +219,8 @@ class Scheduler:
             return None
         checkpoint = None if self.options.force else self.out.checkpoint(item.id)
         return ItemInputs(item, content, [self.style_refs[s] for s in item.styles], checkpoint,
-                          self.options.max_pixels, self.tiles.get(item.id, item.tile))
+                          self.options.max_pixels, tile=self.tiles.get(item.id, item.tile),
+                          preview_interval=self.options.preview_interval)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -263,8 +272,10 @@ class Scheduler:
             return
         if isinstance(event, Progress):
             call.progress[item.id] = event
+        elif isinstance(event, ItemPreview):
+            call.previews[item.id] = event
         elif isinstance(event, ItemCheckpoint):
-            self.out.write_checkpoint(item.id, event.data)
+            self._save_checkpoint(item, event.data)
         elif isinstance(event, ItemResult):
             self._finish_done(worker, item, event)
         elif isinstance(event, ItemFailure):
@@ -278,6 +289,7 @@ class Scheduler:
         if call is not None and item in call.items:
             call.items.remove(item)
             call.progress.pop(item.id, None)
+            call.previews.pop(item.id, None)
             if not call.items:
                 worker.call = None
 
@@ -302,6 +314,15 @@ class Scheduler:
         resumed = "" if result.resumed_from_scale is None else f", resumed after scale {result.resumed_from_scale + 1}"
         together = f", in a group of {result.group_size}" if result.group_size > 1 else ""
         self.display.log(f"[green]done[/] {item.output} ({result.seconds:.0f} s on {record.worker}{resumed}{together})")
+
+    def _save_checkpoint(self, item: Item, data: bytes) -> None:
+        """A checkpoint that cannot be saved costs a restart from an earlier scale; a gone output stops the run."""
+        try:
+            self.out.write_checkpoint(item.id, data)
+        except OSError as exc:
+            self.fatal = self.out.unusable()
+            if not self.fatal:
+                self.display.log(f"[yellow]note:[/] cannot save the checkpoint of {item.output}: {exc.strerror or exc}")
 
     def _write_failed(self, worker: Worker, item: Item, exc: OSError) -> None:
         """An image that cannot be written fails alone, unless the output directory itself is gone."""

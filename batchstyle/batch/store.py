@@ -8,7 +8,12 @@ Layout::
     OUTDIR/.batchstyle/checkpoints/<id>.ckpt engine state after the last finished scale
     OUTDIR/.batchstyle/plan.json             the items of the latest run (for ``batchstyle status``)
     OUTDIR/.batchstyle/hashes.json           input file hashes by (path, size, mtime)
+    OUTDIR/.batchstyle/headers.json          what remote inputs' headers said, by content tag (ETag)
     OUTDIR/.batchstyle/lock                  who runs here now
+
+Other files (a gallery, thumbnails) go through :meth:`OutputDir.write_file`, which writes them the
+same safe way here and on object storage. An output directory at a URL (``s3://bucket/prefix``)
+is a :class:`remote_store.RemoteOutputDir`: same methods, a lease instead of the lock.
 
 Every file is written under a temporary name and renamed into place, so a crash never leaves a
 half-written file under a final name. A record means a complete image; no record means redo. A
@@ -30,6 +35,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from batchstyle.engine.images import atomic_write
+
+from .storage import RemotePath, StorageError, as_path, is_url
 
 try:
     import fcntl
@@ -74,6 +81,7 @@ class ItemRecord:
     output_bytes: int = 0  # the image as written: size, modification time and SHA-256
     output_mtime_ns: int = 0
     output_sha256: str = ""
+    output_tag: str = ""  # on object storage: the content tag (ETag) the image's PUT returned
 
 
 @dataclass
@@ -98,22 +106,83 @@ class PlanEntry:
     output: str
     line: int
     content: str
+    styles: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # only those that differ from the defaults
 
 
 class OutputDir:
-    """Reads and writes one output directory; safe against crashes at any instant."""
+    """Reads and writes one output directory; safe against crashes at any instant.
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    ``OutputDir("s3://bucket/prefix")`` (any fsspec URL) gives a :class:`remote_store.RemoteOutputDir`
+    with the same methods, designed for object storage; a local path keeps this class's fast path.
+    """
+
+    def __new__(cls, root: str | os.PathLike, **options):
+        if cls is OutputDir and is_url(root):
+            from .remote_store import RemoteOutputDir
+
+            cls = RemoteOutputDir
+        return super().__new__(cls)
+
+    remote = False  # on object storage (RemoteOutputDir): records are listed, not read
+
+    def __init__(self, root: str | os.PathLike, **options):
+        self.root = as_path(os.fspath(root))
+        self.url = str(self.root)  # what messages show
         self.meta = self.root / META
         self.done_dir = self.meta / "done"
         self.failed_dir = self.meta / "failed"
         self.checkpoint_dir = self.meta / "checkpoints"
         self._by_output: dict[str, set[str]] | None = None
+        self.observers: list[Any] = []  # see watch()
+        self.headers = HeaderCache(self)
 
     def create(self) -> None:
         for d in (self.done_dir, self.failed_dir, self.checkpoint_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+    def exists(self) -> bool:
+        """Whether this is a batchstyle output directory (it has a ``.batchstyle`` folder)."""
+        return self.meta.is_dir()
+
+    def lost(self) -> str | None:
+        """Why this run may no longer write here (another run took over), or None."""
+        return None
+
+    # -- any file under the directory (the gallery, thumbnails, caches) ------------------------------
+
+    def write_file(self, rel: str, data: bytes) -> None:
+        """Write ``rel`` (a path relative to the directory, ``/`` separated) whole: readers see the
+        old file or the new one, never half of it."""
+        atomic_write(self.root / rel, data)
+
+    def read_file(self, rel: str) -> bytes | None:
+        """The bytes of ``rel`` under the directory, or None when there is no such file."""
+        try:
+            return (self.root / rel).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def file_names(self, rel: str) -> set[str]:
+        """The names of the files in the folder ``rel`` under the directory (none if there is no such folder)."""
+        try:
+            return set(os.listdir(self.root / rel))
+        except OSError:
+            return set()
+
+    def stamp(self, rel: str) -> tuple | None:
+        """What tells whether the file ``rel`` changed without reading it (size and modification
+        time here); None when there is no such file."""
+        try:
+            st = (self.root / rel).stat()
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns)
+
+    @property
+    def name(self) -> str:
+        """The directory's own name, as a title."""
+        return Path(os.path.abspath(self.root)).name
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -137,8 +206,11 @@ class OutputDir:
     def failures(self) -> dict[str, FailureRecord]:
         return self._read_json_dir(self.failed_dir, FailureRecord)
 
-    def done_ids(self, records: dict[str, ItemRecord] | None = None) -> set[str]:
-        """Ids whose record exists and whose image is still the one the record describes."""
+    def done_ids(self, records: dict[str, ItemRecord] | None = None, outputs: dict[str, str] | None = None) -> set[str]:
+        """Ids whose record exists and whose image is still the one the record describes.
+
+        ``outputs`` (id -> output, from a plan) lets a remote directory check without reading records.
+        """
         records = self.records() if records is None else records
         return {i for i, r in records.items() if self._still_there(r)}
 
@@ -160,7 +232,8 @@ class OutputDir:
             data = json.loads((self.meta / "plan.json").read_bytes())
         except (OSError, ValueError):
             return []
-        return [PlanEntry(**e) for e in data.get("items", [])]
+        fields = PlanEntry.__dataclass_fields__
+        return [PlanEntry(**{k: v for k, v in e.items() if k in fields}) for e in data.get("items", [])]
 
     def checkpoint(self, item_id: str) -> bytes | None:
         try:
@@ -193,6 +266,7 @@ class OutputDir:
         self._claims_on(record.output).add(record.id)
         (self.failed_dir / f"{record.id}.json").unlink(missing_ok=True)
         (self.checkpoint_dir / f"{record.id}.ckpt").unlink(missing_ok=True)
+        self._notify("on_result", record, image)
 
     def _claims_on(self, output: str) -> set[str]:
         """Ids of the records that name ``output`` (an index built once from the records)."""
@@ -204,6 +278,7 @@ class OutputDir:
 
     def write_failure(self, failure: FailureRecord) -> None:
         atomic_write(self.failed_dir / f"{failure.id}.json", _json_bytes(asdict(failure)))
+        self._notify("on_failure", failure)
 
     def write_checkpoint(self, item_id: str, data: bytes) -> None:
         atomic_write(self.checkpoint_dir / f"{item_id}.ckpt", data)
@@ -235,6 +310,17 @@ class OutputDir:
 
     def lock(self) -> "RunLock":
         return RunLock(self.meta / "lock")
+
+    # -- observers -------------------------------------------------------------------------------
+
+    def watch(self, observer: Any) -> None:
+        """After each write, call ``observer.on_result(record, image)`` or ``observer.on_failure(failure)``
+        (the gallery follows the run this way); an observer must return quickly."""
+        self.observers.append(observer)
+
+    def _notify(self, event: str, *args: Any) -> None:
+        for observer in self.observers:
+            getattr(observer, event)(*args)
 
 
 class RunLock:
@@ -328,19 +414,29 @@ def _sha256_of(path: Path) -> str:
 
 
 class HashCache:
-    """SHA-256 of input files, remembered by (path, size, mtime) so a rerun does not reread them."""
+    """SHA-256 of input files, remembered by (path, size, mtime) so a rerun does not reread them.
 
-    def __init__(self, path: Path | None):
-        self.path = path
+    A remote input's identity is its store's content tag (ETag and size, from the listing that
+    found it): no bytes are read for it, unless the store gives no tag.
+    """
+
+    def __init__(self, path: Path | None, out: "OutputDir | None" = None, rel: str = ""):
+        self.path, self.out, self.rel = path, out, rel
         self.entries: dict[str, list] = {}
         self.changed = False
-        if path is not None:
-            try:
-                self.entries = json.loads(path.read_bytes())
-            except (OSError, ValueError):
-                self.entries = {}
+        try:
+            data = path.read_bytes() if path is not None else out.read_file(rel) if out is not None else None
+            self.entries = json.loads(data) if data else {}
+        except (OSError, ValueError):
+            self.entries = {}
 
-    def digest(self, file: Path) -> str:
+    @classmethod
+    def in_output(cls, out: "OutputDir") -> "HashCache":
+        return cls(None, out, f"{META}/hashes.json")
+
+    def digest(self, file: Path | RemotePath) -> str:
+        if isinstance(file, RemotePath):
+            return file.tag or hashlib.sha256(file.read_bytes()).hexdigest()
         key = str(file.resolve())
         st = file.stat()
         cached = self.entries.get(key)
@@ -352,9 +448,51 @@ class HashCache:
         return digest
 
     def save(self) -> None:
-        if self.path is not None and self.changed:
-            atomic_write(self.path, json.dumps(self.entries).encode())
+        if not self.changed:
+            return
+        data = json.dumps(self.entries).encode()
+        if self.path is not None:
+            atomic_write(self.path, data)
+        elif self.out is not None:
+            self.out.write_file(self.rel, data)
+        self.changed = False
+
+
+class HeaderCache:
+    """What the headers of remote input images said (size, problem, notes), by content tag, kept in
+    the output directory so that a resumed run plans from listings alone."""
+
+    REL = f"{META}/headers.json"
+
+    def __init__(self, out: "OutputDir"):
+        self.out = out
+        self._entries: dict[str, list] | None = None
+        self.changed = False
+
+    @property
+    def entries(self) -> dict[str, list]:
+        if self._entries is None:
+            try:
+                self._entries = json.loads(self.out.read_file(self.REL) or b"{}")
+            except ValueError:
+                self._entries = {}
+            except StorageError as exc:  # said of the output location, not of a file inside it
+                raise StorageError(self.out.url, exc.problem) from None
+        return self._entries
+
+    def get(self, tag: str) -> list | None:
+        return self.entries.get(tag) if tag else None
+
+    def put(self, tag: str, value: list) -> None:
+        if tag:
+            self.entries[tag] = value
+            self.changed = True
+
+    def save(self) -> None:
+        if self.changed:
+            self.out.write_file(self.REL, json.dumps(self.entries).encode())
             self.changed = False
 
 
-__all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache"]
+__all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache", "HeaderCache",
+           "META"]

@@ -4,9 +4,10 @@ the stylize progress bar, the bench table and the status tables."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -19,6 +20,26 @@ from batchstyle.batch.scheduler import BatchState
 PLAIN_INTERVAL = 10.0  # seconds between summary lines when output is not a terminal
 
 
+@contextlib.contextmanager
+def warnings_as_notes(log: Callable[[str], None]) -> Iterator[None]:
+    """Warnings become one note line each (the same text once), never raw text on the screen.
+
+    Those of background threads are dropped: the gallery's thumbnails decode inputs whose warnings
+    were given as notes at planning (and the web server's requests are not the user's inputs)."""
+    noted: set[str] = set()
+
+    def note(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        if threading.current_thread() is threading.main_thread() and text not in noted:
+            noted.add(text)
+            log(f"[cyan]note:[/] {text}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = note
+        yield
+
+
 class BatchDisplay:
     """Feeds on the scheduler's state every tick; owns all output while the batch runs."""
 
@@ -29,7 +50,6 @@ class BatchDisplay:
         self._live: Live | None = None
         self._last_plain = 0.0
         self._last_counts = ""
-        self._noted: set[str] = set()
 
     def __enter__(self) -> "BatchDisplay":
         if self.live_mode:
@@ -44,19 +64,9 @@ class BatchDisplay:
             if self._last_counts:
                 self.console.print(self._last_counts)
 
-    @contextlib.contextmanager
-    def warnings_as_notes(self) -> Iterator[None]:
+    def warnings_as_notes(self) -> contextlib.AbstractContextManager:
         """Warnings raised while the batch runs become one note line each, never raw text over the table."""
-        def note(message, category, filename, lineno, file=None, line=None) -> None:
-            text = " ".join(str(message).split())
-            if text not in self._noted:
-                self._noted.add(text)
-                self.log(f"[cyan]note:[/] {text}")
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = note
-            yield
+        return warnings_as_notes(self.log)
 
     def counts(self, state: BatchState) -> str:
         return (f"done {state.done}/{state.total - state.skipped} · failed {state.failed} · skipped "

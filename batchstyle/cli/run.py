@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
+from .batch_view import BatchView, web_options
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, UserError, max_pixels_option, setting_options,
                      settings_from_options, speed_from_options, speed_options)
 
@@ -52,10 +53,12 @@ NOTES_SHOWN = 20  # notes about input files printed before a run; all of them ar
 @max_pixels_option
 @speed_options
 @click.option("--plain", is_flag=True, help="Plain log lines instead of the live table (automatic when not a terminal).")
+@web_options
 @click.pass_obj
 def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None, device: str, workers: int | None,
         two_gpu_pixels: int | None, retries: int, force: bool, weights: str | None, cpu_threads: int | None,
-        stall_timeout: float, group_size: str, max_input_pixels: int, plain: bool, **options: Any) -> None:
+        stall_timeout: float, group_size: str, max_input_pixels: int, plain: bool, web: bool, host: str,
+        port: int, **options: Any) -> None:
     """Stylize every image of a MANIFEST (CSV), on this machine or a Ray cluster; resumable.
 
     \b
@@ -68,6 +71,7 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     or 2), tile (auto, off or PX), and any engine option by its long name. Empty cells take the
     command-line value.
     Paths are relative to the manifest. Run the same command again to resume.
+    OUTDIR/index.html shows every image (open it in a browser); --web shows the running batch too.
     """
     from batchstyle.batch.scheduler import RunOptions
 
@@ -76,14 +80,17 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     run_options = RunOptions(backend=backend, device=device, workers=workers, retries=retries,
                              cpu_threads=cpu_threads, stall_timeout=stall_timeout or None,
                              group_size=_group_size(group_size), speed=speed_from_options(options).to_dict(),
-                             force=force, max_pixels=max_input_pixels)
+                             force=force, max_pixels=max_input_pixels,
+                             preview_interval=_preview_interval(web))
     try:
-        items = _read_manifest(manifest, settings_from_options(options), max_input_pixels)
+        out = _output_dir(outdir, manifest)
+        items = _read_manifest(manifest, settings_from_options(options), max_input_pixels, out.headers)
         resolved, identity = _weights(console, backend, weights)
-        out, lock = _open_output(outdir if outdir else Path(manifest).parent / "output")
+        lock = _open_output(out)
         try:
             code = run_batch(console, items, out, lock, resolved, identity, address=address,
-                             two_gpu_pixels=two_gpu_pixels, plain=plain, options=run_options)
+                             two_gpu_pixels=two_gpu_pixels, plain=plain, options=run_options,
+                             web=(host, port) if web else None)
         finally:
             lock.release()
     except KeyboardInterrupt:  # before the scheduler took over Ctrl-C: nothing was made yet
@@ -92,27 +99,46 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     sys.exit(code)
 
 
-def _read_manifest(manifest: str, defaults, max_pixels: int):
+def _read_manifest(manifest: str, defaults, max_pixels: int, headers=None):
     from batchstyle.batch.manifest import ManifestError, read_manifest
+    from batchstyle.batch.storage import StorageError
 
     try:
-        return read_manifest(manifest, defaults, max_pixels=max_pixels)
+        return read_manifest(manifest, defaults, max_pixels=max_pixels, headers=headers)
+    except StorageError as exc:  # the output location, where remote inputs' headers are cached
+        raise UserError(str(exc)) from None
     except ManifestError as exc:
         if len(exc.problems) == 1 and exc.problems[0].line == 0:  # the file as a whole
             raise UserError(str(exc)) from None
         Console(stderr=True, highlight=False).print(str(exc), markup=False, soft_wrap=True)
         noun = "problem" if len(exc.problems) == 1 else "problems"
-        raise UserError(f"{len(exc.problems)} {noun} in {manifest}; nothing was started") from None
+        raise UserError(f"{len(exc.problems)} {noun} in {exc.path}; nothing was started") from None
 
 
-def _open_output(path):
-    """The output directory, created and locked for this run."""
-    from batchstyle.batch.store import LockError, OutputDir
+def _output_dir(outdir: str | None, manifest: str):
+    """The output directory (not touched yet): as given, else output/ beside the manifest, local or remote."""
+    from batchstyle.batch.storage import RemotePath, StorageError, as_path, redact
+    from batchstyle.batch.store import OutputDir
 
-    out = OutputDir(path)
+    target = outdir
+    if not target:
+        parent = as_path(manifest).parent
+        target = parent.url + "/output" if isinstance(parent, RemotePath) else str(parent / "output")
+    try:
+        return OutputDir(target)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+    except ValueError as exc:
+        raise UserError(f"{redact(target)}: {exc}") from None
+
+
+def _open_output(out):
+    """Create and lock the output directory for this run (a lease on object storage)."""
+    from batchstyle.batch.store import LockError
+
     try:
         out.create()
-        return out, out.lock().acquire()
+        return out.lock().acquire()
     except LockError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
@@ -131,24 +157,36 @@ def _group_size(text: str) -> int | None:
     return value
 
 
+def _preview_interval(web: bool) -> float:
+    """Workers send live previews only while a dashboard can show them."""
+    from batchstyle.batch.dashboard import PREVIEW_INTERVAL
+
+    return PREVIEW_INTERVAL if web else 0.0
+
+
 def run_batch(console: Console, items, out, lock, resolved, identity: str, *, address: str | None,
-              two_gpu_pixels: int | None, plain: bool, options) -> int:
+              two_gpu_pixels: int | None, plain: bool, options, web: tuple[str, int] | None = None) -> int:
     """Plan the items against the output directory, then make the missing ones with Ray."""
     from batchstyle.batch.plan import make_plan
 
+    from .display import warnings_as_notes
+
     _clean_up_after_a_crash(console, out, lock)
-    plan = make_plan(items, out, identity, force=options.force, two_gpu_pixels=two_gpu_pixels)
-    console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
-                  f"{len(plan.todo)} to make, into {out.root}")
-    _print_notes(console, plan.todo)
-    if not plan.todo:
-        return 0
-    ray = start_ray(address)
-    try:
+    with contextlib.ExitStack() as stack:  # undone in reverse: Ray, the warnings, the gallery and server
+        view = BatchView(out, web).open(console)
+        stack.callback(view.close, console)
+        stack.enter_context(warnings_as_notes(console.print))
+        plan = make_plan(items, out, identity, force=options.force, two_gpu_pixels=two_gpu_pixels)
+        console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
+                      f"{len(plan.todo)} to make, into {out.root}")
+        _print_notes(console, plan.todo)
+        view.start(console, plan)
+        if not plan.todo:
+            return 0
+        ray = start_ray(address)
+        stack.callback(ray.shutdown)
         weights_ref = ray.put(resolved.to_numpy()) if resolved is not None else None
-        return _schedule(console, plan, out, weights_ref, identity, options, plain)
-    finally:
-        ray.shutdown()
+        return _schedule(console, plan, out, weights_ref, identity, options, plain, view)
 
 
 def _clean_up_after_a_crash(console: Console, out, lock) -> None:
@@ -186,19 +224,21 @@ def _weights(console: Console, backend, path: str | None):
     return resolved, resolved.identity
 
 
-def _schedule(console: Console, plan, out, weights_ref, identity: str, options, plain: bool) -> int:
+def _schedule(console: Console, plan, out, weights_ref, identity: str, options, plain: bool, view: BatchView) -> int:
     from batchstyle.batch.scheduler import Scheduler
 
     from .display import BatchDisplay, summary_table
 
     started = time.time()
     with BatchDisplay(console, live=False if plain else None) as display, display.warnings_as_notes():
-        scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, options, display)
+        scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, options, view.display(display))
         try:
             state = scheduler.run()
         except RuntimeError as exc:
             display.log(f"[red]error:[/] {exc}")
             return EXIT_FAILED
+        finally:
+            view.finished(scheduler.state, aborted=scheduler.aborting)
     console.print(summary_table(state, time.time() - started))
     if scheduler.interrupted:
         console.print(f"Interrupted. Run the same command again to make the {state.pending} remaining image(s).")

@@ -15,19 +15,20 @@ from .display import entries_table, failed_table
 @click.command()
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--all", "show_all", is_flag=True, help="List every pending and done image, not just the first few.")
-def status(outdir: str, show_all: bool) -> None:
+@click.option("--html", is_flag=True, help="Also write the gallery, OUTDIR/index.html, from the records (for output "
+              "directories made before there was one; a run keeps it up to date by itself).")
+def status(outdir: str, show_all: bool, html: bool) -> None:
     """Show what is done, failed (with errors) and pending in an output directory (no Ray needed).
 
     Exits with 1 when images of the latest run failed, so that scripts can tell.
     """
-    from batchstyle.batch.store import OutputDir
+    from batchstyle.batch.storage import StorageError
 
-    out = OutputDir(outdir)
-    if not out.meta.is_dir():
-        raise UserError(f"{outdir} is not a batchstyle output directory (no {out.meta.name}/ in it)")
     console = Console(highlight=False, soft_wrap=True)
-    plan, records, failures = out.plan(), out.records(), out.failures()
-    done_ids = out.done_ids(records)
+    try:
+        out, plan, records, failures, done_ids = _read_state(outdir, show_all)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
     done = [e for e in plan if e.id in done_ids]
     failed = [e for e in plan if e.id in failures and e.id not in done_ids]
     pending = [e for e in plan if e.id not in done_ids and e.id not in failures]
@@ -45,8 +46,38 @@ def status(outdir: str, show_all: bool) -> None:
             console.print(entries_table(title, entries[:limit], records))
             if limit is not None and len(entries) > limit:
                 console.print(f"... and {len(entries) - limit} more (--all lists them)")
+    if html:
+        _write_gallery(console, out)
     if failed:
         sys.exit(EXIT_FAILED)
+
+
+def _write_gallery(console: Console, out) -> None:
+    """Rebuild OUTDIR/index.html with every thumbnail, unless a run is writing it now."""
+    from batchstyle.batch.gallery import rebuild_gallery
+
+    if out.lock().held_elsewhere():
+        console.print(f"A run is in progress there; it keeps {out.root / 'index.html'} up to date.")
+        return
+    try:
+        gallery = rebuild_gallery(out)
+    except OSError as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"Wrote {out.root / 'index.html'} ({len(gallery.items)} image(s)); open it in a browser.")
+
+
+def _read_state(outdir: str, show_all: bool):
+    """The output directory, its latest plan, records, failures and done ids. On object storage one
+    listing of the prefix tells what is done; the records themselves are read only for --all."""
+    from batchstyle.batch.store import OutputDir
+
+    out = OutputDir(outdir)
+    if not out.exists():
+        raise UserError(f"{outdir} is not a batchstyle output directory (no {out.meta.name}/ in it)")
+    plan, failures = out.plan(), out.failures()
+    records = out.records() if show_all or not out.remote else {}
+    done_ids = out.done_ids(records or None, outputs={e.id: e.output for e in plan})
+    return out, plan, records, failures, done_ids
 
 
 def _describe_lock(console: Console, out) -> None:

@@ -1,0 +1,176 @@
+"""The live dashboard of ``batchstyle run --web``: the gallery page plus the running batch.
+
+A :class:`Dashboard` sits between the scheduler and its display: every tick it passes the state on
+and keeps a small snapshot of it (counts, rates, ETA, each worker's items with scale, iteration, loss,
+and the latest preview of each running image). Building it costs O(running items); the server's
+threads read it and serialise it (once per tick, however many browsers ask). Routes::
+
+    /.live/state           JSON: {"batchstyle": "live", "finished", "counts", "progress", "eta",
+                           "images_per_hour", "workers": [{"label", "state", "items": [...]}],
+                           "gallery": {"summary", "shards"}}  (data versions, see batch/gallery.py)
+    /.live/preview/<id>    the latest preview JPEG of a running image (404 when there is none)
+
+Everything else is the output directory's own files (the server's ``root``; those of a remote one
+are read through it here), ``/`` its gallery.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from batchstyle.web.files import Refused, content_type, relative_name
+from batchstyle.web.server import Reply, json_bytes, text_reply
+
+from .gallery import Gallery
+from .messages import ItemPreview
+from .progress import BatchProgress, images_per_hour, units_done
+from .pool import Worker
+from .scheduler import BatchState, Display
+
+PREVIEW_INTERVAL = 3.0  # seconds between previews of one running image while the dashboard is served
+STATE_ROUTE, PREVIEW_ROUTE = "/.live/state", "/.live/preview/"
+# What "/" shows in the first moments of a new output directory, before its gallery is written.
+PREPARING_PAGE = (b"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta http-equiv='refresh' "
+                  b"content='1'><title>batchstyle</title></head><body><p>Preparing the gallery\xe2\x80\xa6</p>"
+                  b"</body></html>")
+
+
+class Dashboard:
+    """A display for the scheduler (wrapping the terminal's) and the live routes for the web server."""
+
+    def __init__(self, display: Display | None = None, gallery: Gallery | None = None, root: Path | None = None,
+                 files: Any = None):
+        """``root``: the local output directory the server serves; ``files``: a remote one (an
+        :class:`~batch.store.OutputDir`), whose files this dashboard serves itself."""
+        self.display, self.gallery, self.root, self.files = display, gallery, root, files
+        self.progress = BatchProgress()
+        self._lock = threading.Lock()
+        self._state: dict[str, Any] = {"batchstyle": "live", "finished": False, "workers": [], "progress": 0.0,
+                                       "counts": _counts(0, 0, 0, 0, 0, 0), "message": "starting"}
+        self._previews: dict[str, ItemPreview] = {}
+        self._version = 0
+        self._cache: tuple[tuple, bytes] | None = None
+
+    # -- the scheduler's side (its thread) -----------------------------------------------------------
+
+    def attach(self, display: Display) -> "Dashboard":
+        """Show the scheduler's state on ``display`` too (the terminal's); returns the dashboard."""
+        self.display = display
+        return self
+
+    def update(self, state: BatchState) -> None:
+        if self.display is not None:
+            self.display.update(state)
+        self.publish(state)
+
+    def log(self, text: str) -> None:
+        if self.display is not None:
+            self.display.log(text)
+
+    def starting(self, total: int, skipped: int, message: str) -> None:
+        """Before the scheduler runs (Ray starting): the counts of the plan and what is happening."""
+        self._set({**self._state, "counts": _counts(total, skipped, 0, 0, 0, total - skipped), "message": message},
+                  {})
+
+    def publish(self, state: BatchState, finished: bool = False) -> None:
+        """Snapshot ``state`` for the browsers: O(running items)."""
+        self.progress.track(state)
+        now = time.time()
+        running = state.running
+        units = state.units_done + sum(units_done(item, w.call.progress.get(item.id)) for item, w in running)
+        if finished and not running and state.pending <= 0:
+            units = state.units_total  # all made (or failed): the bar is full
+        snapshot = {
+            "batchstyle": "live", "finished": finished, "draining": state.draining, "message": state.message,
+            "counts": _counts(state.total, state.skipped, state.done, state.failed, len(running),
+                              max(state.pending, 0)),
+            "progress": min(1.0, units / state.units_total) if state.units_total else float(finished),
+            "eta": 0.0 if finished else self.progress.batch_eta(state), "elapsed": now - state.started,
+            "images_per_hour": images_per_hour(state),
+            "workers": [self._worker(w, now) for w in state.workers],
+        }
+        previews = {item.id: w.call.previews[item.id] for item, w in running if item.id in w.call.previews}
+        self._set(snapshot, previews)
+
+    def finish(self, state: BatchState) -> None:
+        """The batch has ended (finished, failed or interrupted): the page says so."""
+        self.publish(state, finished=True)
+
+    def _set(self, snapshot: dict[str, Any], previews: dict[str, ItemPreview]) -> None:
+        with self._lock:
+            self._state, self._previews = snapshot, previews
+            self._version += 1
+
+    def _worker(self, worker: Worker, now: float) -> dict[str, Any]:
+        call = worker.call
+        items = [] if call is None else [self._item(item, worker, now) for item in call.items]
+        return {"label": worker.label, "state": "running" if call else ("idle" if worker.info else "starting"),
+                "items": items}
+
+    def _item(self, item, worker: Worker, now: float) -> dict[str, Any]:
+        call = worker.call
+        p, preview = call.progress.get(item.id), call.previews.get(item.id)
+        out: dict[str, Any] = {"id": item.id, "output": item.output, "line": item.line, "elapsed": now - call.started,
+                               "its_per_sec": self.progress.iterations_per_s(item),
+                               "eta": self.progress.item_eta(item, p)}
+        if p is not None:
+            out.update(scale=p.scale_index + 1, scales=p.scale_count, width=p.width, height=p.height,
+                       iteration=p.iteration, iterations=p.iterations, loss=p.loss,
+                       gpu_memory_mb=p.gpu_peak_bytes / 2**20)
+        if preview is not None:
+            out["preview"] = {"version": preview.version, "width": preview.width, "height": preview.height,
+                              "of_width": preview.of_width, "of_height": preview.of_height}
+        return out
+
+    # -- the server's side (its threads) ---------------------------------------------------------------
+
+    def reply(self, path: str, query: str) -> Reply | None:
+        if path == STATE_ROUTE:
+            return Reply(200, self._state_json(), "application/json; charset=utf-8")
+        if path.startswith(PREVIEW_ROUTE):
+            with self._lock:
+                preview = self._previews.get(path[len(PREVIEW_ROUTE):])
+            if preview is None:
+                return text_reply(404, "no preview of that image now")
+            return Reply(200, preview.image, "image/jpeg")
+        if path.startswith("/.live/"):
+            return text_reply(404, "not found")
+        if path in ("/", "/index.html") and self.root is not None and not (self.root / "index.html").is_file():
+            return Reply(200, PREPARING_PAGE, "text/html; charset=utf-8")
+        return self._remote_file(path) if self.files is not None else None
+
+    def _remote_file(self, path: str) -> Reply:
+        """A file of a remote output directory, by the same rules as a local one's (no symlinks there)."""
+        try:
+            name = relative_name(path)
+        except Refused as exc:
+            return text_reply(exc.status, str(exc))
+        data = self.files.read_file(name)
+        if data is None:
+            return Reply(200, PREPARING_PAGE, "text/html; charset=utf-8") if name == "index.html" else \
+                text_reply(404, "no such file")
+        return Reply(200, data, content_type(name))
+
+    def _state_json(self) -> bytes:
+        """The snapshot as JSON, made once per tick and data version whatever the number of browsers."""
+        gallery = self.gallery.live() if self.gallery is not None else None
+        with self._lock:
+            version, state = self._version, self._state
+        key = (version, gallery["summary"] if gallery else None)
+        cached = self._cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        body = json_bytes({**state, "gallery": gallery})
+        self._cache = (key, body)
+        return body
+
+
+def _counts(total: int, skipped: int, done: int, failed: int, running: int, pending: int) -> dict[str, int]:
+    return {"total": total, "skipped": skipped, "done": done, "failed": failed, "running": running,
+            "pending": pending}
+
+
+__all__ = ["Dashboard", "PREVIEW_INTERVAL"]

@@ -1,0 +1,291 @@
+"""``OUTDIR/index.html``: the batch's gallery, a static page kept up to date while the batch runs.
+
+The page is a small shell (``batchstyle/web/assets/gallery.html``) that loads its data with
+``<script src>`` (a page opened from disk cannot ``fetch()``), so it works from disk, a bucket or any
+web server with no batchstyle running. The data is written by a background thread of the driver from
+what the output directory records (plan, done and failure records; :mod:`batch.gallery_data`)::
+
+    .batchstyle/gallery/summary.js          counts, state, and a version per shard
+    .batchstyle/gallery/shard-00000.js ...  the images in plan order, SHARD_SIZE per file
+    .batchstyle/gallery/{live,gallery}.js, style.css   the page's code (copied from the package)
+    .batchstyle/thumbs/<hash>.jpg           thumbnails (batch/thumbs.py)
+
+A finished or failed image rewrites its shard and the summary only, so an update costs the same at
+10,000 images as at 10 (``benchmarks/bench_gallery.py``). Every file is written atomically. The
+scheduler's thread only hands events over (:meth:`Gallery.on_result`, :meth:`Gallery.on_failure`,
+called by :meth:`OutputDir.watch`); decoding, thumbnails and writing happen here.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter, deque
+from typing import Any
+
+from .gallery_data import entry, public
+from .storage import as_path
+from .store import META, FailureRecord, ItemRecord, OutputDir, PlanEntry
+from .thumbs import Thumb, Thumbnails, stamp
+
+SHARD_SIZE = 100  # images per data file
+FLUSH_EVERY = 2.0  # seconds: while making thumbnails, write what changed at least this often
+SAVE_INDEX_EVERY = 60.0  # seconds between saves of the thumbnails' index (and at the end)
+CLOSE_BUDGET = 30.0  # seconds a closing gallery still spends on missing thumbnails
+PAGE_ASSETS = ("live.js", "gallery.js", "style.css")
+GLOBAL = "(window.batchstyleGallery=window.batchstyleGallery||{shards:{}})"
+
+
+def _web_asset(name: str) -> bytes:
+    from batchstyle.web.server import asset
+
+    return asset(name)
+
+
+class Gallery:
+    """Keeps ``OUTDIR/index.html`` and its data current: :meth:`start`, events, :meth:`close`."""
+
+    def __init__(self, out: OutputDir, shard_size: int = SHARD_SIZE):
+        self.out, self.shard_size = out, shard_size
+        self.folder = f"{META}/gallery"  # relative to the output directory, as every file written here
+        self.thumbs = Thumbnails(out, f"{META}/thumbs")
+        self.started = time.time()
+        self.error: str | None = None
+        self._cond = threading.Condition()
+        self._events: list[tuple[str, Any]] = []
+        self._closing: str | None = None  # "" (decide from the counts) or a state, once close() was called
+        self._deadline: float | None = None  # once closing: thumbnails are still made until then (None: all)
+        self._thread: threading.Thread | None = None
+        # the model: owned by the writer thread (versions are read under _cond)
+        self.plan: list[PlanEntry] = []
+        self.items: list[dict] = []
+        self.position: dict[str, int] = {}
+        self.output_thumbs: dict[str, Thumb] = {}
+        self.input_thumbs: dict[str, Thumb | None] = {}
+        self.versions: list[int] = []
+        self.summary_version = 0
+        self.state = "running"
+        self.done_this_run = 0
+        self._todo: deque[int] = deque()
+        self._dirty: set[int] = set()
+        self._last_flush = self._last_index_save = time.monotonic()
+
+    # -- the driver's side -------------------------------------------------------------------------
+
+    def start(self) -> "Gallery":
+        """Write the page and its data now (in the background) and follow the run from here."""
+        self._thread = threading.Thread(target=self._run, name="batchstyle-gallery", daemon=True)
+        self._thread.start()
+        return self
+
+    def on_result(self, record: ItemRecord, image: bytes) -> None:
+        self._hand_over(("result", (record, image)))
+
+    def on_failure(self, failure: FailureRecord) -> None:
+        self._hand_over(("failure", failure))
+
+    def _hand_over(self, event: tuple[str, Any]) -> None:
+        with self._cond:
+            if self.error is None and self._closing is None:
+                self._events.append(event)
+                self._cond.notify()
+
+    def close(self, state: str = "", budget: float | None = CLOSE_BUDGET) -> str | None:
+        """Write the last updates and the final state; the error that stopped the gallery, if any.
+
+        ``state`` "" is "finished" when every image is done, else "stopped". Missing thumbnails are
+        still made for ``budget`` seconds (None: all of them; 0: none, e.g. after a second Ctrl-C); the
+        others are made by the next run or ``batchstyle status --html``.
+        """
+        with self._cond:
+            if self._closing is None:
+                self._closing = state
+                self._deadline = None if budget is None else time.monotonic() + budget
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+        return self.error
+
+    def live(self) -> dict[str, Any]:
+        """The data versions, for the live dashboard (a page reloads the shards whose version changed)."""
+        with self._cond:
+            return {"summary": self.summary_version, "shards": list(self.versions)}
+
+    # -- the writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._load()
+            self._write_page()
+            self._flush(everything=True)
+            while self._step():
+                pass
+            self._finish()
+        except Exception as exc:  # noqa: BLE001 - the gallery must never stop the batch
+            with self._cond:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self._events.clear()
+
+    def _load(self) -> None:
+        """Every planned image as the records say, with the thumbnails that need no work."""
+        records, failures = self.out.records(), self.out.failures()
+        done = self.out.done_ids(records)
+        self.plan = self.out.plan()
+        for n, plan in enumerate(self.plan):
+            record = records.get(plan.id) if plan.id in done else None
+            self.items.append(entry(n, plan, record, failures.get(plan.id) if record is None else None))
+            self.position[plan.id] = n
+            if not self._thumbnails(n, make=False):
+                self._todo.append(n)
+        with self._cond:
+            self.versions = [0] * -(-len(self.items) // self.shard_size)
+
+    def _step(self) -> bool:
+        """Handle what arrived, or make one missing thumbnail; False once closed and nothing is left."""
+        with self._cond:
+            while not self._events and not self._todo and self._closing is None:
+                self._cond.wait()
+            events, self._events = self._events, []
+            closing, deadline = self._closing, self._deadline
+        complete = deadline is None or time.monotonic() < deadline
+        for kind, payload in events:
+            if kind == "result":
+                self._apply_result(*payload)
+            else:
+                self._apply_failure(payload)
+        thumbnails = bool(self._todo) and (closing is None or complete)
+        if not events and thumbnails:
+            n = self._todo.popleft()
+            self._thumbnails(n, make=True)
+            self._dirty.add(n // self.shard_size)
+        if self._dirty and (events or not self._todo or time.monotonic() - self._last_flush > FLUSH_EVERY):
+            self._flush()
+        return closing is None or bool(events) or (thumbnails and bool(self._todo))
+
+    def _apply_result(self, record: ItemRecord, image: bytes) -> None:
+        n = self.position.get(record.id)
+        if n is None:
+            return
+        self.items[n] = entry(n, self.plan[n], record, None)
+        thumb = self.thumbs.of_bytes(image, record.output)
+        if thumb is not None:
+            self.output_thumbs[record.id] = thumb
+            self.thumbs.remember(f"out:{record.output}", self.out.stamp(record.output), thumb)
+        self.done_this_run += 1
+        self._dirty.add(n // self.shard_size)
+
+    def _apply_failure(self, failure: FailureRecord) -> None:
+        n = self.position.get(failure.id)
+        if n is not None:
+            self.items[n] = entry(n, self.plan[n], None, failure)
+            self._dirty.add(n // self.shard_size)
+
+    def _thumbnails(self, n: int, make: bool) -> bool:
+        """Find (or make) image ``n``'s thumbnails; whether it has all it can have."""
+        item = self.items[n]
+        paths = [item["content_path"], *(s["path"] for s in item["styles"])]
+        complete = all(self._input_thumb(path, make) is not None for path in paths)
+        if item["state"] == "done" and item["id"] not in self.output_thumbs:
+            output = item["output"]
+            thumb = self.thumbs.of_file(f"out:{output}", self.out.root / output, self.out.stamp(output), make)
+            if thumb is None:
+                return False
+            self.output_thumbs[item["id"]] = thumb
+        return complete
+
+    def _input_thumb(self, path: str, make: bool) -> Thumb | None:
+        """An input's thumbnail, looked for (or made) once per path: a style shared by many rows is one."""
+        if path in self.input_thumbs:
+            return self.input_thumbs[path]
+        file = as_path(path)
+        thumb = self.thumbs.of_file(f"in:{path}", file, stamp(file), make)
+        if thumb is not None or make:
+            self.input_thumbs[path] = thumb  # None: unreadable, not tried again
+        return thumb
+
+    # -- files ---------------------------------------------------------------------------------------
+
+    def _write_page(self) -> None:
+        """The page's code, then index.html, where they differ from this version's (in this order, so
+        that a browser that finds the page finds its style and scripts)."""
+        for name in PAGE_ASSETS:
+            self._write_if_changed(f"{self.folder}/{name}", _web_asset(name))
+        self._write_if_changed("index.html", _web_asset("gallery.html"))
+
+    def _write_if_changed(self, rel: str, data: bytes) -> None:
+        try:
+            if self.out.read_file(rel) == data:
+                return
+        except OSError:
+            pass
+        self.out.write_file(rel, data)
+
+    def _flush(self, everything: bool = False) -> None:
+        """Write the changed shards, then the summary that names their new versions."""
+        shards = range(len(self.versions)) if everything else sorted(self._dirty)
+        self._dirty.clear()
+        for k in shards:
+            self.out.write_file(f"{self.folder}/shard-{k:05d}.js", self._shard(k))
+            with self._cond:
+                self.versions[k] += 1
+        self.out.write_file(f"{self.folder}/summary.js", self._summary())
+        with self._cond:
+            self.summary_version += 1
+        self._last_flush = time.monotonic()
+        if time.monotonic() - self._last_index_save > SAVE_INDEX_EVERY:
+            self.thumbs.save()
+            self._last_index_save = time.monotonic()
+
+    def _shard(self, k: int) -> bytes:
+        rows = [self._row(n) for n in range(k * self.shard_size, min((k + 1) * self.shard_size, len(self.items)))]
+        return f"{GLOBAL}.shards[{k}]=".encode() + json.dumps(rows, separators=(",", ":")).encode() + b";\n"
+
+    def _row(self, n: int) -> dict:
+        item = self.items[n]
+        row = public(item)
+        content = self.input_thumbs.get(item["content_path"])
+        if content is not None:
+            row["content_thumb"], row["content_size"] = content.name, [content.width, content.height]
+        for shown, style in zip(row["styles"], item["styles"]):
+            thumb = self.input_thumbs.get(style["path"])
+            if thumb is not None:
+                shown["thumb"] = thumb.name
+        output = self.output_thumbs.get(item["id"]) if item["state"] == "done" else None
+        if output is not None:
+            row["thumb"], row["size"] = output.name, [output.width, output.height]
+        return row
+
+    def _summary(self) -> bytes:
+        counts = Counter(item["state"] for item in self.items)
+        elapsed = time.time() - self.started
+        summary = {
+            "format": 1, "title": self.out.name, "state": self.state, "started": self.started,
+            "updated": time.time(), "total": len(self.items),
+            "counts": {k: counts.get(k, 0) for k in ("done", "failed", "pending")},
+            "done_this_run": self.done_this_run,
+            "images_per_hour": self.done_this_run / (elapsed / 3600) if self.done_this_run and elapsed > 0 else None,
+            "shard_size": self.shard_size, "shards": list(self.versions), "thumbs": ".batchstyle/thumbs/",
+        }
+        return f"{GLOBAL}.summary=".encode() + json.dumps(summary, separators=(",", ":")).encode() + b";\n"
+
+    def _finish(self) -> None:
+        counts = Counter(item["state"] for item in self.items)
+        self.state = self._closing or ("finished" if counts["done"] == len(self.items) else "stopped")
+        self._write_page()  # again, in case it was deleted during the run
+        self._flush()
+        self.thumbs.save()
+
+
+def rebuild_gallery(out: OutputDir) -> Gallery:
+    """Write the gallery of an output directory from its records, every thumbnail included (no run)."""
+    gallery = Gallery(out)
+    gallery.started = 0.0
+    gallery.start()
+    error = gallery.close(budget=None)
+    if error:
+        raise OSError(f"cannot write the gallery in {out.root}: {error}")
+    return gallery
+
+
+__all__ = ["Gallery", "rebuild_gallery", "SHARD_SIZE"]

@@ -1,0 +1,397 @@
+"""Where a batch's files live when they are not on this machine: any fsspec URL (``s3://``,
+``gs://``, ``az://``, ``http(s)://`` for inputs), a file's path there (:class:`RemotePath`), a folder
+there (:class:`RemoteFolder`: read, write, list with details, delete, conditional create and
+replace), and errors that name the URL and say what to do, never a credential.
+
+Local paths never come here: they keep using :mod:`pathlib` and :mod:`os` directly. Credentials
+come from each store's standard chain (environment, profile, instance role); nothing here takes,
+prints or stores them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+# The optional extra that brings each protocol's fsspec file system (pip install "batchstyle[s3]").
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure",
+          "adl": "azure", "http": "http", "https": "http"}
+SINGLE_PUT_LIMIT = 5 * 2**30  # S3 takes one PUT up to 5 GiB: every image is all-or-nothing below that
+
+
+def is_url(target: Any) -> bool:
+    """Whether ``target`` names a file through a protocol other than plain local paths (``file://`` is local)."""
+    return isinstance(target, str) and bool(_URL.match(target)) and not target.lower().startswith("file://")
+
+
+def as_path(target: str | Path) -> "Path | RemotePath":
+    """A local :class:`Path` (also from ``file://``) or a :class:`RemotePath` for any other URL."""
+    if isinstance(target, (Path, RemotePath)):
+        return target
+    if is_url(target):
+        return RemotePath(target)
+    if target.lower().startswith("file://"):
+        return Path(urlsplit(target).path)
+    return Path(target)
+
+
+def redact(url: str) -> str:
+    """The URL without user info, query or fragment: what may be shown, logged or recorded."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class StorageError(OSError):
+    """A remote file or folder that cannot be used, in one line that names its URL and what to do."""
+
+    def __init__(self, url: str, problem: str):
+        super().__init__(errno.EIO, problem, redact(url))
+        self.url, self.problem = redact(url), problem
+
+    def __str__(self) -> str:
+        return f"{self.url}: {self.problem}"
+
+
+def _error_code(exc: BaseException) -> str:
+    """The store's error code (``NoSuchBucket``, ``AccessDenied``...) or class name behind an exception."""
+    seen = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code"):
+            return str(response["Error"]["Code"])
+        name = type(seen).__name__
+        if name in ("NoCredentialsError", "PartialCredentialsError", "EndpointConnectionError",
+                    "ConnectTimeoutError", "ClientConnectorError", "ConnectionError", "ServerTimeoutError"):
+            return name
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
+def _no_bucket(exc: BaseException) -> bool:
+    return _error_code(exc) == "NoSuchBucket" or "bucket does not exist" in str(exc).lower()
+
+
+def storage_error(exc: BaseException, url: str) -> StorageError:
+    """One line for what went wrong with ``url``: no bucket, no permission, no network, no credentials."""
+    if isinstance(exc, StorageError):
+        return exc
+    code, text = _error_code(exc), str(exc)
+    if _no_bucket(exc):
+        return StorageError(url, "the bucket does not exist; create it or correct the URL")
+    if code in ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch") \
+            or isinstance(exc, PermissionError):
+        return StorageError(url, "access denied; give the credentials this machine uses (environment, profile or "
+                                 "instance role) permission to read and write there")
+    if code in ("NoCredentialsError", "PartialCredentialsError"):
+        return StorageError(url, "no credentials found; set them in the environment, a profile or an instance role")
+    if code in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionError",
+                "ServerTimeoutError"):
+        return StorageError(url, "cannot reach the storage service; check the network (and the endpoint, if one "
+                                 "is set)")
+    if isinstance(exc, FileNotFoundError) or code in ("NoSuchKey", "404"):
+        return StorageError(url, "does not exist")
+    if isinstance(exc, IsADirectoryError):
+        return StorageError(url, "is a folder, not a file")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return StorageError(url, f"{first[:200]} ({type(exc).__name__})")
+
+
+def filesystem(url: str):
+    """The fsspec file system and path for ``url``; a missing optional dependency is named with its extra.
+
+    One file system (one client) per protocol serves inputs and outputs alike: batchstyle keeps
+    the listings it needs itself, so the file system keeps none (an output prefix changes under
+    the run).
+    """
+    protocol = _URL.match(url).group(1).lower()
+    fs = _CLIENTS.get(protocol)
+    if fs is None or not any(fs is kept for kept in type(fs)._cache.values()):  # fsspec's cache was cleared
+        fs = _CLIENTS[protocol] = _new_filesystem(protocol, url)
+    return fs, fs._strip_protocol(url)
+
+
+_CLIENTS: dict[str, Any] = {}  # protocol -> the file system fsspec keeps for it (thousands of URLs, one client)
+
+
+def _new_filesystem(protocol: str, url: str):
+    import fsspec
+
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+    except ImportError:
+        extra = EXTRAS.get(protocol)
+        hint = f'pip install "batchstyle[{extra}]"' if extra else f"install the fsspec file system for {protocol}://"
+        raise StorageError(url, f"{protocol}:// needs an optional dependency: {hint}") from None
+    except ValueError:
+        raise StorageError(url, f"unknown protocol {protocol}://; use a local path or an fsspec URL such as "
+                                f"s3://bucket/folder") from None
+    try:
+        return cls(use_listings_cache=False)
+    except Exception as exc:  # noqa: BLE001 - a store that cannot be set up: one line
+        raise storage_error(exc, url) from None
+
+
+class RemotePath:
+    """A file (or folder) named by URL, with the little of :class:`pathlib.PurePath` the batch uses.
+
+    ``tag`` is the store's identity of the file's content (ETag and size, from a listing): item ids
+    use it instead of hashing the bytes. Two paths are equal when their URLs are; ``str()`` is the
+    URL without credentials. Pickling carries the URL only, so workers need no file system.
+    """
+
+    __slots__ = ("url", "tag")
+
+    def __init__(self, url: str, tag: str = ""):
+        self.url, self.tag = url, tag
+
+    def __reduce__(self):
+        return RemotePath, (self.url, self.tag)
+
+    def __str__(self) -> str:
+        return redact(self.url)
+
+    def __repr__(self) -> str:
+        return f"RemotePath({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemotePath) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def __lt__(self, other: "RemotePath") -> bool:
+        return self.url < other.url
+
+    @property
+    def _path(self) -> str:
+        return urlsplit(self.url).path
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self._path.rstrip("/"))
+
+    @property
+    def suffix(self) -> str:
+        return posixpath.splitext(self.name)[1]
+
+    @property
+    def stem(self) -> str:
+        return posixpath.splitext(self.name)[0]
+
+    @property
+    def parent(self) -> "RemotePath":
+        parts = urlsplit(self.url)
+        return RemotePath(urlunsplit((parts.scheme, parts.netloc, posixpath.dirname(parts.path.rstrip("/")), "", "")))
+
+    def __truediv__(self, name: str) -> "RemotePath":
+        if is_url(name):
+            return RemotePath(name)
+        parts = urlsplit(self.url)
+        joined = posixpath.normpath(posixpath.join(parts.path or "/", name))
+        return RemotePath(urlunsplit((parts.scheme, parts.netloc, joined, "", "")))
+
+    def read_bytes(self) -> bytes:
+        fs, path = filesystem(self.url)
+        try:
+            return fs.cat_file(path)
+        except Exception as exc:  # noqa: BLE001 - every store raises its own; one line each
+            raise storage_error(exc, self.url) from None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object of a listing: its name relative to the listed folder, size and content tag."""
+
+    name: str
+    size: int
+    tag: str  # the store's ETag (or MD5, or modification time), "" when it gives none
+    folder: bool = False
+
+
+def content_tag(info: dict) -> str:
+    """The store's identity of an object's content, from its listing details ("" when there is none).
+
+    An ETag (S3, Azure, HTTP) or MD5 (GCS) changes whenever the bytes do; where a store gives
+    neither, the modification time and size stand in for them.
+    """
+    for key in ("md5Hash", "ETag", "etag", "content_md5", "Content-MD5"):
+        value = info.get(key)
+        if value:
+            return f"{key.lower()}:{str(value).strip(chr(34))}:{info.get('size', '')}"
+    for key in ("LastModified", "mtime", "last_modified", "updated", "Last-Modified", "created"):
+        if info.get(key):
+            return f"mtime:{info[key]}:{info.get('size', '')}"
+    return ""
+
+
+def fingerprint(tag: str) -> str:
+    """A short, file-name-safe form of a content tag."""
+    return hashlib.sha256(tag.encode()).hexdigest()[:16]
+
+
+class RemoteFolder:
+    """A folder (prefix) on a remote store: whole-object reads and writes, listings with details.
+
+    Every write is one object written whole: a reader sees the old object or the new, never half.
+    ``conditional`` says whether :meth:`create` and :meth:`replace` are atomic on this store (S3's
+    conditional writes); elsewhere they check, then write: best effort.
+    """
+
+    conditional = False
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.shown = redact(self.url)  # what messages say
+        self.fs, root = filesystem(self.url)
+        self.root = root.rstrip("/")
+
+    def key(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def where(self, rel: str = "") -> str:
+        return f"{self.url}/{rel}" if rel else self.url
+
+    def _fail(self, exc: BaseException, rel: str = "") -> StorageError:
+        return storage_error(exc, self.where(rel))
+
+    def _if_there(self, rel: str, call):
+        """``call()``'s answer about the object ``rel``; None when there is no such object (a missing
+        bucket, like every other problem, is a :class:`StorageError`)."""
+        try:
+            return call()
+        except FileNotFoundError as exc:
+            if _no_bucket(exc):
+                raise self._fail(exc, rel) from None
+            return None
+        except Exception as exc:  # noqa: BLE001 - every store raises its own; one line each
+            raise self._fail(exc, rel) from None
+
+    def read(self, rel: str) -> bytes | None:
+        """The object's bytes, or None when there is none."""
+        return self._if_there(rel, lambda: self.fs.cat_file(self.key(rel)))
+
+    def read_many(self, rels: Iterable[str]) -> dict[str, bytes]:
+        """Several objects at once (concurrently on asynchronous stores); missing ones are left out."""
+        keys = {self.key(rel): rel for rel in rels}
+        if not keys:
+            return {}
+        try:
+            found = self.fs.cat(list(keys), on_error="omit")
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from None
+        return {keys[k]: v for k, v in found.items() if isinstance(v, bytes)}
+
+    def stat(self, rel: str) -> Entry | None:
+        info = self._if_there(rel, lambda: self.fs.info(self.key(rel)))
+        if info is None:
+            return None
+        return Entry(rel, int(info.get("size") or 0), content_tag(info), info.get("type") == "directory")
+
+    def write(self, rel: str, data: bytes) -> str:
+        """Write the object whole; its new content tag."""
+        try:
+            self.fs.pipe_file(self.key(rel), data)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc, rel) from None
+        entry = self.stat(rel)
+        return entry.tag if entry else ""
+
+    def create(self, rel: str, data: bytes) -> str | None:
+        """Write the object only if there is none: its tag, or None when one exists (best effort here)."""
+        if self.stat(rel) is not None:
+            return None
+        return self.write(rel, data)
+
+    def replace(self, rel: str, data: bytes, tag: str) -> str | None:
+        """Write the object only if it is still the one with ``tag``: its new tag, or None (best effort here)."""
+        entry = self.stat(rel)
+        if entry is None or entry.tag != tag:
+            return None
+        return self.write(rel, data)
+
+    def delete(self, rel: str) -> None:
+        try:
+            self.fs.rm_file(self.key(rel))
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc, rel) from None
+
+    def listing(self, rel: str = "") -> dict[str, Entry]:
+        """Every object under ``rel`` (recursively), by name relative to this folder, in one listing."""
+        try:
+            found = self.fs.find(self.key(rel), detail=True)
+        except FileNotFoundError as exc:
+            if _no_bucket(exc):
+                raise self._fail(exc, rel) from None
+            return {}
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc, rel) from None
+        start = len(self.root) + 1
+        return {name[start:]: Entry(name[start:], int(info.get("size") or 0), content_tag(info))
+                for name, info in found.items() if info.get("type") != "directory" and name.startswith(self.root + "/")}
+
+    def abort_uploads(self) -> int:
+        """Abort unfinished multipart uploads under this folder (none on stores without them)."""
+        return 0
+
+
+class S3Folder(RemoteFolder):
+    """A prefix in an S3 bucket: single PUTs (all-or-nothing) and S3's conditional writes."""
+
+    conditional = True
+
+    def _put(self, rel: str, data: bytes, **condition) -> str:
+        bucket, key, _ = self.fs.split_path(self.key(rel))
+        return self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)["ETag"]
+
+    def write(self, rel: str, data: bytes) -> str:
+        if len(data) >= SINGLE_PUT_LIMIT:  # only above 5 GiB: a multipart upload (aborted at the next start)
+            return super().write(rel, data)
+        try:
+            return f"etag:{self._put(rel, data).strip(chr(34))}:{len(data)}"
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc, rel) from None
+
+    def _conditional(self, rel: str, data: bytes, **condition) -> str | None:
+        try:
+            return f"etag:{self._put(rel, data, **condition).strip(chr(34))}:{len(data)}"
+        except Exception as exc:  # noqa: BLE001
+            if _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return None
+            raise self._fail(exc, rel) from None
+
+    def create(self, rel: str, data: bytes) -> str | None:
+        return self._conditional(rel, data, IfNoneMatch="*")
+
+    def replace(self, rel: str, data: bytes, tag: str) -> str | None:
+        etag = tag.split(":")[1] if tag.startswith("etag:") else tag
+        return self._conditional(rel, data, IfMatch=f'"{etag}"')
+
+    def abort_uploads(self) -> int:
+        bucket, prefix, _ = self.fs.split_path(self.root + "/")
+        try:
+            uploads = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix).get("Uploads", [])
+            for upload in uploads:
+                self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from None
+        return len(uploads)
+
+
+def remote_folder(url: str) -> RemoteFolder:
+    """The folder at ``url``, with the conditional writes of its store where batchstyle knows them."""
+    protocol = _URL.match(url).group(1).lower()
+    return S3Folder(url) if protocol in ("s3", "s3a") else RemoteFolder(url)
+
+
+__all__ = ["RemotePath", "RemoteFolder", "S3Folder", "Entry", "StorageError", "as_path", "content_tag", "fingerprint",
+           "filesystem", "is_url", "redact", "remote_folder", "storage_error", "EXTRAS"]

@@ -1,0 +1,227 @@
+"""The gallery in the output directory (batch/gallery.py, thumbs.py) and the dashboard's live routes
+(batch/dashboard.py), without Ray: what the page's data says, where the thumbnails are, which files an
+update rewrites, that a rerun decodes nothing again and that a broken gallery never stops a batch."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from batchstyle.batch import thumbs as thumbs_module
+from batchstyle.batch.gallery import Gallery, rebuild_gallery
+from batchstyle.batch.store import FailureRecord, ItemRecord, OutputDir, PlanEntry
+
+PREFIX = b"(window.batchstyleGallery=window.batchstyleGallery||{shards:{}})"
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_of(script: Path):
+    """The JSON a data script assigns (``...summary=`` or ``...shards[k]=``)."""
+    text = script.read_bytes()
+    assert text.startswith(PREFIX)
+    rest = text[len(PREFIX):]
+    return json.loads(rest[rest.index(b"=") + 1:].rstrip(b";\n"))
+
+
+def page_data(out: OutputDir) -> tuple[dict, list[dict]]:
+    folder = out.meta / "gallery"
+    summary = data_of(folder / "summary.js")
+    rows = [row for k in range(len(summary["shards"])) for row in data_of(folder / f"shard-{k:05d}.js")]
+    return summary, rows
+
+
+@pytest.fixture
+def batch(tmp_path, photo):
+    """An output directory planned for six photos in one style: two done before, one failed, three pending."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(6):
+        photo(80, 60, i).save(inputs / f"p{i}.png")
+    photo(50, 50, 99).save(inputs / "style.png")
+    out = OutputDir(tmp_path / "out")
+    out.create()
+    plan = [PlanEntry(f"id{i}", f"p{i}__style.png", 2, str(inputs / f"p{i}.png"), [str(inputs / "style.png")],
+                      {"end_scale": 256, "content_weight": 10}) for i in range(6)]
+    out.write_plan(plan, {})
+    for i in (0, 1):
+        out.write_result(record(plan[i], inputs), png(photo(80, 60, 50 + i)))
+    out.write_failure(failure(plan[2], "p2.png: cannot be read"))
+    return out, plan, inputs
+
+
+def record(entry: PlanEntry, inputs: Path) -> ItemRecord:
+    settings = {"end_scale": 256, "content_weight": 10, "style_weights": None, "seed": 0}
+    return ItemRecord(id=entry.id, output=entry.output, line=entry.line, content=entry.content, styles=entry.styles,
+                      settings=settings, weights="w", worker="node GPU 0", seconds=12.5, finished=time.time())
+
+
+def failure(entry: PlanEntry, error: str) -> FailureRecord:
+    return FailureRecord(id=entry.id, output=entry.output, line=entry.line, content=entry.content, error=error,
+                         kind="error", attempts=1, time=time.time(), worker="node GPU 0", detail="Traceback ...")
+
+
+def follow(out: OutputDir, shard_size: int = 100) -> Gallery:
+    gallery = Gallery(out, shard_size=shard_size).start()
+    out.watch(gallery)
+    return gallery
+
+
+def test_the_gallery_shows_every_image_with_inputs_state_and_thumbnails(batch, photo):
+    out, plan, inputs = batch
+    gallery = follow(out)
+    out.write_result(record(plan[3], inputs), png(photo(80, 60, 53)))  # finished during the run
+    out.write_failure(failure(plan[4], "out of GPU memory"))
+    assert gallery.close() is None
+    assert (out.root / "index.html").read_bytes().startswith(b"<!doctype html>")
+    for name in ("live.js", "gallery.js", "style.css"):
+        assert (out.meta / "gallery" / name).is_file()
+    summary, rows = page_data(out)
+    assert summary["counts"] == {"done": 3, "failed": 2, "pending": 1} and summary["state"] == "stopped"
+    assert [r["state"] for r in rows] == ["done", "done", "failed", "done", "failed", "pending"]
+    assert [r["output"] for r in rows] == [e.output for e in plan]
+    assert rows[2]["error"] == "p2.png: cannot be read" and rows[4]["error"] == "out of GPU memory"
+    assert rows[3]["worker"] == "node GPU 0" and rows[3]["seconds"] == 12.5 and rows[3]["size"] == [80, 60]
+    assert all(r["settings"] == {"end_scale": 256, "content_weight": 10} for r in rows)
+    assert all(r["content"] == f"p{i}.png" and r["styles"][0]["name"] == "style.png" for i, r in enumerate(rows))
+    thumbs = out.meta / "thumbs"
+    assert len({r["styles"][0]["thumb"] for r in rows}) == 1  # one style, one thumbnail
+    for r in rows:
+        for name in [r["content_thumb"], r["styles"][0]["thumb"], *([r["thumb"]] if r["state"] == "done" else [])]:
+            with Image.open(thumbs / name) as im:
+                assert im.format == "JPEG" and max(im.size) <= 256
+    assert "thumb" not in rows[5]  # pending: no result yet
+    assert str(inputs) not in "".join(p.read_text() for p in (out.meta / "gallery").glob("shard-*.js"))
+
+
+def test_an_update_rewrites_only_its_shard_and_the_summary(batch, photo):
+    out, plan, inputs = batch
+    assert Gallery(out, shard_size=2).start().close() is None  # the first run made the thumbnails
+    gallery = follow(out, shard_size=2)
+    deadline = time.monotonic() + 10
+    while gallery.live()["summary"] < 1:  # the page was written
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    before = gallery.live()
+    assert before["shards"] == [1, 1, 1]  # nothing to make: the thumbnails are known
+    out.write_result(record(plan[5], inputs), png(photo(80, 60, 55)))
+    gallery.close()
+    after = gallery.live()
+    assert after["shards"] == [1, 1, 2] and after["summary"] > before["summary"]
+    assert page_data(out)[1][5]["state"] == "done"
+
+
+def test_a_rerun_decodes_no_image_again(batch, monkeypatch):
+    out, _, _ = batch
+    rebuild_gallery(out)
+    decoded = []
+    real = thumbs_module.load_image
+    monkeypatch.setattr(thumbs_module, "load_image", lambda *a, **k: decoded.append(a) or real(*a, **k))
+    rebuild_gallery(out)
+    assert decoded == []
+    summary, rows = page_data(out)
+    assert all("content_thumb" in r for r in rows) and all("thumb" in r for r in rows if r["state"] == "done")
+
+
+def test_an_old_plan_without_styles_still_gives_a_gallery(batch):
+    out, plan, _ = batch
+    old = json.loads((out.meta / "plan.json").read_text())
+    for item in old["items"]:
+        del item["styles"], item["settings"]
+    (out.meta / "plan.json").write_text(json.dumps(old))
+    rebuild_gallery(out)
+    _, rows = page_data(out)
+    assert rows[0]["styles"][0]["name"] == "style.png"  # from the done record
+    assert rows[5]["styles"] == [] and rows[5]["state"] == "pending"
+
+
+def test_a_broken_gallery_never_stops_the_batch(batch, photo):
+    out, plan, inputs = batch
+    (out.meta / "gallery").write_text("a file where the gallery's folder should be")
+    gallery = follow(out)
+    deadline = time.monotonic() + 10
+    while gallery.error is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    out.write_result(record(plan[5], inputs), png(photo(80, 60, 55)))  # the batch writes on
+    assert (out.root / plan[5].output).is_file() and not gallery._events  # nothing piles up
+    error = gallery.close()
+    assert error and "gallery" in error  # said once, at the end of the run
+
+
+# --- the dashboard's live routes ---------------------------------------------------------------------------
+
+def running_state(item_id: str = "abc"):
+    from batchstyle.batch.manifest import Item
+    from batchstyle.batch.messages import ItemPreview, WorkerInfo
+    from batchstyle.batch.pool import Call, Worker
+    from batchstyle.batch.scheduler import BatchState
+    from batchstyle.engine.events import Progress
+    from batchstyle.engine.settings import StyleSettings
+
+    from batchstyle.engine.schedule import scale_ladder
+
+    settings = StyleSettings(end_scale=256, initial_iterations=120, iterations=60)
+    ladder = scale_ladder((64, 48), settings)
+    item = Item(line=3, content=Path("a.png"), styles=(Path("s.png"),), settings=settings, output="a__s.png",
+                content_size=(64, 48), id=item_id, units=sum(s.units for s in ladder))
+    progress = Progress(1, 3, *ladder[1].size, 40, 60, 2.5, 12.0, 0, time.time())
+    preview = ItemPreview(b"\xff\xd8fake-jpeg", *ladder[1].size, *ladder[1].size, 1, 40)
+    call = Call([item], None, time.time() - 12, progress={item_id: progress}, previews={item_id: preview})
+    worker = Worker(None, 0, None, WorkerInfo("n1", "node", [], ["cpu"]), call)
+    return BatchState(total=5, skipped=1, done=2, failed=1, units_total=3 * item.units, units_done=2 * item.units,
+                      workers=[worker])
+
+
+def test_the_dashboard_serves_the_running_state_and_previews():
+    from batchstyle.batch.dashboard import Dashboard
+    from batchstyle.web import WebServer
+
+    dashboard = Dashboard()
+    state = running_state()
+    dashboard.publish(state)
+    with WebServer("127.0.0.1", 0, routes=dashboard) as server:
+        def get(path):
+            try:
+                with urllib.request.urlopen(server.url + path, timeout=5) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        code, body = get(".live/state")
+        live = json.loads(body)
+        assert code == 200 and live["batchstyle"] == "live" and not live["finished"]
+        assert live["counts"] == {"total": 5, "skipped": 1, "done": 2, "failed": 1, "running": 1, "pending": 0}
+        [worker] = live["workers"]
+        assert worker["label"] == "node CPU" and worker["state"] == "running"
+        [item] = worker["items"]
+        assert (item["output"], item["scale"], item["scales"], item["iteration"], item["loss"]) == ("a__s.png", 2, 3, 40, 2.5)
+        assert item["preview"]["version"] == "1.40" and item["preview"]["of_width"] == item["width"]
+        assert 2 / 3 < live["progress"] < 1  # two images done, the third in its second scale
+        assert get(".live/preview/abc") == (200, b"\xff\xd8fake-jpeg")
+        assert get(".live/preview/other")[0] == 404
+        assert get(".live/nope")[0] == 404
+        state.workers[0].call = None  # the image finished: its preview is let go
+        dashboard.finish(state)
+        assert get(".live/preview/abc")[0] == 404
+        assert json.loads(get(".live/state")[1])["finished"] is True
+
+
+def test_huge_images_get_no_thumbnail(tmp_path, monkeypatch):
+    from batchstyle.batch.store import OutputDir
+    from batchstyle.batch.thumbs import Thumbnails
+
+    monkeypatch.setattr(thumbs_module, "MAX_SOURCE_PIXELS", 100 * 100)
+    thumbs = Thumbnails(OutputDir(tmp_path), ".batchstyle/thumbs")
+    assert thumbs.of_bytes(png(Image.new("RGB", (101, 100))), "big.png") is None
+    assert thumbs.of_bytes(png(Image.new("RGB", (100, 100))), "fine.png") is not None
