@@ -23,7 +23,7 @@ from typing import Any
 from batchstyle.engine.layers import LAYER_INDEX, conv_macs
 from batchstyle.engine.schedule import work_units
 from batchstyle.engine.settings import StyleSettings
-from batchstyle.engine.speed import MEMORY_FORMATS, PRECISIONS, Speed
+from batchstyle.engine.speed import MEMORY_FORMATS, PRECISIONS, Speed, parse_tile
 
 # Dense peak TFLOP/s by (device name fragment) for fp32 / tf32 / bf16 (vendor datasheets, no sparsity).
 PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
@@ -50,16 +50,18 @@ def peak_tflops(device_name: str, precision: str) -> float | None:
 
 @dataclass(frozen=True)
 class Config:
-    """One column of the comparison: engine speed options plus the group size."""
+    """One column of the comparison: engine speed options (tiles too) plus the group size."""
 
     precision: str = "fp32"
     memory_format: str = "contiguous"
     compile: bool = False
     group: int = 1
+    tile: str | int = "auto"
 
     @classmethod
     def parse(cls, text: str) -> "Config":
-        """``fp32``, ``bf16,channels_last,group=4,compile`` or ``precision=bf16,...`` (``batch=`` too)."""
+        """``fp32``, ``bf16,channels_last,group=4,compile``, ``fp32,tile=512`` or ``precision=bf16,...``
+        (``batch=`` too)."""
         values: dict[str, Any] = {}
         for part in (p.strip() for p in text.replace("+", ",").split(",")):
             if part:
@@ -69,7 +71,8 @@ class Config:
         return config
 
     def speed(self) -> Speed:
-        return Speed(precision=self.precision, memory_format=self.memory_format, compile=self.compile)
+        return Speed(precision=self.precision, memory_format=self.memory_format, compile=self.compile,
+                     tile=self.tile)
 
     @property
     def name(self) -> str:
@@ -87,7 +90,7 @@ def _config_part(part: str, text: str) -> dict[str, Any]:
         if key not in bare:
             raise ValueError(f"unknown configuration part {part!r} in {text!r}; use precision "
                              f"({'/'.join(PRECISIONS)}), memory format ({'/'.join(MEMORY_FORMATS)}), "
-                             f"compile, group=N")
+                             f"compile, group=N, tile=auto|off|PX")
         key, value = bare[key]
     if key in ("group", "batch"):
         try:
@@ -101,6 +104,8 @@ def _config_part(part: str, text: str) -> dict[str, Any]:
         return {"compile": value.strip().lower() in ("1", "true", "yes", "on")}
     if key in ("precision", "memory_format"):
         return {key: value.strip()}
+    if key == "tile":
+        return {"tile": parse_tile(value)}
     raise ValueError(f"unknown configuration key {key!r} in {text!r}")
 
 
@@ -138,6 +143,13 @@ class Measurement:
     images_per_hour: float | None = None
     loss_vs_baseline: float | None = None  # relative, filled in by the parent
     extra: dict = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # this process's CPU time in the timed part (steadier than seconds on a busy CPU)
+    tiles: int = 0  # at the last scale; 0: the whole image
+    tile_core: int = 0  # px, the longest core side
+    box_pixels: int = 0  # of the largest tile with its margins
+    predicted_memory_bytes: float = 0.0  # the engine's memory model for this step (engine/memory.py)
+    work_ratio: float = 1.0  # the cost model's network work of a step against the whole image's (engine/tiles.py)
+    memory_limit: int | None = None  # the address-space limit the measurement ran under
 
 
 # --- one measurement (in a child process) ----------------------------------------------------------
@@ -163,11 +175,14 @@ def synthetic_images(size: int, seed: int = 0):
 
 
 def measure(config: Config, size: int, iterations: int, warmup: int, devices: list[str], weights: str | None,
-            content: str | None, style: str | None, full: bool, settings: dict | None) -> Measurement:
+            content: str | None, style: str | None, full: bool, settings: dict | None,
+            memory_limit: int | None = None) -> Measurement:
     import torch
 
     from batchstyle.engine.devices import use_tf32_convolutions
+    from batchstyle.engine.memory import model_for
     from batchstyle.engine.stylizer import Stylizer
+    from batchstyle.engine.tiles import largest_box, largest_core, tiled_work
 
     stylizer = Stylizer(weights, devices, speed=config.speed())
     device = stylizer.devices[0]
@@ -176,7 +191,9 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
     base = base.replace(end_scale=size) if full else \
         base.replace(end_scale=size, min_scale=size, initial_iterations=warmup + iterations)
     run = stylizer.run_group(_jobs(content_image, style_image, base, config.group))
-    steps, seconds = _timed(run, device, full, warmup, iterations)
+    steps, seconds, cpu_seconds = _timed(run, device, full, warmup, iterations)
+    memory, kind = _peak_memory(device)  # of the iterations (and targets), before the evaluation below
+    tiles = run.current_tiles or []
     if device.type == "cuda":
         use_tf32_convolutions(False)  # evaluate in true float32
     losses = run.evaluate()
@@ -184,15 +201,19 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_tflops(name, stylizer.speed.precision) if device.type == "cuda" else None
     tflops = flops / seconds / 1e12
-    memory, kind = _peak_memory(device)
     w, h = run.ladder[-1].size
+    box = largest_box(tiles) if tiles else 0
+    model = model_for(stylizer.speed.precision)
+    predicted = model.tiled_bytes(w * h, box, config.group) if tiles else model.whole_bytes(w * h, config.group)
     return Measurement(
         config=config.name, size=size, width=w, height=h, group=config.group, steps=steps, seconds=seconds,
         steps_per_s=steps / seconds, item_iterations_per_s=steps * config.group / seconds,
         megapixel_iterations_per_s=pixel_its / seconds / 1e6, tflops=tflops, peak_tflops=peak,
         fraction_of_peak=tflops / peak if peak else None, peak_memory_bytes=memory, memory_kind=kind,
         final_losses=losses, device=name, images_per_hour=3600 * config.group / seconds if full else None,
-        extra={"threads": torch.get_num_threads(), "torch": torch.__version__})
+        extra={"threads": torch.get_num_threads(), "torch": torch.__version__}, cpu_seconds=cpu_seconds,
+        tiles=len(tiles), tile_core=largest_core(tiles) if tiles else 0, box_pixels=box,
+        predicted_memory_bytes=predicted, memory_limit=memory_limit, work_ratio=tiled_work(tiles) if tiles else 1.0)
 
 
 def _inputs(content: str | None, style: str | None, size: int):
@@ -214,28 +235,29 @@ def _jobs(content, style, settings: StyleSettings, count: int) -> list:
     return [Job(variants[k % 4], [style], settings.replace(seed=k)) for k in range(count)]
 
 
-def _timed(run, device, full: bool, warmup: int, iterations: int) -> tuple[int, float]:
-    """Optimiser steps timed and their seconds: the whole run, or the iterations after the warm-up."""
+def _timed(run, device, full: bool, warmup: int, iterations: int) -> tuple[int, float, float]:
+    """Optimiser steps timed, their seconds and this process's CPU seconds: the whole run, or the
+    iterations after the warm-up."""
     import time
 
     import torch
 
-    def sync() -> None:
+    def now() -> tuple[float, float]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        return time.perf_counter(), time.process_time()
 
-    sync()
-    start = timed_from = time.perf_counter()
+    start = timed_from = now()
     steps = 0
     for event in run:
         if event.item != 0 or not hasattr(event, "iteration"):
             continue
         if not full and event.iteration == warmup:
-            sync()
-            timed_from = time.perf_counter()
+            timed_from = now()
         steps += 1
-    sync()
-    return (steps, time.perf_counter() - start) if full else (iterations, time.perf_counter() - timed_from)
+    end = now()
+    since = start if full else timed_from
+    return (steps if full else iterations), end[0] - since[0], end[1] - since[1]
 
 
 def _work(run, settings: StyleSettings, content_size: tuple[int, int], group: int, full: bool,
@@ -262,6 +284,10 @@ def _peak_memory(device) -> tuple[int, str]:
 def child_main(argv: list[str]) -> None:
     """``python -m batchstyle.bench CHILD-JSON``: one measurement, printed as JSON on the last line."""
     spec = json.loads(argv[0])
+    if spec.get("memory_limit"):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (spec["memory_limit"], resource.RLIM_INFINITY))
     if spec.get("threads"):
         import torch
         torch.set_num_threads(spec["threads"])
@@ -273,14 +299,47 @@ def child_main(argv: list[str]) -> None:
 
 # --- the parent ------------------------------------------------------------------------------------
 
+class OutOfMemory(RuntimeError):
+    """A measurement ran out of memory (or was killed for it): a result, not a bench failure."""
+
+
+OUT_OF_MEMORY_SIGNS = ("can't allocate memory", "OutOfMemoryError", "out of memory")
+
+
 def run_child(config: Config, size: int, **spec: Any) -> Measurement:
     payload = json.dumps({"config": asdict(config), "size": size, **spec})
     proc = subprocess.run([sys.executable, "-m", "batchstyle.bench", payload], capture_output=True, text=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+        if proc.returncode == -9 or any(sign in proc.stderr for sign in OUT_OF_MEMORY_SIGNS):
+            limit = spec.get("memory_limit")
+            within = f" within {limit / 2**30:.1f} GiB" if limit else ""
+            raise OutOfMemory(f"{config.name} at {size} px: out of memory{within}")
         raise RuntimeError(f"{config.name} at {size} px failed:\n{tail}")
     return Measurement(**json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def fit_memory_model(results: list[Measurement]) -> dict[str, float] | None:
+    """The memory model's constants (``engine/memory.py``) fitted to these peaks by least squares:
+    whole rows ``base + whole·pixels``, tiled rows ``base + state·pixels + tile·box`` (per image of a
+    group). None when the rows cannot determine them (two sizes each, at least, are needed)."""
+    import numpy as np
+
+    whole = [r for r in results if not r.tiles]
+    tiled = [r for r in results if r.tiles]
+    names = ["base"] + (["whole"] if whole else []) + (["state", "tile"] if tiled else [])
+    rows, peaks = [], []
+    for r in whole + tiled:
+        pixels, box = r.width * r.height * r.group, r.box_pixels * r.group
+        rows.append([1.0] + ([0.0 if r.tiles else pixels] if whole else []) +
+                    ([pixels, box] if r.tiles else [0.0, 0.0] if tiled else []))
+        peaks.append(float(r.peak_memory_bytes))
+    a = np.array(rows)
+    if not rows or np.linalg.matrix_rank(a) < len(names):
+        return None
+    solution, *_ = np.linalg.lstsq(a, np.array(peaks), rcond=None)
+    return dict(zip(names, solution.tolist()))
 
 
 def compare(results: list[Measurement]) -> None:
@@ -308,7 +367,7 @@ def median_of(runs: list[Measurement]) -> Measurement:
 
 
 __all__ = ["Config", "Measurement", "default_configs", "measure", "run_child", "compare", "quality_problems",
-           "median_of", "peak_tflops", "PEAK_TFLOPS", "synthetic_images"]
+           "median_of", "peak_tflops", "PEAK_TFLOPS", "synthetic_images", "OutOfMemory", "fit_memory_model"]
 
 
 if __name__ == "__main__":

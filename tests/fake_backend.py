@@ -1,10 +1,12 @@
 """A fast stand-in for the engine behind a worker, for scheduler and CLI tests and the dispatch
 benchmark: ``RunOptions(backend=Fake("iters=20,sleep=0.01"))`` or ``fake_batchstyle.py``.
 
-Options ``iters=20,sleep=0.01,scales=2,die_marker=DIR,log=DIR``. It decodes the content (so a bad
-file fails as with the engine) and returns it, shrunk, as the "stylized" image. Items of one call
-run in lockstep, as a group does. Content file names steer it: ``fail`` raises an error, ``oom``
-runs out of memory on fewer than two GPUs (or in a group), ``die`` kills this worker's process the
+Options ``iters=20,sleep=0.01,scales=2,die_marker=DIR,log=DIR,tiles_fit=PX``. It decodes the content
+(so a bad file fails as with the engine) and returns it, shrunk, as the "stylized" image. Items of
+one call run in lockstep, as a group does. Content file names steer it: ``fail`` raises an error,
+``oom`` runs out of memory on fewer than two GPUs (or in a group), unless ``tiles_fit`` is given and
+the item comes with tiles of at most that many px (it then reports the tile it ran out with, 1024 px
+when untiled, as the engine does), ``die`` kills this worker's process the
 first time (remembered in ``die_marker``) and ``hang`` stops responding the first time. With
 ``log``, every start of an item leaves a file ``<id>.<group size>.<random>`` there (tests count them).
 Asked for live previews (``run --web``), it sends the image fading in from grey.
@@ -52,6 +54,7 @@ class FakeBackend:
         self.scales = int(options.get("scales", 2))
         self.die_marker = options.get("die_marker")
         self.log = options.get("log")
+        self.tiles_fit = int(options.get("tiles_fit", 0))
         self.gpus = gpus
         self.devices = [f"fake:{i}" for i in range(max(gpus, 1))]
         self.device_kind = "cuda" if gpus else "cpu"
@@ -70,9 +73,13 @@ class FakeBackend:
             for one, _ in live:
                 open(os.path.join(self.log, f"{one.item.id}.{len(live)}.{os.urandom(4).hex()}"), "w").close()
         names = " ".join(one.item.content.name.lower() for one, _ in live)
-        if "oom" in names and (self.gpus < 2 or len(live) > 1):
+        tile = next((one.tile for one, _ in live if isinstance(one.tile, int)), None)
+        tiled = bool(self.tiles_fit) and tile is not None and tile <= self.tiles_fit
+        if "oom" in names and (self.gpus < 2 or len(live) > 1) and not tiled:
+            used = (tile or 1024) if self.tiles_fit else 0
             for one, _ in live:
-                yield one.item.id, ItemFailure("oom", "out of GPU memory on fake:0 (fake)", group_size=len(live))
+                yield one.item.id, ItemFailure("oom", "out of GPU memory on fake:0 (fake)", group_size=len(live),
+                                               tile_used=used)
             return
         start = min({int(o.checkpoint.decode().split(":")[1]) + 1 if o.checkpoint else 0 for o, _ in live}, default=0)
         yield from self._iterate(live, start, names, started)

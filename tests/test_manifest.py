@@ -155,3 +155,17 @@ def test_quoted_cells_with_commas(job):
     _, write = job
     items = read_manifest(write('content,style,style_layers\nphotos/a.jpg,starry.jpg,"relu1_1:2,relu3_1:1"\n'))
     assert items[0].settings.style_layers == ("relu1_1", "relu3_1")
+
+
+def test_a_tile_column_sets_how_an_image_runs_not_which_image_it_is(job, tmp_path):
+    from batchstyle.batch.plan import make_plan
+    from batchstyle.batch.store import OutputDir
+
+    _, write = job
+    items = read_manifest(write("content,style,tile\nphotos/a.jpg,starry.jpg,512px\nphotos/b.png,starry.jpg,\n"))
+    assert [i.tile for i in items] == [512, None]  # None: the command line's --tile
+    plain = read_manifest(write("content,style\nphotos/a.jpg,starry.jpg\n", "plain.csv"))
+    ids = [make_plan(rows, OutputDir(tmp_path / f"out{k}"), "w").todo[0].id for k, rows in enumerate((items, plain))]
+    assert ids[0] == ids[1]  # tiles do not change the image: a done image is not made again
+    (problem,) = problems(write("content,style,tile\nphotos/a.jpg,starry.jpg,32\n"))
+    assert problem.endswith("manifest.csv:2: tile must be auto, off or a tile size in pixels of at least 64, not '32'")

@@ -63,7 +63,7 @@ class EngineBackend:
 
         Yields ``(item id, event)``. An item whose inputs cannot be read fails alone; the others go on.
         """
-        groups: dict[int | None, list[tuple[ItemInputs, Any]]] = {}
+        groups: dict[tuple, list[tuple[ItemInputs, Any]]] = {}
         self.notes: dict[str, list[str]] = {}
         for one in inputs:
             try:
@@ -72,9 +72,9 @@ class EngineBackend:
                 yield one.item.id, failure_of(exc, one.item)
                 continue
             start = None if job.checkpoint is None else job.checkpoint.scale_index
-            groups.setdefault(start, []).append((one, job))
-        for group in groups.values():
-            yield from self._run_group(group)
+            groups.setdefault((start, one.tile), []).append((one, job))
+        for (_, tile), group in groups.items():
+            yield from self._run_group(group, tile)
 
     def _job(self, one: ItemInputs):
         from batchstyle.engine.checkpoint import Checkpoint
@@ -92,16 +92,13 @@ class EngineBackend:
                 checkpoint = None
         return Job(content, styles, item.settings, checkpoint)
 
-    def _run_group(self, group: list[tuple[ItemInputs, Any]]) -> Iterator[tuple[str, Any]]:
-        import gc
-
-        import torch
-
+    def _run_group(self, group: list[tuple[ItemInputs, Any]], tile: str | int | None) -> Iterator[tuple[str, Any]]:
+        from batchstyle.engine.devices import is_out_of_memory
         from batchstyle.engine.images import encode_image
 
         started = time.time()
         items = [one.item for one, _ in group]
-        run = self.stylizer.run_group([job for _, job in group])
+        run = self.stylizer.run_group([job for _, job in group], tile=tile)
         last: dict[int, Progress] = {}
         previews_sent: dict[int, float] = {}
         out_of_memory = False
@@ -116,16 +113,14 @@ class EngineBackend:
                         yield items[event.item].id, preview
                 elif event.scale_index < event.scale_count - 1:
                     yield items[event.item].id, ItemCheckpoint(event.checkpoint.to_bytes())
-        except torch.cuda.OutOfMemoryError:
+        except Exception as exc:  # noqa: BLE001 - out of memory is a failure of the items; anything else goes on up
+            if not is_out_of_memory(exc):
+                raise
             out_of_memory = True
         if out_of_memory:  # free memory outside the except block: its traceback pins tensors
+            tile_used, how = run.tile_in_use, "with tiles of" if run.current_tiles else "whole, at"
             del run
-            gc.collect()
-            torch.cuda.empty_cache()
-            together = f" (a group of {len(items)})" if len(items) > 1 else ""
-            for item in items:
-                yield item.id, ItemFailure("oom", f"out of GPU memory on {', '.join(self.devices)}{together}",
-                                           group_size=len(items))
+            yield from self._out_of_memory(items, tile_used, f"{how} {tile_used} px")
             return
         seconds = time.time() - started
         for index, item in enumerate(items):
@@ -135,6 +130,21 @@ class EngineBackend:
                                       final.gpu_peak_bytes if final else 0,
                                       None if start is None else start.scale_index, group_size=len(items),
                                       notes=self.notes.get(item.id, []))
+
+    def _out_of_memory(self, items: list, tile_used: int, how: str) -> Iterator[tuple[str, Any]]:
+        """Each item's failure, saying which tile ran out (the scheduler retries with smaller ones)."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        together = f" (a group of {len(items)})" if len(items) > 1 else ""
+        where = "GPU memory" if self.device_kind == "cuda" else "memory"
+        for item in items:
+            yield item.id, ItemFailure("oom", f"out of {where} on {', '.join(self.devices)} {how}{together}",
+                                       group_size=len(items), tile_used=tile_used)
 
 
 def _preview_due(run, index: int, interval: float, progress: Progress, sent: dict[int, float]) -> ItemPreview | None:

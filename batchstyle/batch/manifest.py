@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -18,12 +18,13 @@ from batchstyle.engine.layers import LAYER_NAMES, layer_index, min_input_size
 from batchstyle.engine.schedule import ladder_note, scale_ladder, style_size_at, too_thin
 from batchstyle.engine.settings import (FIELDS_BY_NAME, SettingsError, StyleSettings, canonical_setting_name,
                                         did_you_mean, settings_from_text)
+from batchstyle.engine.speed import parse_tile
 
 from .inputs import INPUT_EXTENSIONS, InputChecker, resolve
 from .storage import RemotePath, StorageError, as_path
 from .outputs import DEFAULT_OUTPUT, OUTPUT_EXTENSIONS, OutputClaims, output_path
 
-BATCH_COLUMNS = ("content", "style", "output", "gpus")  # and every setting, by its field name
+BATCH_COLUMNS = ("content", "style", "output", "gpus", "tile")  # and every setting, by its field name
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Item:
     units: int = 0  # pixel-iterations of the whole run (for ETAs)
     group_key: str | None = None  # items with equal keys may be optimised together; None: alone
     pixels: int = 0  # of the final image
+    tile: str | int | None = None  # the manifest's tile (auto, off or a core size); None: the run's --tile
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,9 @@ class _RowReader:
         gpus = self._gpus(cells.get("gpus", ""), problem)
         styles = self._styles(cells.get("style", ""), self._style_weights(cells, settings), problem)
         items = list(self._items(line, cells, settings, gpus, styles, problem))
+        tile = self._tile(cells.get("tile", ""), problem)
+        if tile is not None:  # how the engine runs, not what it makes: not part of the item's id
+            items = [replace(item, tile=tile) for item in items]
         return items if len(self.problems) == before else []
 
     def _settings(self, cells: dict[str, str], problem) -> StyleSettings:
@@ -247,6 +252,16 @@ class _RowReader:
         if cell and cell not in ("1", "2"):
             problem(f"gpus must be 1 or 2, not {cell!r}")
         return int(cell) if cell in ("1", "2") else None
+
+    @staticmethod
+    def _tile(cell: str, problem) -> str | int | None:
+        if not cell:
+            return None
+        try:
+            return parse_tile(cell)
+        except ValueError as exc:
+            problem(str(exc))
+            return None
 
     def _styles(self, cell: str, weights: tuple[float, ...] | None, problem) -> tuple[Path, ...]:
         names = [s.strip() for s in cell.split(";") if s.strip()]

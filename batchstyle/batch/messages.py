@@ -22,6 +22,7 @@ class ItemInputs:
     styles: list[Any]  # ObjectRefs to style bytes (shared by many items) or bytes
     checkpoint: bytes | None = None
     max_pixels: int | None = None  # the largest input image accepted (None: the engine's default)
+    tile: str | int | None = None  # how to tile it (auto, off, core px); None: the worker's speed options
     preview_interval: float = 0.0  # seconds between live previews of this item; 0: none
 
 
@@ -67,6 +68,7 @@ class ItemFailure:
     message: str
     detail: str = ""  # the traceback, for the failure record
     group_size: int = 1  # > 1: it failed together with the other items of its group
+    tile_used: int = 0  # out of memory: the tile core in px it ran with (the scale's long side if whole; 0: unknown)
 
 
 @dataclass

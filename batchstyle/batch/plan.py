@@ -17,7 +17,7 @@ from .store import HashCache, OutputDir, PlanEntry
 # so that outputs of an older engine are not taken for current ones.
 ENGINE_REVISION = 1
 
-DEFAULT_TWO_GPU_PIXELS = 12_000_000
+DEFAULT_TWO_GPU_PIXELS = None  # images too large for one GPU run there with tiles (README "Big images")
 
 
 @dataclass
@@ -51,14 +51,15 @@ def item_id(item: Item, hashes: HashCache, weights_identity: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def route(item: Item, end_size: tuple[int, int], two_gpu_pixels: int) -> int:
-    """1 or 2 GPUs: the manifest's ``gpus`` if given, else 2 when the final image exceeds the threshold."""
+def route(item: Item, end_size: tuple[int, int], two_gpu_pixels: int | None) -> int:
+    """1 or 2 GPUs: the manifest's ``gpus`` if given, else 2 when the final image exceeds the threshold
+    (if one is set: by default every image runs on one GPU, tiled where it does not fit whole)."""
     if item.gpus is not None:
         return item.gpus
-    return 2 if end_size[0] * end_size[1] > two_gpu_pixels else 1
+    return 2 if two_gpu_pixels is not None and end_size[0] * end_size[1] > two_gpu_pixels else 1
 
 
-def planned(item: Item, hashes: HashCache, weights_identity: str, two_gpu_pixels: int) -> Item:
+def planned(item: Item, hashes: HashCache, weights_identity: str, two_gpu_pixels: int | None) -> Item:
     """The item with its id, route, cost and group key filled in."""
     if item.problem:  # it will not run: an id, no cost
         return replace(item, id=item_id(item, hashes, weights_identity))
@@ -77,7 +78,7 @@ def plan_entry(item: Item) -> PlanEntry:
 
 
 def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force: bool = False,
-              two_gpu_pixels: int = DEFAULT_TWO_GPU_PIXELS) -> Plan:
+              two_gpu_pixels: int | None = DEFAULT_TWO_GPU_PIXELS) -> Plan:
     """Give every item its id and split them into done and to-do; record the plan for ``status``."""
     out.create()
     hashes = HashCache.in_output(out)

@@ -5,11 +5,11 @@ out-of-memory error. They return decisions; the scheduler acts on them."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-# Bytes of device memory one item needs per pixel of its final size: the activations VGG-19 keeps
-# for the backward pass up to relu5_1, plus gradients and Adam state (an estimate from the layer
-# shapes, about 3 KB per pixel in float32; not yet checked against a GPU's allocator).
-BYTES_PER_PIXEL = {"fp32": 3300, "tf32": 3300, "bf16": 2200}
+from batchstyle.engine.memory import model_for
+
+SMALLEST_RETRY_TILE = 128  # px: after out of memory, tiles are halved down to this, then two GPUs
 
 # Grouping pays while one item leaves the device partly idle (kernel launches, small matrices).
 # Measured on a 2-core CPU with bf16 (batchstyle bench, image-iterations/s against one image):
@@ -49,7 +49,7 @@ def auto_group_size(pixels: int, device_kind: str, memory_bytes: int | None, pre
         return 1
     size = max_items
     if memory_bytes:
-        per_item = pixels * BYTES_PER_PIXEL.get(precision, BYTES_PER_PIXEL["fp32"])
+        per_item = pixels * model_for(precision).whole  # the engine's measured model (engine/memory.py)
         size = min(size, max(1, math.floor(memory_bytes * 0.5 / per_item)))
     return max(1, size)
 
@@ -76,15 +76,34 @@ def after_worker_lost(attempts: int, preempted: bool) -> int:
     return attempts if preempted else attempts + 1
 
 
-def after_out_of_memory(route: int, can_use_two: bool) -> int | str:
-    """Where an item that ran out of GPU memory goes next (a two-GPU worker), or why it fails."""
+@dataclass(frozen=True)
+class Retry:
+    """Run the item again on a worker of ``gpus`` GPUs, with tile cores of ``tile`` px (None: as before)."""
+
+    gpus: int
+    tile: int | None = None
+
+
+def smaller_tile(tile_used: int) -> int | None:
+    """Half the tile that ran out of memory (on the 16 px grid), or None below the smallest worth trying."""
+    half = tile_used // 2 // 16 * 16
+    return half if half >= SMALLEST_RETRY_TILE else None
+
+
+def after_out_of_memory(route: int, can_use_two: bool, tile_used: int = 0) -> Retry | str:
+    """What an item that ran out of memory tries next: smaller tiles on the same worker shape, then a
+    two-GPU worker, or why it fails. ``tile_used``: the tile core (or the untiled image's long side)
+    it ran out with, 0 if unknown."""
+    tile = smaller_tile(tile_used)
+    if tile is not None:
+        return Retry(route, tile)
     if route < 2 and can_use_two:
-        return 2
+        return Retry(2)
     if route < 2:
-        return ("out of GPU memory on one GPU and no node has two GPUs; lower end_scale, or run it "
-                "on a machine with two GPUs with gpus=2 in the manifest")
+        return ("out of memory on one GPU even with small tiles, and no node has two GPUs; lower end_scale, or "
+                "run it on a machine with two GPUs with gpus=2 in the manifest")
     return "out of GPU memory even split over two GPUs; lower end_scale (or style_size)"
 
 
 __all__ = ["desired_workers", "auto_group_size", "fair_share", "fit_to_cluster", "after_worker_lost",
-           "after_out_of_memory", "BYTES_PER_PIXEL", "GROUP_LIMITS"]
+           "after_out_of_memory", "smaller_tile", "Retry", "GROUP_LIMITS", "SMALLEST_RETRY_TILE"]

@@ -94,6 +94,7 @@ class Scheduler:
         self.pool = WorkerPool(setup, options.device, options.workers, display.log)
         self.state.workers = self.workers = self.pool.workers
         self.route = {item.id: item.route for item in todo}  # GPUs per item, after escalation
+        self.tiles: dict[str, int] = {}  # tile cores of items retried after running out of memory
         self.attempts: Counter[str] = Counter()  # runs that ended without a result (worker lost)
         self.alone: set[str] = set()  # failed inside a group once: from now on they run alone
         self.style_refs: dict[Path, Any] = {}
@@ -218,7 +219,8 @@ class Scheduler:
             return None
         checkpoint = None if self.options.force else self.out.checkpoint(item.id)
         return ItemInputs(item, content, [self.style_refs[s] for s in item.styles], checkpoint,
-                          self.options.max_pixels, preview_interval=self.options.preview_interval)
+                          self.options.max_pixels, tile=self.tiles.get(item.id, item.tile),
+                          preview_interval=self.options.preview_interval)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -359,14 +361,7 @@ class Scheduler:
         elif failure.kind == "oom":
             self._release(worker, item)
             self.pool.remove(worker)  # a fresh process sheds the allocator's fragmentation
-            two_gpus_exist = self.pool.gpus_per_node >= 2 and self.pool.gpus_total >= 2
-            decision = after_out_of_memory(self.route[item.id], two_gpus_exist)
-            if isinstance(decision, str):
-                self._fail(item, "oom", decision, worker.label, failure.detail)
-            else:
-                self.route[item.id] = decision
-                self.display.log(f"[yellow]out of memory[/] {item.output}: moving it to a two-GPU worker")
-                self.queue.appendleft(item)
+            self._after_out_of_memory(worker, item, failure)
         elif failure.kind == "device":
             self._release(worker, item)
             if not worker.call:
@@ -374,6 +369,21 @@ class Scheduler:
             self._requeue_or_fail(item, f"device error: {failure.message}", False)
         else:
             self._finish_failed(worker, item, "error", failure.message, failure.detail)
+
+    def _after_out_of_memory(self, worker: Worker, item: Item, failure: ItemFailure) -> None:
+        """Smaller tiles first, then two GPUs, then a failure (:func:`policies.after_out_of_memory`)."""
+        two_gpus_exist = self.pool.gpus_per_node >= 2 and self.pool.gpus_total >= 2
+        decision = after_out_of_memory(self.route[item.id], two_gpus_exist, failure.tile_used)
+        if isinstance(decision, str):
+            self._fail(item, "oom", decision, worker.label, failure.detail)
+            return
+        if decision.tile is not None:
+            self.tiles[item.id] = decision.tile
+            self.display.log(f"[yellow]out of memory[/] {item.output}: retrying with tiles of {decision.tile} px")
+        else:
+            self.display.log(f"[yellow]out of memory[/] {item.output}: moving it to a two-GPU worker")
+        self.route[item.id] = decision.gpus
+        self.queue.appendleft(item)
 
     def _worker_lost(self, worker: Worker, cause: str, preempted: bool) -> None:
         """The worker died or hangs: every item it was making is requeued (or given up on)."""

@@ -73,9 +73,15 @@ def settings_from_options(options: dict[str, Any], base: StyleSettings | None = 
 
 
 def speed_options(func: Callable) -> Callable:
-    """--precision, --memory-format and --compile: how the engine runs (not what it makes)."""
+    """--precision, --memory-format, --compile and --tile: how the engine runs (not what it makes)."""
     from batchstyle.engine.speed import MEMORY_FORMATS, PRECISIONS
 
+    func = click.option("--tile", default="auto", show_default=True, metavar="auto|off|PX",
+                        callback=lambda ctx, param, value: _tile(value),
+                        help="Evaluate the objective tile by tile: the same image in the memory of one tile "
+                             "(a little slower). auto: only the scales whose whole image would not fit the "
+                             "device's memory, with tiles as large as fit; off: never; PX: every scale larger "
+                             "than PX, with tiles of PX (rounded down to a multiple of 16).")(func)
     func = click.option("--compile", "compile_", is_flag=True,
                         help="torch.compile the network for each scale's size (pays off only on long runs; "
                              "the first iterations of each size wait for the compiler).")(func)
@@ -93,7 +99,16 @@ def speed_from_options(options: dict[str, Any]):
     from batchstyle.engine.speed import Speed
 
     return Speed(precision=options.pop("precision", "auto"), memory_format=options.pop("memory_format", "auto"),
-                 compile=bool(options.pop("compile_", False)))
+                 compile=bool(options.pop("compile_", False)), tile=options.pop("tile", "auto"))
+
+
+def _tile(value: str):
+    from batchstyle.engine.speed import parse_tile
+
+    try:
+        return parse_tile(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("tile ")) from None
 
 
 def parse_pixels(text: str) -> int:

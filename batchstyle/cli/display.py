@@ -186,18 +186,21 @@ def bench_table(results, full: bool) -> Table:
     title = (f"{first.device}, {'whole runs' if full else f'{first.steps} timed iterations at one size'}; "
              f"memory: {first.memory_kind}")
     table = Table(title=title, title_justify="left")
-    for name in ("size", "config", "it/s", "image-it/s", "speedup", "MP-it/s", "TFLOP/s", "of peak",
-                 "peak mem", "final loss", "vs base"):
+    for name in ("size", "config", "tiles", "work", "it/s", "image-it/s", "speedup", "MP-it/s", "TFLOP/s",
+                 "of peak", "peak mem", "model", "final loss", "vs base"):
         table.add_column(name, justify="left" if name == "config" else "right")
     if full:
         table.add_column("images/h", justify="right")
     base: dict[int, float] = {}
     for r in results:
         base.setdefault(r.size, r.item_iterations_per_s)
-        row = [f"{r.width}x{r.height}", r.config, f"{r.steps_per_s:.2f}", f"{r.item_iterations_per_s:.2f}",
+        row = [f"{r.width}x{r.height}", r.config, f"{r.tiles}×{r.tile_core}" if r.tiles else "whole",
+               f"{r.work_ratio:.2f}x",
+               f"{r.steps_per_s:.2f}", f"{r.item_iterations_per_s:.2f}",
                f"{r.item_iterations_per_s / base[r.size]:.2f}x", f"{r.megapixel_iterations_per_s:.2f}",
                f"{r.tflops:.2f}", "–" if r.fraction_of_peak is None else f"{r.fraction_of_peak:.1%}",
-               f"{r.peak_memory_bytes / 2**20:,.0f} MiB", f"{r.final_losses[0]:.5g}",
+               f"{r.peak_memory_bytes / 2**20:,.0f} MiB", f"{r.predicted_memory_bytes / 2**20:,.0f} MiB",
+               f"{r.final_losses[0]:.5g}",
                "–" if r.loss_vs_baseline is None else f"{r.loss_vs_baseline:+.2%}"]
         if full:
             row.append(f"{r.images_per_hour:,.0f}")

@@ -33,8 +33,9 @@ NOTES_SHOWN = 20  # notes about input files printed before a run; all of them ar
                    "gpu: ask for GPU workers even if no GPU node is up yet (autoscaling clusters).")
 @click.option("--workers", type=click.IntRange(min=1),
               help="At most this many workers at once. [default: one per GPU (or per node without GPUs)]")
-@click.option("--two-gpu-pixels", type=click.IntRange(min=1), default=12_000_000, show_default=True,
-              help="Items whose final image has more pixels than this run split over two GPUs.")
+@click.option("--two-gpu-pixels", type=click.IntRange(min=1), default=None,
+              help="Items whose final image has more pixels than this run split over two GPUs (a node with "
+                   "two is needed). [default: none: every image runs on one GPU, tiled where it does not fit]")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Extra attempts for an item whose worker died (killed, node lost).")
 @click.option("--force", is_flag=True, help="Redo every item, even those already done.")
@@ -55,7 +56,7 @@ NOTES_SHOWN = 20  # notes about input files printed before a run; all of them ar
 @web_options
 @click.pass_obj
 def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None, device: str, workers: int | None,
-        two_gpu_pixels: int, retries: int, force: bool, weights: str | None, cpu_threads: int | None,
+        two_gpu_pixels: int | None, retries: int, force: bool, weights: str | None, cpu_threads: int | None,
         stall_timeout: float, group_size: str, max_input_pixels: int, plain: bool, web: bool, host: str,
         port: int, **options: Any) -> None:
     """Stylize every image of a MANIFEST (CSV), on this machine or a Ray cluster; resumable.
@@ -67,7 +68,8 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
         me.jpg,a.jpg;b.jpg,me.tif,1024,
     content is an image, a folder or a glob; style is one or more images separated by ';';
     optional columns: style_weights (';'), output ({content}, {ext}, {style}, {line}, {n}), gpus (1
-    or 2), and any engine option by its long name. Empty cells take the command-line value.
+    or 2), tile (auto, off or PX), and any engine option by its long name. Empty cells take the
+    command-line value.
     Paths are relative to the manifest. Run the same command again to resume.
     OUTDIR/index.html shows every image (open it in a browser); --web shows the running batch too.
     """
@@ -163,7 +165,7 @@ def _preview_interval(web: bool) -> float:
 
 
 def run_batch(console: Console, items, out, lock, resolved, identity: str, *, address: str | None,
-              two_gpu_pixels: int, plain: bool, options, web: tuple[str, int] | None = None) -> int:
+              two_gpu_pixels: int | None, plain: bool, options, web: tuple[str, int] | None = None) -> int:
     """Plan the items against the output directory, then make the missing ones with Ray."""
     from batchstyle.batch.plan import make_plan
 

@@ -72,6 +72,12 @@ def use_tf32_convolutions(enabled: bool) -> None:
         torch.backends.cudnn.allow_tf32 = enabled
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says a device, or the CPU's allocator, had no memory left for a tensor."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
 def reset_peak_memory(devices: Sequence[torch.device]) -> None:
     for d in devices:
         if d.type == "cuda":
@@ -89,4 +95,4 @@ def release_cached_memory(devices: Sequence[torch.device]) -> None:
 
 
 __all__ = ["DeviceError", "default_devices", "check_devices", "configure_torch", "use_tf32_convolutions",
-           "reset_peak_memory", "peak_gpu_bytes", "release_cached_memory"]
+           "is_out_of_memory", "reset_peak_memory", "peak_gpu_bytes", "release_cached_memory"]

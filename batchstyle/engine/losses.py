@@ -4,6 +4,11 @@ Each loss is a small module whose ``forward`` reads like its formula (engine-spe
 are ``[N, C, H, W]`` and every loss returns ``[N]``: one value per image, so that images optimised
 together in a group keep independent objectives (their sum's gradient is each image's own).
 Targets are ``[N, ...]`` (one per image) or ``[1, ...]`` (shared).
+
+The network losses see the activations only through sums over positions (``reference/tiling.md``).
+Each says so in three steps, which tiles use: ``sums`` (additive over any partition of the
+positions), ``moments`` (the statistics from the summed sums and the number of positions) and
+``score`` (the loss of those statistics). ``forward`` on whole activations keeps its own arithmetic.
 """
 
 from __future__ import annotations
@@ -26,15 +31,30 @@ def per_image_sum(t: torch.Tensor) -> torch.Tensor:
     return t.sum()[None] if t.shape[0] == 1 else t.flatten(1).sum(1)
 
 
+def error_sums(diff: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σd² and Σ|d| per image: all that the scaled MSE needs of ``diff``."""
+    return per_image_sum(diff.pow(2)), per_image_sum(diff.abs())
+
+
+def scaled_mse_of(squares: torch.Tensor, magnitudes: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The scaled MSE from its sums: Σd² / (Σ|d| + eps)."""
+    return squares / magnitudes.add(eps)
+
+
 def scaled_mse(diff: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Σd² / (Σ|d| + eps) per image: an MSE whose gradient has an L1 norm of about 1."""
-    return per_image_sum(diff.pow(2)) / per_image_sum(diff.abs()).add(eps)
+    return scaled_mse_of(*error_sums(diff), eps)
+
+
+def second_moment_sum(feats: torch.Tensor) -> torch.Tensor:
+    """Σ_p f_p f_pᵀ over positions, per image: ``[N, C, h, w]`` -> ``[N, C, C]``."""
+    mat = feats.flatten(-2)
+    return mat @ mat.transpose(-2, -1)
 
 
 def gram(feats: torch.Tensor) -> torch.Tensor:
     """Gram matrix normalised by the number of positions only: F Fᵀ / (h·w), per image."""
-    mat = feats.flatten(-2)
-    return mat @ mat.transpose(-2, -1) / mat.shape[-1]
+    return second_moment_sum(feats) / (feats.shape[-2] * feats.shape[-1])
 
 
 def normalized(weights: Sequence[float]) -> list[float]:
@@ -48,12 +68,29 @@ def default_style_layer_weights(n_layers: int) -> list[float]:
     return [4.0 ** (n_layers - 1 - i) for i in range(n_layers)]
 
 
+EVERYWHERE = (slice(None), slice(None))  # the rows and columns of a whole layer
+
+
 class ContentLoss(nn.Module):
-    """Scaled MSE between the image's and the content's activations."""
+    """Scaled MSE between the image's and the content's activations.
+
+    ``where``: the rows and columns of the layer that ``feats`` hold (a tile's core), so that they
+    meet the content's activations at the same positions.
+    """
 
     def __init__(self, target: torch.Tensor):
         super().__init__()
         self.register_buffer("target", target)
+
+    def sums(self, feats: torch.Tensor, where: tuple[slice, slice] = EVERYWHERE) -> tuple[torch.Tensor, ...]:
+        return error_sums(feats - self.target[..., where[0], where[1]])
+
+    @staticmethod
+    def moments(sums: tuple[torch.Tensor, ...], count: int) -> tuple[torch.Tensor, ...]:
+        return sums
+
+    def score(self, stats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return scaled_mse_of(*stats)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return scaled_mse(feats - self.target)
@@ -71,11 +108,22 @@ class GramStyleLoss(nn.Module):
         return gram(feats)
 
     @staticmethod
+    def sums(feats: torch.Tensor, where: tuple[slice, slice] = EVERYWHERE) -> tuple[torch.Tensor, ...]:
+        return (second_moment_sum(feats),)
+
+    @staticmethod
+    def moments(sums: tuple[torch.Tensor, ...], count: int) -> torch.Tensor:
+        return sums[0] / count
+
+    @staticmethod
     def blend(stats: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
         return sum(s * w for s, w in zip(stats, weights))
 
+    def score(self, stats: torch.Tensor) -> torch.Tensor:
+        return scaled_mse(stats - self.target)
+
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return scaled_mse(gram(feats) - self.target)
+        return self.score(self.statistics(feats))
 
 
 # --- Wasserstein-2 between Gaussian fits (the 2023 loss) ------------------------------------------
@@ -142,8 +190,16 @@ class W2StyleLoss(nn.Module):
 
     @staticmethod
     def statistics(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mat = feats.flatten(-2)
-        return mat.mean(-1), mat @ mat.transpose(-2, -1) / mat.shape[-1]
+        return feats.flatten(-2).mean(-1), gram(feats)
+
+    @staticmethod
+    def sums(feats: torch.Tensor, where: tuple[slice, slice] = EVERYWHERE) -> tuple[torch.Tensor, ...]:
+        return feats.flatten(-2).sum(-1), second_moment_sum(feats)
+
+    @staticmethod
+    def moments(sums: tuple[torch.Tensor, ...], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        total, second = sums
+        return total / count, second / count
 
     @staticmethod
     def blend(stats, weights):
@@ -151,7 +207,10 @@ class W2StyleLoss(nn.Module):
                 sum(s * w for (_, s), w in zip(stats, weights)))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        mean, second = self.statistics(feats)
+        return self.score(self.statistics(feats))
+
+    def score(self, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        mean, second = stats
         channels = mean.shape[-1]
         cov = second - mean[..., :, None] * mean[..., None, :]
         cov = cov + W2_EPS * torch.eye(channels, device=cov.device, dtype=cov.dtype)
@@ -175,5 +234,5 @@ class TVLoss(nn.Module):
         return per_image_sum(sq) / sq[0].numel() if sq.shape[0] > 1 else sq.mean()[None]
 
 
-__all__ = ["per_image_sum", "scaled_mse", "gram", "normalized", "default_style_layer_weights", "ContentLoss",
+__all__ = ["per_image_sum", "scaled_mse", "scaled_mse_of", "error_sums", "second_moment_sum", "gram", "normalized", "default_style_layer_weights", "ContentLoss",
            "GramStyleLoss", "W2StyleLoss", "TVLoss", "sqrtm", "STYLE_LOSS_CLASSES"]

@@ -24,6 +24,11 @@ from .settings import StyleSettings
 from .vgg import VGGFeatures
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Reduced-precision activations in float32 for the losses; float32 and float64 as they are."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class Weighted(nn.Module):
     """One term: a loss of one layer's activations (or of the image, ``"input"``), times each image's weight."""
 
@@ -34,7 +39,15 @@ class Weighted(nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, feats: dict) -> torch.Tensor:
-        return self.loss(feats[self.key].float()) * self.weight
+        return self.loss(at_least_float32(feats[self.key])) * self.weight
+
+    def sums(self, feats: torch.Tensor, where: tuple[slice, slice]) -> tuple[torch.Tensor, ...]:
+        """The loss's sums over the positions of ``feats``, which are ``where`` in the layer (tiles)."""
+        return self.loss.sums(at_least_float32(feats), where)
+
+    def of_sums(self, sums: tuple[torch.Tensor, ...], count: int) -> torch.Tensor:
+        """The weighted loss from its sums over all ``count`` positions of the layer."""
+        return self.loss.score(self.loss.moments(sums, count)) * self.weight
 
 
 class Objective:

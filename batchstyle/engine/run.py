@@ -28,12 +28,16 @@ from .events import Progress, ScaleFinished
 from .images import image_digest, to_uint8
 from .inits import initial_image
 from .layers import LAYER_NAMES, layer_index, min_input_size
+from .memory import tile_core
 from .objective import Objective, group_terms
 from .optim import EMA, AdamMoments, make_adam, make_lbfgs
 from .pixels import tensor_at
 from .schedule import Scale, scale_ladder, style_size_at
 from .settings import StyleSettings, group_key
+from .speed import parse_tile
 from .targets import Targets
+from .tiled import TiledObjective
+from .tiles import Tile, alignment, largest_core, margin_for, tile_grid
 
 if TYPE_CHECKING:
     from .stylizer import Stylizer
@@ -121,7 +125,9 @@ class _Stage:
         """One optimiser step; returns each image's loss before it."""
 
         def closure() -> torch.Tensor:
-            losses, self.x.grad = self.objective(self.x)
+            losses, gradient = self.objective(self.x)
+            # L-BFGS flattens the gradient with view(-1): an NHWC (channels_last) one has to be copied
+            self.x.grad = gradient if self.adam else gradient.contiguous()
             return losses
 
         losses = self.optimizer.step(closure)
@@ -150,10 +156,11 @@ class Run:
     (up to float rounding of the convolutions over the group). Progress and checkpoints are per job.
     """
 
-    def __init__(self, stylizer: "Stylizer", jobs: Sequence[Job]):
+    def __init__(self, stylizer: "Stylizer", jobs: Sequence[Job], tile: str | int | None = None):
         if not jobs:
             raise ValueError("a group needs at least one job")
         self.stylizer = stylizer
+        self.tile = stylizer.speed.tile if tile is None else parse_tile(tile)
         self._jobs = [_JobState(job, stylizer.weights.identity) for job in jobs]
         self.settings = self._jobs[0].settings
         self.ladder = scale_ladder(self._jobs[0].content.size, self.settings)
@@ -162,12 +169,15 @@ class Run:
             job.check_fits(self.ladder)
         s = self.settings
         self.layers = tuple(dict.fromkeys(s.content_layers + s.style_layers))
+        indices = [layer_index(name) for name in self.layers]
+        self.margin, self.align = margin_for(indices), alignment(indices)
         self.model = stylizer.features(self.layers, s.pooling)
         self.forward = stylizer.iteration_forward(self.model)
         self.targets = Targets(self.model, stylizer.target_cache, stylizer.autocast, stylizer.memory_format,
                                stylizer.speed.precision)
         self._stage: _Stage | None = None
         self._events: Iterator | None = None
+        self._plan: tuple[int, list[Tile] | None] = (0, None)  # the current scale and its tiles
 
     @property
     def total_iterations(self) -> int:
@@ -200,16 +210,44 @@ class Run:
         return self._stage.objective.evaluate(x.contiguous(memory_format=self.stylizer.memory_format)).tolist()
 
     def objective(self, k: int) -> Objective:
-        """What the loop minimises at scale ``k``: each job's weighted loss against its targets there."""
+        """What the loop minimises at scale ``k``: each job's weighted loss against its targets there,
+        evaluated tile by tile where the ``tile`` option asks for it (:meth:`tiles`)."""
         scale, first = self.ladder[k], self.model.devices[0]
+        tiles = self.tiles(scale.size, len(self._jobs))
+        self._plan = (k, tiles)
         content = torch.cat([tensor_at(job.content, *scale.size) for job in self._jobs]).to(first)
         content = self.targets.content(content.contiguous(memory_format=self.stylizer.memory_format),
-                                       self.settings.content_layers)
-        styles = [[self.targets.style(image, digest, style_size_at(image.size, scale.long_side, job.settings),
-                                      job.settings)
+                                       self.settings.content_layers, tiles)
+        styles = [[self._style_target(image, digest, scale.long_side, job.settings)
                    for image, digest in zip(job.styles, job.style_digests)] for job in self._jobs]
-        return Objective(self.model, group_terms(self._jobs, content, styles, self.model), self.layers,
-                         forward=self.forward, autocast=self.stylizer.autocast)
+        terms = group_terms(self._jobs, content, styles, self.model)
+        if tiles is None:
+            return Objective(self.model, terms, self.layers, forward=self.forward, autocast=self.stylizer.autocast)
+        return TiledObjective(self.model, terms, self.layers, tiles, forward=self.forward,
+                              autocast=self.stylizer.autocast)
+
+    def tiles(self, size: tuple[int, int], images: int = 1) -> list[Tile] | None:
+        """The tiles for ``images`` images of ``size`` (width, height), or None for the whole image."""
+        width, height = size
+        core = tile_core(self.tile, width, height, images, self.stylizer.speed.precision, self.model.devices,
+                         self.margin, self.align)
+        tiles = None if core is None else tile_grid(height, width, core, self.margin, self.align)
+        return tiles if tiles is not None and len(tiles) > 1 else None
+
+    def _style_target(self, image: Image.Image, digest: str, long_side: int, settings: StyleSettings) -> list:
+        size = style_size_at(image.size, long_side, settings)
+        return self.targets.style(image, digest, size, settings, self.tiles(size))
+
+    @property
+    def current_tiles(self) -> list[Tile] | None:
+        """The tiles of the scale being prepared or optimised, or None while it runs whole."""
+        return self._plan[1]
+
+    @property
+    def tile_in_use(self) -> int:
+        """The longest tile core of the current scale, or its long side when it runs whole, in px."""
+        k, tiles = self._plan
+        return largest_core(tiles) if tiles else self.ladder[k].long_side
 
     def _current(self) -> torch.Tensor:
         if self._stage is not None:

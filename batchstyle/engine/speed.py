@@ -15,6 +15,21 @@ from typing import Any, Sequence
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+MIN_TILE = 64  # px: smaller cores would be mostly margin (80 px on every side up to relu5_1)
+
+
+def parse_tile(value: Any) -> str | int:
+    """``auto``, ``off`` or a tile core size in pixels (``512``, ``"512"``, ``"512px"``)."""
+    text = value.strip().lower().removesuffix("px") if isinstance(value, str) else value
+    if text in ("auto", "off"):
+        return text
+    try:
+        size = int(text)
+    except (TypeError, ValueError):
+        size = 0
+    if isinstance(value, bool) or size < MIN_TILE:
+        raise ValueError(f"tile must be auto, off or a tile size in pixels of at least {MIN_TILE}, not {value!r}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -27,13 +42,17 @@ class Speed:
     ``auto``. ``memory_format``: NCHW, channels_last, or ``auto``. ``compile``: ``torch.compile``
     the network for each scale's fixed size (CUDA graphs on CUDA). ``loss_every``: read the loss
     back from the device every N iterations (and at the end of each scale), so a GPU is not
-    stalled each step; 0 means automatic (1 on CPU, 10 on GPU).
+    stalled each step; 0 means automatic (1 on CPU, 10 on GPU). ``tile``: evaluate the objective
+    tile by tile (the same result, in the memory of one tile; ``reference/tiling.md``): ``auto``
+    tiles a scale only when the whole image would not fit the device's memory, ``off`` never
+    tiles, a number tiles every scale larger than it with cores of that many pixels.
     """
 
     precision: str = "auto"
     memory_format: str = "auto"
     compile: bool = False
     loss_every: int = 0
+    tile: str | int = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -43,6 +62,7 @@ class Speed:
                              f"not {self.memory_format!r}")
         if not isinstance(self.loss_every, int) or self.loss_every < 0:
             raise ValueError(f"loss_every must be a whole number >= 0, not {self.loss_every!r}")
+        object.__setattr__(self, "tile", parse_tile(self.tile))
 
     def replace(self, **changes: Any) -> "Speed":
         return dataclasses.replace(self, **changes)
@@ -65,12 +85,13 @@ class Speed:
             # cuDNN's tensor-core kernels want NHWC; on CPU (oneDNN) it measured no faster.
             memory_format = "channels_last" if kind == "cuda" else "contiguous"
         loss_every = self.loss_every or (1 if kind == "cpu" else 10)
-        return Speed(precision, memory_format, self.compile, loss_every)
+        return Speed(precision, memory_format, self.compile, loss_every, self.tile)
 
     def label(self) -> str:
-        """Short name, e.g. ``bf16 NHWC compile``."""
+        """Short name, e.g. ``bf16 NHWC compile`` or ``fp32 NCHW tile=512``."""
         layout = {"channels_last": "NHWC", "contiguous": "NCHW"}.get(self.memory_format, "auto-format")
-        return " ".join([self.precision, layout] + (["compile"] if self.compile else []))
+        tiles = [] if self.tile == "auto" else [f"tile={self.tile}"]
+        return " ".join([self.precision, layout] + (["compile"] if self.compile else []) + tiles)
 
 
 def auto_precision(kind: str, device: Any = None) -> str:
@@ -105,4 +126,4 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-__all__ = ["Speed", "PRECISIONS", "MEMORY_FORMATS", "auto_precision", "cpu_has_native_bf16"]
+__all__ = ["Speed", "PRECISIONS", "MEMORY_FORMATS", "MIN_TILE", "parse_tile", "auto_precision", "cpu_has_native_bf16"]

@@ -93,13 +93,13 @@ class Stylizer:
         return model.to(memory_format=self.memory_format)
 
     def run(self, content: Image.Image, styles: Sequence[Image.Image], settings: StyleSettings | None = None,
-            checkpoint: Checkpoint | None = None) -> Run:
-        """One stylization (a group of one job)."""
-        return Run(self, [Job(content, styles, settings or StyleSettings(), checkpoint)])
+            checkpoint: Checkpoint | None = None, tile: str | int | None = None) -> Run:
+        """One stylization (a group of one job). ``tile``: this run's tiling (default: ``speed.tile``)."""
+        return Run(self, [Job(content, styles, settings or StyleSettings(), checkpoint)], tile)
 
-    def run_group(self, jobs: Sequence[Job]) -> Run:
+    def run_group(self, jobs: Sequence[Job], tile: str | int | None = None) -> Run:
         """Several jobs of the same size and loop settings, optimised together (see :class:`Run`)."""
-        return Run(self, jobs)
+        return Run(self, jobs, tile)
 
 
 def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image],

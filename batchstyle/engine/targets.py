@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from contextlib import AbstractContextManager
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -19,6 +19,8 @@ from .layers import LAYER_INDEX
 from .losses import STYLE_LOSS_CLASSES
 from .pixels import tensor_at
 from .settings import StyleSettings
+from .tiled import core_features, summed, whole_features
+from .tiles import Tile, reach
 from .vgg import VGGFeatures
 
 
@@ -68,26 +70,43 @@ class Targets:
         self.precision = precision
 
     @torch.no_grad()
-    def content(self, images: torch.Tensor, layers: tuple[str, ...]) -> dict:
-        """The activations of ``images`` (``[N, 3, H, W]``) by module index."""
+    def content(self, images: torch.Tensor, layers: tuple[str, ...], tiles: Sequence[Tile] | None = None) -> dict:
+        """The activations of ``images`` (``[N, 3, H, W]``) by module index, assembled from ``tiles`` if given."""
         with self.autocast():
-            return self.model(images, layers=layers)
+            if tiles is None:
+                return self.model(images, layers=layers)
+            return whole_features(self.model, images, layers, tiles, [LAYER_INDEX[name] for name in layers])
 
     @torch.no_grad()
-    def style(self, image: Image.Image, digest: str, size: tuple[int, int], settings: StyleSettings) -> list:
-        """A style image's statistics at ``size``, one entry per style layer (``settings.style_layers``)."""
+    def style(self, image: Image.Image, digest: str, size: tuple[int, int], settings: StyleSettings,
+              tiles: Sequence[Tile] | None = None) -> list:
+        """A style image's statistics at ``size``, one entry per style layer (``settings.style_layers``),
+        summed over ``tiles`` if given."""
         loss_cls = STYLE_LOSS_CLASSES[settings.style_loss]
         key = (digest, *size, settings.style_layers, settings.pooling, settings.style_loss, self.model.deepest,
-               self.precision)
+               self.precision, None if tiles is None else tuple(tiles))
 
         def compute() -> list:
-            style = tensor_at(image, *size).to(self.model.devices[0])
+            style = tensor_at(image, *size).to(self.model.devices[0]).contiguous(memory_format=self.memory_format)
+            if tiles is not None:
+                return self._tiled_style(style, settings, tiles)
             with self.autocast():
-                feats = self.model(style.contiguous(memory_format=self.memory_format), layers=settings.style_layers)
+                feats = self.model(style, layers=settings.style_layers)
             # statistics outside autocast: Gram matrices and moments are float32 matmuls
             return [loss_cls.statistics(feats[LAYER_INDEX[name]].float()) for name in settings.style_layers]
 
         return self.cache.get(key, compute)
+
+    def _tiled_style(self, style: torch.Tensor, settings: StyleSettings, tiles: Sequence[Tile]) -> list:
+        """The statistics of each style layer from the sums over the tiles' cores."""
+        loss_cls = STYLE_LOSS_CLASSES[settings.style_loss]
+        keys = [LAYER_INDEX[name] for name in settings.style_layers]
+        with self.autocast():
+            cores = core_features(self.model, style, settings.style_layers, tiles, keys)
+            sums = summed([loss_cls.sums(c[key].float()) for key in keys] for _, c in cores)
+        height, width = style.shape[-2:]
+        counts = [(height // reach(key)[2]) * (width // reach(key)[2]) for key in keys]
+        return [loss_cls.moments(s, count) for s, count in zip(sums, counts)]
 
 
 __all__ = ["TargetCache", "Targets"]
