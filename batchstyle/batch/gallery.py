@@ -26,8 +26,8 @@ from typing import Any
 
 from .gallery_data import entry, public
 from .storage import as_path
-from .store import META, FailureRecord, ItemRecord, OutputDir, PlanEntry
-from .thumbs import Thumb, Thumbnails, stamp
+from .store import META, FailureRecord, ItemRecord, OutputDir, PlanEntry, file_stamp
+from .thumbs import Thumb, Thumbnails
 
 SHARD_SIZE = 100  # images per data file
 FLUSH_EVERY = 2.0  # seconds: while making thumbnails, write what changed at least this often
@@ -199,7 +199,7 @@ class Gallery:
         if path in self.input_thumbs:
             return self.input_thumbs[path]
         file = as_path(path)
-        thumb = self.thumbs.of_file(f"in:{path}", file, stamp(file), make)
+        thumb = self.thumbs.of_file(f"in:{path}", file, file_stamp(file), make)
         if thumb is not None or make:
             self.input_thumbs[path] = thumb  # None: unreadable, not tried again
         return thumb

@@ -171,13 +171,8 @@ class OutputDir:
             return set()
 
     def stamp(self, rel: str) -> tuple | None:
-        """What tells whether the file ``rel`` changed without reading it (size and modification
-        time here); None when there is no such file."""
-        try:
-            st = (self.root / rel).stat()
-        except OSError:
-            return None
-        return (st.st_size, st.st_mtime_ns)
+        """What tells whether the file ``rel`` changed without reading it (see :func:`file_stamp`)."""
+        return file_stamp(self.root / rel)
 
     @property
     def name(self) -> str:
@@ -405,6 +400,19 @@ class RunLock:
         self.release()
 
 
+def file_stamp(path: Path | RemotePath) -> tuple | None:
+    """What tells whether a file changed without reading it: its size and modification time; for a
+    file at a URL, its store's content tag (or the URL itself when no listing gave one); None when it
+    cannot be reached."""
+    if isinstance(path, RemotePath):
+        return (0, path.tag or path.url)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
 def _sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -495,4 +503,4 @@ class HeaderCache:
 
 
 __all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache", "HeaderCache",
-           "META"]
+           "META", "file_stamp"]

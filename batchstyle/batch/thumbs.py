@@ -1,7 +1,8 @@
 """Thumbnails for the gallery: small JPEGs in ``.batchstyle/thumbs/``, named by the hash of the image's bytes.
 
 A style shared by 10,000 rows has one thumbnail. ``index.json`` there remembers, per file, its
-stamp (size and modification time, or a remote store's content tag), hash and pixel size, so that a rerun neither rereads nor decodes unchanged files;
+stamp (:func:`batch.store.file_stamp`: size and modification time, or a remote store's content
+tag), hash and pixel size, so that a rerun neither rereads nor decodes unchanged files;
 a file that cannot be reached any more (a relative path seen from elsewhere) keeps its last
 thumbnail. Only the driver makes thumbnails: it reads the inputs and writes the outputs anyway.
 """
@@ -19,8 +20,6 @@ from PIL import Image
 
 from batchstyle.engine.images import load_image
 
-from .storage import RemotePath
-
 THUMB_SIDE = 256  # longest side in pixels
 THUMB_QUALITY = 82
 MAX_SOURCE_PIXELS = 200_000_000  # larger images get no thumbnail: decoding one would hold GBs in the driver
@@ -33,19 +32,6 @@ class Thumb:
     name: str
     width: int
     height: int
-
-
-def stamp(path) -> tuple | None:
-    """What tells whether a file changed without reading it: its size and modification time; for a
-    file at a URL its store's content tag (or just the URL: a remote input's thumbnail is made once);
-    None when it cannot be reached."""
-    if isinstance(path, RemotePath):
-        return (0, path.tag or path.url)
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
 
 
 def thumbnail_jpeg(image: Image.Image) -> bytes:
@@ -86,7 +72,7 @@ class Thumbnails:
 
     def of_file(self, key: str, path, stamp: tuple | None, make: bool = True) -> Thumb | None:
         """The thumbnail of the file at ``path`` (remembered under ``key``), whose ``stamp`` (from
-        :func:`stamp`) says whether it changed; None if it cannot be read, or, with ``make`` false,
+        :func:`batch.store.file_stamp`) says whether it changed; None if it cannot be read, or, with ``make`` false,
         if it would have to be made."""
         entry = self.index.get(key)
         known = entry is not None and len(entry) == 5 and self._file_name(entry[2]) in self.existing
@@ -138,4 +124,4 @@ class Thumbnails:
         return f"{digest}.jpg"
 
 
-__all__ = ["Thumb", "Thumbnails", "stamp", "thumbnail_jpeg", "THUMB_SIDE"]
+__all__ = ["Thumb", "Thumbnails", "thumbnail_jpeg", "THUMB_SIDE"]
