@@ -72,16 +72,16 @@ class TiledObjective(Objective):
         self.tiles = list(tiles)
         self.network = [term for term in self.terms if term.key != "input"]
         self.keys = sorted({term.key for term in self.network})
+        self.strides = {key: reach(key)[2] for key in self.keys}
         self.counts = [self._positions(term.key) for term in self.network]
 
     def _positions(self, key: int) -> int:
-        stride = reach(key)[2]
+        stride = self.strides[key]
         tile = self.tiles[0]
         return (tile.height // stride) * (tile.width // stride)
 
     def _tile_sums(self, tile: Tile, cores: dict) -> list[Sums]:
-        stride = {key: reach(key)[2] for key in self.keys}
-        return [term.sums(cores[term.key], tile.where(stride[term.key])) for term in self.network]
+        return [term.sums(cores[term.key], tile.where(self.strides[term.key])) for term in self.network]
 
     def _pass_one(self, images: torch.Tensor, forward: Callable) -> list[Sums]:
         with torch.no_grad():
@@ -115,7 +115,7 @@ class TiledObjective(Objective):
             x = tile.crop(images).detach().requires_grad_()
             with self.autocast():
                 feats = self.forward(x, self.layers)
-            cores = {key: tile.core(feats[key], reach(key)[2]) for key in self.keys}
+            cores = {key: tile.core(feats[key], stride) for key, stride in self.strides.items()}
             surrogate = sum(((g * s).sum().to(first) for g_term, s_term in zip(weights, self._tile_sums(tile, cores))
                              for g, s in zip(g_term, s_term) if g is not None), torch.zeros((), device=first))
             del feats, cores
