@@ -7,9 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from batchstyle.engine.memory import model_for
-
-SMALLEST_RETRY_TILE = 128  # px: after out of memory, tiles are halved down to this, then two GPUs
+from batchstyle.engine.memory import MIN_CORE, model_for
 
 # Grouping pays while one item leaves the device partly idle (kernel launches, small matrices).
 # Measured on a 2-core CPU with bf16 (batchstyle bench, image-iterations/s against one image):
@@ -85,9 +83,10 @@ class Retry:
 
 
 def smaller_tile(tile_used: int) -> int | None:
-    """Half the tile that ran out of memory (on the 16 px grid), or None below the smallest worth trying."""
+    """Half the tile that ran out of memory (on the 16 px grid), or None below the smallest that
+    ``--tile auto`` would use (``MIN_CORE``): then two GPUs are next."""
     half = tile_used // 2 // 16 * 16
-    return half if half >= SMALLEST_RETRY_TILE else None
+    return half if half >= MIN_CORE else None
 
 
 def after_out_of_memory(route: int, can_use_two: bool, tile_used: int = 0) -> Retry | str:
@@ -106,4 +105,4 @@ def after_out_of_memory(route: int, can_use_two: bool, tile_used: int = 0) -> Re
 
 
 __all__ = ["desired_workers", "auto_group_size", "fair_share", "fit_to_cluster", "after_worker_lost",
-           "after_out_of_memory", "smaller_tile", "Retry", "GROUP_LIMITS", "SMALLEST_RETRY_TILE"]
+           "after_out_of_memory", "smaller_tile", "Retry", "GROUP_LIMITS"]
