@@ -104,15 +104,15 @@ class EngineBackend:
         out_of_memory = False
         try:
             for event in run:
+                index, item_id = event.item, items[event.item].id
                 if isinstance(event, Progress):
-                    last[event.item] = event
-                    yield items[event.item].id, event
-                    preview = _preview_due(run, event.item, group[event.item][0].preview_interval, event,
-                                           previews_sent)
+                    last[index] = event
+                    yield item_id, event
+                    preview = _preview_due(run, index, group[index][0].preview_interval, event, previews_sent)
                     if preview is not None:
-                        yield items[event.item].id, preview
+                        yield item_id, preview
                 elif event.scale_index < event.scale_count - 1:
-                    yield items[event.item].id, ItemCheckpoint(event.checkpoint.to_bytes())
+                    yield item_id, ItemCheckpoint(event.checkpoint.to_bytes())
         except Exception as exc:  # noqa: BLE001 - out of memory is a failure of the items; anything else goes on up
             if not is_out_of_memory(exc):
                 raise
