@@ -222,8 +222,14 @@ def test_original_colors_keep_the_contents_colours(real_stylizer, real_pair):
     chroma = lambda t: rgb_to_yuv(t[None])[0, 1:]  # noqa: E731
     assert (chroma(out_kept) - target).abs().mean() < 0.01
     assert (chroma(out_plain) - target).abs().mean() > 0.03
-    # the luminance is the stylized one, not the content's
-    assert torch.allclose(rgb_to_yuv(out_kept[None])[0, 0], rgb_to_yuv(out_plain[None])[0, 0], atol=0.05)
+    # The luminance is the stylized one, not the content's. It differs from the plain run's only where
+    # the content's chroma under it leaves the RGB cube and is clipped, a few pixels, by up to ~0.05: so
+    # the assertion is on the share of pixels that moved and the mean, never on the largest pixel.
+    luma = lambda t: rgb_to_yuv(t[None])[0, 0]  # noqa: E731
+    moved = (luma(out_kept) - luma(out_plain)).abs()
+    assert moved.mean() < 0.002 and (moved > 0.01).float().mean() < 0.01
+    content_luma = rgb_to_yuv(to_tensor(content.resize(out_kept.shape[1:][::-1], Image.LANCZOS)))[0, 0]
+    assert (luma(out_kept) - content_luma).abs().mean() > 0.05
 
 
 @pytest.mark.weights

@@ -177,6 +177,37 @@ def test_webp_has_srgb_profile_and_is_close(tmp_path):
     assert diff.mean() < 2.5 and diff.max() < 12
 
 
+def test_the_same_image_saved_twice_is_the_same_bytes(tmp_path, photo):
+    """Users compare checksums, deduplicate and sync buckets by ETag: nothing in a file may depend on
+    when or by which process it was written (the embedded profile once carried the current date)."""
+    import subprocess
+    import sys
+    import time
+
+    photo(20, 12).save(tmp_path / "source.png")
+    names = ["a.png", "a.tif", "a.jpg", "a.webp"]
+    write = (
+        "import sys; from PIL import Image; from batchstyle.engine.images import save_image\n"
+        "source = Image.open(sys.argv[1]).convert('RGB')\n"
+        "for path in sys.argv[2:]: save_image(source, path)\n"
+    )
+    for folder in ("first", "second"):  # two processes, as two runs of a batch are
+        paths = [str(tmp_path / folder / name) for name in names]
+        subprocess.run([sys.executable, "-c", write, str(tmp_path / "source.png"), *paths], check=True)
+        time.sleep(1.1)  # past the one-second resolution of any date a writer might stamp
+    for name in names:
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
+
+
+def test_the_embedded_profile_is_an_srgb_display_profile():
+    ours = ImageCms.ImageCmsProfile(io.BytesIO(srgb_profile()))
+    assert ours.profile.xcolor_space.strip() == "RGB" and ours.profile.device_class == "mntr"
+    # Converting through it to LittleCMS's own sRGB changes no pixel: it is sRGB, whatever its date.
+    cube = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB")
+    converted = ImageCms.profileToProfile(cube, ours, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    assert np.abs(np.asarray(converted, dtype=int) - np.asarray(cube, dtype=int)).max() <= 1
+
+
 def test_saved_files_load_back_unchanged(tmp_path, photo):
     source = photo(20, 12)
     for name in ("a.png", "b.tif"):

@@ -21,16 +21,16 @@ import io
 import os
 import secrets
 import struct
+import sys
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
+from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, BinaryIO
 
 import numpy as np
-import sys
-
 import tifffile
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
@@ -81,10 +81,12 @@ class ImageWarning(UserWarning):
 def srgb_profile() -> bytes:
     """The sRGB ICC profile we embed in every output and treat as "already sRGB" on input.
 
-    Built by LittleCMS rather than shipped as a file, and cached so every output embeds the very same
-    bytes (which lets :func:`load_image` recognise our own files and skip a needless conversion).
+    A fixed file (``srgb.icc`` beside this module: LittleCMS's built-in sRGB, with its creation date
+    set once to 2026-12-02) rather than one built at write time, which would carry the current date:
+    the same pixels give the same bytes on every day and with every LittleCMS, and :func:`load_image`
+    recognises our own files by these bytes and skips a needless conversion.
     """
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return resources.files(__package__).joinpath("srgb.icc").read_bytes()
 
 
 @functools.lru_cache(maxsize=1)
