@@ -74,7 +74,7 @@ def main() -> None:
         print(f"Python {version}: {len(resolved[version])} packages", file=sys.stderr)
     header = [
         "# Known-good versions: what every extra resolved to on " + ", ".join(f"Python {v}" for v in resolved)
-        + ",", "# written by `python .ci/constraints.py` after `bash .ci/run` passed on them (Python 3.11).",
+        + ",", "# written by `python .ci/constraints.py`; the suite (`bash .ci/run`) runs on Python 3.11.",
         "# A reproducible install:  pip install -e \".[test]\" -c constraints.txt",
     ]
     (ROOT / "constraints.txt").write_text("\n".join(header + lines(resolved)) + "\n")
