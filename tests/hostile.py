@@ -1,9 +1,10 @@
 """A hostile folder, as real ones are: files Pillow cannot open, a decompression bomb, odd modes
 and variants, every EXIF orientation, animations, panoramas, one stem with two extensions, a TIFF
-whose tags make Pillow warn. ``build(folder)`` writes it and returns what each file should become."""
+whose tags make Pillow warn, a named pipe (reading it would wait forever). ``build(folder)`` writes it and returns what each file should become."""
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -65,6 +66,8 @@ def build(folder: Path) -> dict[str, str]:
     write("truncated.jpg", jpeg.read_bytes()[: jpeg.stat().st_size // 2], FAILS)
     jpeg.unlink()
     write("bomb.png", bomb_png(), FAILS)
+    os.mkfifo(folder / "pipe.png")
+    expect["pipe.png"] = FAILS
     save("cmyk.jpg", photo.convert("CMYK"))
     save("deep16.png", Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257))
     save("palette.png", photo.convert("P", palette=Image.ADAPTIVE, colors=16))

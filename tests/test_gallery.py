@@ -225,3 +225,17 @@ def test_huge_images_get_no_thumbnail(tmp_path, monkeypatch):
     thumbs = Thumbnails(OutputDir(tmp_path), ".batchstyle/thumbs")
     assert thumbs.of_bytes(png(Image.new("RGB", (101, 100))), "big.png") is None
     assert thumbs.of_bytes(png(Image.new("RGB", (100, 100))), "fine.png") is not None
+
+
+@pytest.mark.timeout(10)  # reading the pipe would wait for a writer forever
+def test_a_named_pipe_among_the_inputs_gets_no_thumbnail_and_is_never_opened(tmp_path, photo):
+    import os
+
+    from batchstyle.batch.store import OutputDir, file_stamp
+    from batchstyle.batch.thumbs import Thumbnails
+
+    os.mkfifo(tmp_path / "pipe.png")  # a failed image found in a folder
+    photo(40, 30, 1).save(tmp_path / "fine.png")
+    thumbs = Thumbnails(OutputDir(tmp_path / "out"), ".batchstyle/thumbs")
+    assert thumbs.of_file("in:pipe.png", tmp_path / "pipe.png", file_stamp(tmp_path / "pipe.png")) is None
+    assert thumbs.of_file("in:fine.png", tmp_path / "fine.png", file_stamp(tmp_path / "fine.png")) is not None

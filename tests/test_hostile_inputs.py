@@ -4,6 +4,7 @@ error, nothing prints a traceback or a raw warning, and the command says so with
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -22,13 +23,14 @@ def outcomes(out) -> tuple[dict, dict]:
     return done, failed
 
 
+@pytest.mark.timeout(200)  # a read blocked on the pipe fails the test instead of hanging it
 def test_a_folder_of_hostile_files_runs_to_the_end(tmp_path):
     expect = hostile.build(tmp_path / "photos")
     make_photo(64, 48, 1).save(tmp_path / "style.png")
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("content,style,output\nphotos,style.png,{content}_{ext}__{style}.png\n")
     out = tmp_path / "out"
-    result = batchstyle("run", manifest, "-o", out, "--plain", "-s", "256", "-ms", "128", fake=FAKE)
+    result = batchstyle("run", manifest, "-o", out, "--plain", "-s", "256", "-ms", "128", fake=FAKE, timeout=180)
     text = result.stdout + result.stderr
     assert result.returncode == 1, text
     assert "Traceback" not in text and "UserWarning" not in text and "DecompressionBomb" not in text
@@ -46,6 +48,7 @@ def test_a_folder_of_hostile_files_runs_to_the_end(tmp_path):
     assert "truncated" in reasons["truncated.jpg"]
     assert "3,600 megapixels: more than the limit of 250 (--max-input-pixels)" in reasons["bomb.png"]
     assert "too thin" in reasons["sliver.png"]
+    assert "is a named pipe (FIFO), not a regular file" in reasons["pipe.png"]
     # the warning about the odd TIFF is a note, once, and it is kept in that image's record
     assert text.count("Tag data larger than file") == 1 and "note: odd_tags.tif: Tag data" in text
     odd = next(r for c, r in done.items() if c.endswith("odd_tags.tif"))
@@ -67,3 +70,12 @@ def test_two_files_of_one_stem_get_a_hint_that_names_the_way_out(tmp_path):
     assert ("output 'twin__style.png' is also written by this row (twin.jpg); twin.webp and twin.jpg differ only by "
             "extension: use an output such as {content}_{ext}__{style}.png") in result.stderr
     assert "e.g. {content}__{style}.png" not in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_a_manifest_that_is_a_named_pipe_is_one_line_not_a_hang(tmp_path):
+    os.mkfifo(tmp_path / "jobs.csv")  # as `batchstyle run <(generate)` would pass one
+    result = batchstyle("run", tmp_path / "jobs.csv", "--plain", fake=FAKE, timeout=20)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {tmp_path / 'jobs.csv'}: the manifest is a named pipe (FIFO), not a "
+                                     f"regular file; save the manifest to a file and name that")

@@ -423,6 +423,19 @@ def test_non_images_empty_and_missing_files(tmp_path):
         load_image(tmp_path)  # a directory
 
 
+@pytest.mark.timeout(10)  # opening the pipe for reading would wait for a writer forever
+def test_pipes_and_devices_are_refused_without_being_opened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(ImageError, match=r"pipe.jpg: cannot read image: it is a named pipe \(FIFO\), not a regular "
+                                         r"file; copy the image into a regular file and name that"):
+        load_image(tmp_path / "pipe.jpg")
+    with pytest.raises(ImageError, match="/dev/zero: cannot read image: it is a character device, not a regular file"):
+        images.image_size("/dev/zero")
+    (tmp_path / "link.png").symlink_to("pipe.jpg")
+    with pytest.raises(ImageError, match="link.png: cannot read image: it is a named pipe"):
+        images.image_size(tmp_path / "link.png")
+
+
 def test_bytes_input_loads_and_errors_use_the_given_name(tmp_path, photo):
     save_image(photo(20, 10), tmp_path / "a.jpg")
     im = load_image((tmp_path / "a.jpg").read_bytes(), name="x.jpg")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import pytest
 
 from batchstyle.batch.manifest import ManifestError, read_manifest
@@ -169,3 +172,115 @@ def test_a_tile_column_sets_how_an_image_runs_not_which_image_it_is(job, tmp_pat
     assert ids[0] == ids[1]  # tiles do not change the image: a done image is not made again
     (problem,) = problems(write("content,style,tile\nphotos/a.jpg,starry.jpg,32\n"))
     assert problem.endswith("manifest.csv:2: tile must be auto, off or a tile size in pixels of at least 64, not '32'")
+
+
+# --- files that are not regular files, and folders that loop -----------------------------------------
+
+QUICK = pytest.mark.timeout(10)  # a read blocked on a pipe, or a walk around a loop, fails instead of hanging
+
+
+@QUICK
+def test_a_named_pipe_in_a_cell_is_refused_without_opening_it(job):
+    root, write = job
+    os.mkfifo(root / "pipe.jpg")  # opening it for reading would wait for a writer forever
+    lines = problems(write("content,style\npipe.jpg,starry.jpg\nphotos/a.jpg,pipe.jpg\n"))
+    assert lines == [
+        f"{root / 'manifest.csv'}:2: content image 'pipe.jpg' is a named pipe (FIFO), not a regular file; "
+        f"copy the image into a regular file and name that",
+        f"{root / 'manifest.csv'}:3: style image 'pipe.jpg' is a named pipe (FIFO), not a regular file; "
+        f"copy the image into a regular file and name that"]
+
+
+@QUICK
+def test_devices_sockets_and_folders_where_an_image_belongs_name_what_they_are(job):
+    root, write = job
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(root / "listening.png"))
+        lines = problems(write("content,style\n/dev/zero,starry.jpg\nphotos/a.jpg,/dev/null\n"
+                               "photos/a.jpg,listening.png\nphotos/b.png,photos\n"))
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "content image '/dev/zero' is a character device, not a regular file; copy the image into a regular file "
+        "and name that",
+        "style image '/dev/null' is a character device, not a regular file; copy the image into a regular file "
+        "and name that",
+        "style image 'listening.png' is a socket, not a regular file; copy the image into a regular file and "
+        "name that",
+        "style image 'photos' is a folder, not a regular file; name an image file in it"]
+
+
+@QUICK
+def test_a_manifest_that_is_a_named_pipe_or_a_device_is_refused_without_reading_it(job):
+    root, _ = job
+    os.mkfifo(root / "jobs.csv")
+    assert problems(root / "jobs.csv") == [
+        f"{root / 'jobs.csv'}: the manifest is a named pipe (FIFO), not a regular file; save the manifest "
+        f"to a file and name that"]
+    assert "the manifest is a character device" in problems("/dev/zero")[0]
+
+
+@QUICK
+def test_a_named_pipe_in_a_folder_fails_as_an_image_and_planning_never_opens_it(job, tmp_path):
+    from batchstyle.batch.plan import make_plan
+    from batchstyle.batch.store import OutputDir
+
+    root, write = job
+    os.mkfifo(root / "photos" / "pipe.png")
+    (root / "photos" / "gone.jpg").symlink_to("moved.jpg")
+    (root / "photos" / "album.jpg").mkdir()  # a folder whose name looks like an image is no file: left out
+    items = read_manifest(write("content,style\nphotos,starry.jpg\n"))
+    assert [(i.content.name, i.problem) for i in items] == [
+        ("a.jpg", ""), ("b.png", ""), ("c.PNG", ""), ("gone.jpg", "gone.jpg is a symbolic link to nothing"),
+        ("pipe.png", "pipe.png is a named pipe (FIFO), not a regular file; copy the image into a regular file and "
+                     "name that")]
+    plan = make_plan(items, OutputDir(tmp_path / "out"), "w")  # ids hash the inputs' bytes
+    assert len({i.id for i in plan.todo}) == 5
+
+
+@QUICK
+def test_a_symlink_loop_under_a_recursive_glob_yields_each_file_once(job):
+    root, write = job
+    year = root / "photos" / "2020"
+    year.mkdir()
+    (root / "photos" / "a.jpg").rename(year / "d.jpg")
+    (year / "loop").symlink_to("..", target_is_directory=True)
+    items = read_manifest(write("content,style\nphotos/**/*.jpg,starry.jpg\n"))  # no "differ only by extension"
+    assert [i.content.relative_to(root).as_posix() for i in items] == ["photos/2020/d.jpg"]
+    (year / "again").symlink_to("..", target_is_directory=True)  # two loops: 2^40 paths to follow
+    (year / "itself").symlink_to(".", target_is_directory=True)
+    items = read_manifest(write("content,style\nphotos/**/*.*,starry.jpg\nphotos/**,wave.png\n"))
+    assert [(i.line, i.content.relative_to(root).as_posix()) for i in items] == [
+        (2, "photos/2020/d.jpg"), (2, "photos/b.png"), (2, "photos/c.PNG"),
+        (3, "photos/2020/d.jpg"), (3, "photos/b.png"), (3, "photos/c.PNG")]
+
+
+def test_symlinked_folders_and_files_that_do_not_loop_are_followed(job, photo):
+    root, write = job
+    archive = root / "elsewhere" / "archive"
+    archive.mkdir(parents=True)
+    photo(40, 30, 6).save(archive / "old.jpg")
+    (root / "photos" / "archive").symlink_to(archive, target_is_directory=True)
+    (root / "linked").symlink_to(root / "photos", target_is_directory=True)
+    (root / "painting.jpg").symlink_to(root / "starry.jpg")
+    (root / "photos" / "empty").mkdir()
+    items = read_manifest(write("content,style,output\nphotos/**/*.jpg,painting.jpg,r/{content}.png\n"
+                                "linked,starry.jpg,f/{content}.png\nphotos/archive/*.jpg,wave.png,g/{content}.png\n"
+                                "photos/*/old.jpg,wave.png,h/{content}.png\n"))
+    assert [(i.line, i.content.relative_to(root).as_posix()) for i in items] == [
+        (2, "photos/a.jpg"), (2, "photos/archive/old.jpg"),
+        (3, "linked/a.jpg"), (3, "linked/b.png"), (3, "linked/c.PNG"), (4, "photos/archive/old.jpg"),
+        (5, "photos/archive/old.jpg")]
+    assert items[0].styles == (root / "painting.jpg",) and items[1].content_size == (40, 30)
+
+
+def test_one_file_reached_twice_is_one_image_and_no_extension_hint(job):
+    root, write = job
+    (root / "photos" / "again").symlink_to(root / "photos", target_is_directory=True)
+    (root / "photos" / "same.jpg").symlink_to("a.jpg")
+    items = read_manifest(write("content,style\nphotos/*/*.jpg,starry.jpg\nphotos,wave.png\n"))
+    assert [(i.line, i.content.name) for i in items] == [(2, "a.jpg"), (3, "a.jpg"), (3, "b.png"), (3, "c.PNG")]
+    (root / "photos" / "2020").mkdir()
+    (root / "photos" / "2020" / "b.png").write_bytes((root / "wave.png").read_bytes())  # another file, same name
+    lines = problems(write("content,style\nphotos/**/b.png,starry.jpg\n"))
+    assert lines == [f"{root / 'manifest.csv'}:2: output 'b__starry.png' is also written by this row (b.png); "
+                     f"this row finds b.png in two folders: use an output such as "
+                     f"{{content}}_{{n}}__{{style}}.png"]

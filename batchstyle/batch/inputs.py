@@ -4,13 +4,16 @@ library raised while reading it (kept as notes on the file, never printed over t
 
 from __future__ import annotations
 
+import fnmatch
 import glob
+import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
-from batchstyle.engine.images import MAX_PIXELS, ImageError, image_notes, image_size
+from batchstyle.engine.images import MAX_PIXELS, ImageError, file_kind, image_notes, image_size, not_regular
 
 from .storage import RemotePath, StorageError, as_path, is_url
 
@@ -73,10 +76,14 @@ class InputChecker:
             self.remote.prefetch(remote)
 
     def _inspect(self, path: Path) -> InputFile:
-        if not path.exists():
-            return InputFile(problem="does not exist")
-        if path.is_dir():
-            return InputFile(problem="is a folder, not an image")
+        try:
+            kind = file_kind(path)  # a pipe or a device is never opened: reading one may never end
+        except (FileNotFoundError, NotADirectoryError):
+            return InputFile(problem="is a symbolic link to nothing" if path.is_symlink() else "does not exist")
+        except OSError as exc:
+            return InputFile(problem=f"cannot be read: {exc.strerror or exc}")
+        if kind:
+            return InputFile(problem=not_regular(kind))
         try:
             with image_notes() as notes:
                 size = image_size(path, name=path.name, max_pixels=sys.maxsize)  # the limit is checked below
@@ -92,7 +99,7 @@ class InputChecker:
         if info is None:
             return InputFile(problem="does not exist")
         if info.get("type") == "directory":
-            return InputFile(problem="is a folder, not an image")
+            return InputFile(problem=not_regular("a folder"))
         width, height, problem, notes = self.remote.header_of(path)
         if problem:
             return InputFile(problem=_after_name(problem, path.name), notes=tuple(notes))
@@ -126,20 +133,86 @@ def expand_content(cell: str, base: Path) -> tuple[list[Path], bool, str | None]
     """The content files a cell names: ``(files, expanded, problem)``.
 
     A file is itself; a folder is its images (sorted by name, hidden files left out) and a glob the
-    images it matches (sorted). ``expanded`` tells the two apart: a file found by expanding that
-    cannot be read fails as an image, while a file named in a cell is probably a typo.
+    images it matches (sorted), each real file once however many links lead to it. ``expanded`` tells
+    the two apart: a file found by expanding that cannot be read fails as an image, while a file named
+    in a cell is probably a typo.
     """
     path = resolve(base, cell)
     kinds = ", ".join(INPUT_EXTENSIONS)
     if glob.has_magic(cell):
-        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
-                       if Path(p).is_file() and Path(p).suffix.lower() in INPUT_EXTENSIONS)
+        found = _images(_matching(*_pattern(base, path), set()))
         return found, True, (None if found else f"content pattern {cell!r} matches no image ({kinds})")
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INPUT_EXTENSIONS
-                       and not p.name.startswith("."))
+        found = _images(_entries(path, "*"))
         return found, True, (None if found else f"content folder {cell!r} holds no image ({kinds})")
     return [path], False, None
+
+
+def _pattern(base: Path, target: Path) -> tuple[Path, tuple[str, ...]]:
+    """Where matching a glob starts (the manifest's folder and the pattern's leading parts without
+    wildcards, taken as they are) and the parts left to match."""
+    parts = target.parts
+    fixed = len(base.parts) if parts[:len(base.parts)] == base.parts else 0
+    while fixed < len(parts) and not glob.has_magic(parts[fixed]):
+        fixed += 1
+    return Path(*parts[:fixed]), parts[fixed:]
+
+
+def _matching(folder: Path, parts: tuple[str, ...], entered: set) -> Iterator[Path]:
+    """The paths under ``folder`` that the pattern ``parts`` matches, as ``glob.glob(recursive=True)``
+    finds them, except that ``**`` enters each real folder once for each ``**`` of the pattern: a
+    symbolic link back to a folder above is not followed round and round (a link elsewhere is)."""
+    if not parts:
+        if os.path.lexists(folder):  # a link to nothing too: it fails as an image, saying so
+            yield folder
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "**":
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return
+        if (len(parts), st.st_dev, st.st_ino) in entered:
+            return
+        entered.add((len(parts), st.st_dev, st.st_ino))
+        yield from _matching(folder, rest or ("*",), entered)
+        for sub in _entries(folder, "*"):
+            if sub.is_dir():
+                yield from _matching(sub, parts, entered)
+    elif glob.has_magic(head):
+        for entry in _entries(folder, head):
+            yield from _matching(entry, rest, entered)
+    else:
+        yield from _matching(folder / head, rest, entered)
+
+
+def _entries(folder: Path, pattern: str) -> list[Path]:
+    """What in ``folder`` matches one part of a glob, sorted; hidden names only for a pattern starting with '.'."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    if not pattern.startswith("."):
+        names = [name for name in names if not name.startswith(".")]
+    return [folder / name for name in fnmatch.filter(names, pattern)]
+
+
+def _images(paths: Iterable[Path]) -> list[Path]:
+    """The paths named like images, sorted, each real file once (the first path that reaches it). Folders
+    are left out; anything else is kept, so that a named pipe or a device fails as an image, saying what it is."""
+    found, seen = [], set()
+    for path in paths:
+        if path.suffix.lower() not in INPUT_EXTENSIONS:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:  # a link to nothing: it fails, saying so
+            found.append(path)
+            continue
+        if not stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            found.append(path)
+    return sorted(found)
 
 
 __all__ = ["InputChecker", "InputFile", "expand_content", "resolve", "INPUT_EXTENSIONS"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from batchstyle.engine.images import MAX_PIXELS
+from batchstyle.engine.images import MAX_PIXELS, file_kind
 from batchstyle.engine.layers import LAYER_NAMES, layer_index, min_input_size
 from batchstyle.engine.schedule import ladder_note, scale_ladder, style_size_at, too_thin
 from batchstyle.engine.settings import (FIELDS_BY_NAME, SettingsError, StyleSettings, canonical_setting_name,
@@ -115,15 +115,7 @@ def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None
     remembers what remote images' headers said, so that a resumed run reads none of them again.
     """
     path = as_path(path if isinstance(path, (str, Path, RemotePath)) else os.fspath(path))
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise ManifestError(path, [Problem(0, "the manifest does not exist")]) from None
-    except StorageError as exc:
-        raise ManifestError(path, [Problem(0, "the manifest does not exist" if exc.problem == "does not exist"
-                                           else exc.problem)]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(path, [Problem(0, f"cannot read the manifest ({exc})")]) from None
+    text = _manifest_text(path)
     rows = _logical_rows(text)
     try:
         header_line, header = next(rows)
@@ -156,6 +148,24 @@ def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None
     if not items:
         raise ManifestError(path, [Problem(header_line, "the manifest lists no images")])
     return items
+
+
+def _manifest_text(path: Path | RemotePath) -> str:
+    """The manifest's text, or the :class:`ManifestError` that says why it cannot be read. A local
+    manifest that is not a regular file (a named pipe, a device) is never opened."""
+    try:
+        kind = file_kind(path) if isinstance(path, Path) else None
+        if kind:
+            todo = "name the manifest file in it" if kind == "a folder" else "save the manifest to a file and name that"
+            raise ManifestError(path, [Problem(0, f"the manifest is {kind}, not a regular file; {todo}")])
+        return path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ManifestError(path, [Problem(0, "the manifest does not exist")]) from None
+    except StorageError as exc:
+        raise ManifestError(path, [Problem(0, "the manifest does not exist" if exc.problem == "does not exist"
+                                           else exc.problem)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(path, [Problem(0, f"cannot read the manifest ({exc})")]) from None
 
 
 def _all_rows(rows: Iterator[tuple[int, list[str]]], line: int) -> tuple[list[tuple[int, list[str]]], Problem | None]:

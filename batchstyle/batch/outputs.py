@@ -60,10 +60,13 @@ class OutputClaims:
 def collision_hint(template: str, content: Path, other: Path, same_row: bool) -> str:
     """How to make names unique, for the case at hand (not the template already in use)."""
     stem, ext = posixpath.splitext(template)
-    if content.stem == other.stem and content != other and "{ext}" not in template:
+    if content.stem == other.stem and content.name != other.name and "{ext}" not in template:
         suggestion = template.replace("{content}", "{content}_{ext}") if "{content}" in template else \
             f"{stem}_{{content}}_{{ext}}{ext}"
         return f"{content.name} and {other.name} differ only by extension: use an output such as {suggestion}"
+    if content.name == other.name and same_row and "{content}" in template and "{n}" not in template:
+        suggestion = template.replace("{content}", "{content}_{n}")
+        return f"this row finds {content.name} in two folders: use an output such as {suggestion}"
     if "{content}" not in template and same_row:
         return f"a folder or pattern row needs {{content}} (or {{n}}) in its output, e.g. {stem}_{{content}}{ext}"
     if "{line}" not in template and not same_row:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from batchstyle.engine.schedule import scale_ladder
 from batchstyle.engine.settings import group_key
@@ -36,12 +37,8 @@ def item_id(item: Item, hashes: HashCache, weights_identity: str) -> str:
 
     A content file that cannot even be read (an item with a problem) counts by its path instead.
     """
-    try:
-        content = hashes.digest(item.content)
-    except OSError:
-        content = f"unreadable: {item.content}"
     payload = {
-        "content": content,
+        "content": _content_identity(item, hashes),
         "styles": [hashes.digest(s) for s in item.styles],
         "settings": item.settings.to_dict(),
         "weights": weights_identity,
@@ -49,6 +46,17 @@ def item_id(item: Item, hashes: HashCache, weights_identity: str) -> str:
         "engine": ENGINE_REVISION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _content_identity(item: Item, hashes: HashCache) -> str:
+    """The hash of the content file's bytes, or its path when it cannot be read; a named pipe or a
+    device (an item with a problem) is not opened: reading one may never end."""
+    if isinstance(item.content, Path) and not item.content.is_file():
+        return f"unreadable: {item.content}"
+    try:
+        return hashes.digest(item.content)
+    except OSError:
+        return f"unreadable: {item.content}"
 
 
 def route(item: Item, end_size: tuple[int, int], two_gpu_pixels: int | None) -> int:

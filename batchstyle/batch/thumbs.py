@@ -15,6 +15,7 @@ import json
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -80,7 +81,7 @@ class Thumbnails:
             return Thumb(self._file_name(entry[2]), entry[3], entry[4]) if known else None
         if known and tuple(entry[:2]) == tuple(stamp):
             return Thumb(self._file_name(entry[2]), entry[3], entry[4])
-        if not make:
+        if not make or (isinstance(path, Path) and not path.is_file()):  # a pipe or a device is never opened
             return None
         try:
             data = path.read_bytes()

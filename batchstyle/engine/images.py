@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import secrets
+import stat
 import struct
 import sys
 import threading
@@ -37,6 +38,7 @@ from PIL import Image, ImageCms, ImageFile, ImageOps
 __all__ = [
     "ImageError", "ImageWarning", "MAX_PIXELS", "load_image", "image_size", "image_notes", "srgb_profile",
     "encode_image", "save_image", "format_for", "atomic_write", "image_digest", "SUPPORTED_EXTENSIONS",
+    "file_kind", "not_regular",
 ]
 
 #: Output formats by file extension.
@@ -111,6 +113,26 @@ def _proof_profile(proof: str | os.PathLike) -> ImageCms.ImageCmsProfile:
 
 
 # --- loading --------------------------------------------------------------------------------------
+
+# What a path may be other than a regular file; opening a named pipe waits for a writer forever.
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """What ``path`` (symlinks followed) is when it is not a regular file, such as "a named pipe (FIFO)";
+    None for a regular file. Looks at it with ``os.stat`` only, never opens it; raises what that raises."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a file")
+
+
+def not_regular(kind: str) -> str:
+    """Why a file of this :func:`file_kind` is not read and what to do, to follow its name in a sentence."""
+    todo = "name an image file in it" if kind == "a folder" else "copy the image into a regular file and name that"
+    return f"is {kind}, not a regular file; {todo}"
+
 
 def load_image(
     source: str | os.PathLike | bytes,
@@ -218,13 +240,17 @@ def _open_header(fp: BinaryIO, name: str, max_pixels: int) -> ImageFile.ImageFil
 
 @contextlib.contextmanager
 def _binary_file(source: str | os.PathLike | bytes, name: str) -> Iterator[BinaryIO]:
-    """A readable binary stream for a path or for bytes, with missing and empty files named clearly."""
+    """A readable binary stream for a path or for bytes, with missing, empty and special files named
+    clearly (a named pipe or a device is never opened: reading one could wait forever or never end)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError(f"{name}: cannot read image: the data is empty")
         yield io.BytesIO(source)
         return
     try:
+        kind = file_kind(source)
+        if kind:
+            raise ImageError(f"{name}: cannot read image: it {not_regular(kind)}")
         fp = open(source, "rb")  # noqa: SIM115 - closed below, after the caller is done
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
