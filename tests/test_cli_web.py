@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import folder_job, hold_lock
+from test_web_server import _addresses_of_this_machine, png_bytes
 
 pytestmark = pytest.mark.ray
 FAKE_CLI = str(Path(__file__).with_name("fake_batchstyle.py"))
@@ -86,6 +87,40 @@ def test_run_web_on_a_busy_port_is_a_clear_error_before_anything_starts(job):
     assert not (root / "out" / ".batchstyle" / "plan.json").exists()
 
 
+def test_run_web_on_every_interface_warns_and_lists_the_addresses_it_is_reached_at(job):
+    root, manifest = job
+    out = root / "out"
+    _all_done_without_ray(manifest, out)
+    result = batchstyle("run", manifest, "-o", out, "--plain", "--web", "--host", "0.0.0.0", "--port", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 to make" in result.stdout
+    lines = result.stdout.splitlines()
+    [warning] = [ln for ln in lines if ln.startswith("warning:")]
+    assert "open to the network (--host 0.0.0.0), without authentication" in warning
+    urls = [ln.split()[-1] for ln in lines if ln.startswith(("Live dashboard at ", "  and at http"))]
+    port = urls[0].rstrip("/").rsplit(":", 1)[1]
+    assert urls[0] == f"http://127.0.0.1:{port}/" and f"on port {port}" in warning
+    assert lines.index(warning) < lines.index(f"Live dashboard at {urls[0]}")  # said before the address
+    addresses = _addresses_of_this_machine(4)
+    assert {f"http://{a}:{port}/" for a in addresses} <= set(urls[1:]), (addresses, urls)
+    if not addresses:
+        assert any("none could be found here" in ln for ln in lines)
+
+
+def _all_done_without_ray(manifest: Path, out: Path) -> None:
+    """Make every image of the manifest as the fake backend's run would record it, here, without Ray."""
+    from batchstyle.batch.manifest import read_manifest
+    from batchstyle.batch.plan import make_plan
+    from batchstyle.batch.store import ItemRecord, OutputDir
+    from conftest import make_photo
+
+    directory = OutputDir(out)
+    for item in make_plan(read_manifest(manifest), directory, "fake").todo:
+        record = ItemRecord(id=item.id, output=item.output, line=item.line, content=str(item.content),
+                            styles=[str(s) for s in item.styles], settings=item.settings.to_dict(), weights="fake")
+        directory.write_result(record, png_bytes(make_photo(40, 30, 1)))
+
+
 def test_run_web_serves_the_running_batch_and_only_the_output_directory(job):
     root, manifest = job
     out = root / "out"
@@ -104,9 +139,18 @@ def test_run_web_serves_the_running_batch_and_only_the_output_directory(job):
         code, kind, body = http(url + ".live/preview/" + item["id"])
         assert code == 200 and kind == "image/jpeg" and body.startswith(b"\xff\xd8")
         assert http(url)[0] == 200 and b"batchstyle gallery" in http(url)[2]
-        for private in (".batchstyle/lock", ".batchstyle/plan.json", ".batchstyle/done/", "../manifest.csv",
-                        "%2e%2e/manifest.csv", ".live/preview/..%2f..%2fmanifest.csv"):
-            assert 400 <= http(url + private)[0] < 500, private
+        assert [ln for ln in lines if "http://" in ln] == [f"Live dashboard at {url}\n"]  # on loopback: one line
+        assert not any("warning" in ln for ln in lines)
+        _plant_what_must_not_be_served(root, out)
+        for private in PRIVATE:
+            code, _, body = http(url + private)
+            assert code == 404 and b"secret" not in body and b'"pid"' not in body and str(root).encode() not in body, \
+                (private, code, body[:100])
+        output, thumb = _wait(lambda: _a_done_image(out), "a done image in the gallery's data", lines)
+        code, kind, body = _wait(lambda: _ok(url + output), "the done image served", lines)
+        assert kind == "image/png" and body == (out / output).read_bytes()
+        code, kind, body = _wait(lambda: _ok(url + ".batchstyle/thumbs/" + thumb), "its thumbnail served", lines)
+        assert kind == "image/jpeg" and body.startswith(b"\xff\xd8")
         assert proc.wait(120) == 0, "".join(lines)
     finally:
         if proc.poll() is None:
@@ -114,6 +158,46 @@ def test_run_web_serves_the_running_batch_and_only_the_output_directory(job):
             proc.wait(30)
     with pytest.raises((urllib.error.URLError, OSError)):
         http(url + ".live/state")  # the server went away with the run
+
+
+PRIVATE = ("secret.txt", "notes.html", "stray.png", "alias.png", "lock.png", "outside.png", ".batchstyle/lock",
+           ".batchstyle/plan.json", ".batchstyle/done/", ".batchstyle/thumbs/index.json", "../manifest.csv",
+           "%2e%2e/manifest.csv", ".live/preview/..%2f..%2fmanifest.csv", "%2ebatchstyle/plan.json",
+           ".batchstyle/gallery/..%2fplan.json", ".BATCHSTYLE/plan.json", ".batchstyle%5cplan.json",
+           "photos%2f..%2f..%2fmanifest.csv")
+
+
+def _plant_what_must_not_be_served(root: Path, out: Path) -> None:
+    """What someone else left in the output directory while the batch runs."""
+    deadline = time.monotonic() + 60
+    while not (out / ".batchstyle" / "plan.json").is_file():
+        assert time.monotonic() < deadline, "the run wrote no plan"
+        time.sleep(0.05)
+    (out / "secret.txt").write_text("the secret")
+    (out / "notes.html").write_text("<script>alert('secret')</script>")
+    (out / "stray.png").write_bytes((root / "style.png").read_bytes())  # an image that no record names
+    os.symlink(".batchstyle/plan.json", out / "alias.png")  # the full input paths
+    os.symlink(".batchstyle/lock", out / "lock.png")  # pid and host
+    os.symlink(root / "manifest.csv", out / "outside.png")
+
+
+def _a_done_image(out: Path):
+    """(output, thumbnail) of an image the gallery's data on disk shows as done, or None."""
+    for shard in (out / ".batchstyle" / "gallery").glob("shard-*.js"):
+        text = shard.read_bytes()
+        try:
+            rows = json.loads(text[text.index(b"]=") + 2:].rstrip(b";\n"))
+        except ValueError:
+            continue
+        for row in rows:
+            if row["state"] == "done" and row.get("thumb"):
+                return row["output"], row["thumb"]
+    return None
+
+
+def _ok(url: str):
+    answer = http(url)
+    return answer if answer[0] == 200 else None
 
 
 def _with_preview(url: str):

@@ -1,7 +1,9 @@
 """The one web server (batchstyle.web.server) against hostile requests: nothing outside its folder is
 ever served (``..``, encoded and double-encoded variants, backslashes, NUL, symlinks, absolute paths,
 private dot-files), bad requests get a 4xx, and it keeps serving through disconnects, idle
-connections and a hundred clients at once."""
+connections and a hundred clients at once. Over a real output directory (the dashboard of
+``run --web``, local and in object storage): only the gallery's files and the images and thumbnails
+its data names are served, judged where they really are, whatever a request or a symlink calls them."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from batchstyle.web import server as web_server
+from batchstyle.web.files import content_type
 from batchstyle.web.server import Reply, WebServer
 
 SECRET = b"the secret outside the folder"
@@ -29,7 +32,8 @@ def site(tmp_path):
     (outside / "secret.txt").write_bytes(SECRET)
     root = tmp_path / "root"
     for rel, data in {"index.html": b"<!doctype html><title>gallery</title>", "a.png": b"\x89PNG-not-really",
-                      "sub/b.txt": b"bee", ".batchstyle/gallery/summary.js": b"window.x=1;",
+                      "sub/b.jpg": b"bee", "notes.txt": SECRET, "page.svg": SECRET,
+                      ".batchstyle/gallery/summary.js": b"window.x=1;",
                       ".batchstyle/thumbs/abc.jpg": b"\xff\xd8thumb", ".batchstyle/done/r.json": SECRET,
                       ".batchstyle/lock": SECRET, ".batchstyle/gallery/.summary.js.123.tmp": SECRET,
                       ".hidden": SECRET, "big.png": b"\x89PNG" + b"x" * (4 << 20)}.items():
@@ -37,8 +41,9 @@ def site(tmp_path):
         (root / rel).write_bytes(data)
     os.symlink(outside, root / "link")
     os.symlink(outside / "secret.txt", root / "filelink")
-    os.symlink(root / "a.png", root / "inner_link")
-    with WebServer("127.0.0.1", 0, root=root) as server:
+    os.symlink(root / "a.png", root / "inner_link.png")
+    os.mkfifo(root / "pipe.png")  # opening it for reading would block until a writer came
+    with WebServer("127.0.0.1", 0, root=root, allow=content_type) as server:  # every file of a known type
         yield server, root, outside
 
 
@@ -75,11 +80,11 @@ def test_serves_the_folder_read_only(site):
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert get(server, "/a.png")[:1] == (200,) and get(server, "/a.png")[1]["Content-Type"] == "image/png"
     assert get(server, "/a%2Epng")[2] == b"\x89PNG-not-really"  # an encoded dot in a name is just a dot
-    assert get(server, "/sub/b.txt")[2] == b"bee"
+    assert get(server, "/sub/b.jpg")[2] == b"bee"
     assert get(server, "/.batchstyle/gallery/summary.js")[2] == b"window.x=1;"
     code, headers, body = get(server, "/.batchstyle/thumbs/abc.jpg")
     assert code == 200 and "immutable" in headers["Cache-Control"]  # named by content hash
-    assert get(server, "/inner_link")[2] == b"\x89PNG-not-really"  # a symlink that stays inside is fine
+    assert get(server, "/inner_link.png")[2] == b"\x89PNG-not-really"  # a symlink that stays inside is fine
     code, headers, body = get(server, "/a.png", method="HEAD")
     assert code == 200 and body == b"" and headers["Content-Length"] == str(len(b"\x89PNG-not-really"))
 
@@ -93,7 +98,7 @@ def test_serves_the_folder_read_only(site):
     "/.batchstyle/done/r.json", "/.batchstyle/lock", "/.batchstyle/gallery/../done/r.json",
     "/.batchstyle/gallery/%2e%2e/done/r.json", "/.batchstyle/gallery/.summary.js.123.tmp", "/.hidden", "/%2ehidden",
     "/sub/", "/sub", "/C:/Windows/win.ini", "/c:%5cwindows%5cwin.ini", "http://evil.example/../outside/secret.txt",
-    "*", "..", "/./a.png",
+    "*", "..", "/./a.png", "/notes.txt", "/page.svg", "/.batchstyle/thumbs/%2e%2e/lock", "/pipe.png",
 ])
 def test_nothing_outside_the_folder_or_private_is_served(site, target):
     server, _, outside = site
@@ -159,7 +164,7 @@ def test_clients_that_disconnect_or_idle_do_not_stop_it(site, capfd):
 def test_connections_beyond_the_limit_get_503(tmp_path, monkeypatch):
     monkeypatch.setattr(web_server, "MAX_CONNECTIONS", 3)
     (tmp_path / "index.html").write_text("hi")
-    with WebServer("127.0.0.1", 0, root=tmp_path) as server:
+    with WebServer("127.0.0.1", 0, root=tmp_path, allow=content_type) as server:
         held = [socket.create_connection(("127.0.0.1", port(server)), timeout=TIMEOUT) for _ in range(3)]
         time.sleep(0.2)
         try:
@@ -192,7 +197,7 @@ def test_a_hundred_clients_at_once(tmp_path):
     (tmp_path / "index.html").write_text("hi")
     routes = Counter()
     results: list[int] = []
-    with WebServer("127.0.0.1", 0, root=tmp_path, routes=routes) as server:
+    with WebServer("127.0.0.1", 0, root=tmp_path, allow=content_type, routes=routes) as server:
         def tab():
             for _ in range(5):
                 results.append(get(server, "/.live/state")[0])
@@ -217,7 +222,246 @@ def test_a_server_without_a_folder_serves_only_its_routes(tmp_path):
 
 
 def test_port_in_use_names_the_port_and_the_option(tmp_path):
-    with WebServer("127.0.0.1", 0, root=tmp_path) as first:
+    with WebServer("127.0.0.1", 0, routes=Counter()) as first:
         with pytest.raises(OSError) as info:
-            WebServer("127.0.0.1", port(first), root=tmp_path).start()
+            WebServer("127.0.0.1", port(first), routes=Counter()).start()
     assert str(port(first)) in str(info.value) and "--port" in str(info.value)
+
+
+# -- the dashboard of `run --web` over a real output directory ----------------------------------------
+
+PLAN_SECRET = "/inputs-path-that-only-the-records-know"
+
+
+def png_bytes(image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def gallery_rows(out) -> list[dict]:
+    """The rows of the gallery's data as written (``...shards[k]=JSON;``)."""
+    import json
+
+    folder = Path(out.root) / ".batchstyle" / "gallery"
+    rows = []
+    for shard in sorted(folder.glob("shard-*.js")):
+        text = shard.read_bytes()
+        if not shard.is_symlink():
+            rows += json.loads(text[text.index(b"]=") + 2:].rstrip(b";\n"))
+    return rows
+
+
+def planned_output(tmp: Path, photos: int, done: int):
+    """An output directory planned for ``photos`` images in one style, the first ``done`` of them made."""
+    from batchstyle.batch.store import ItemRecord, OutputDir, PlanEntry
+    from conftest import make_photo
+
+    inputs = tmp / "inputs-path-that-only-the-records-know"
+    inputs.mkdir()
+    for i in range(photos):
+        make_photo(40, 30, i).save(inputs / f"p{i}.png")
+    make_photo(20, 20, 9).save(inputs / "style.png")
+    out = OutputDir(tmp / "out")
+    out.create()
+    plan = [PlanEntry(f"id{i}", f"p{i}__style.png", 2, str(inputs / f"p{i}.png"), [str(inputs / "style.png")])
+            for i in range(photos)]
+    out.write_plan(plan, {})
+    records = [ItemRecord(id=e.id, output=e.output, line=e.line, content=e.content, styles=e.styles, settings={},
+                          weights="w") for e in plan]
+    for record in records[:done]:
+        out.write_result(record, png_bytes(make_photo(40, 30, 50)))
+    return out, records
+
+
+def dashboard_server(out, gallery=None) -> WebServer:
+    """The server exactly as ``run --web`` makes it (cli/batch_view.py)."""
+    from batchstyle.batch.dashboard import Dashboard
+
+    dashboard = Dashboard(gallery=gallery, out=out)
+    return WebServer("127.0.0.1", 0, root=dashboard.root, allow=dashboard.allow, routes=dashboard)
+
+
+@pytest.fixture(scope="module")
+def output_site(tmp_path_factory):
+    """A finished gallery (three images done, one pending) with its run's lock held, and what others
+    left there: a text file, a page, images no record names, symlinks named like images into
+    ``.batchstyle/`` and out of the directory, two done images replaced by such symlinks."""
+    from batchstyle.batch.gallery import rebuild_gallery
+
+    tmp = tmp_path_factory.mktemp("site")
+    out, _ = planned_output(tmp, 4, 3)
+    rebuild_gallery(out)
+    lock = out.lock().acquire()
+    root = Path(out.root)
+    outside = tmp / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"\x89PNG" + SECRET)
+    (root / "secret.txt").write_bytes(SECRET)
+    (root / "notes.html").write_bytes(b"<script>alert('" + SECRET + b"')</script>")
+    (root / "stray.png").write_bytes(b"\x89PNG" + SECRET)  # an image no record names
+    (root / "p3__style.png").write_bytes(b"\x89PNG" + SECRET)  # the pending image's name, but no record
+    (root / "sub").mkdir()
+    (root / "sub" / "x.png").write_bytes(b"\x89PNG" + SECRET)
+    os.symlink(".batchstyle/plan.json", root / "alias.png")
+    os.symlink(".batchstyle/lock", root / "lock.png")
+    os.symlink(outside / "secret.png", root / "outside.png")
+    os.symlink(outside, root / "elsewhere")
+    for done, target in (("p1__style.png", ".batchstyle/plan.json"), ("p2__style.png", str(outside / "secret.png"))):
+        (root / done).unlink()
+        os.symlink(target, root / done)  # a name the gallery shows, now pointing where nothing is served
+    os.symlink("../plan.json", root / ".batchstyle" / "gallery" / "shard-00042.js")  # a data file's name
+    try:
+        with dashboard_server(out) as server:
+            yield server, out
+    finally:
+        lock.release()
+
+
+def assert_private(code: int, body: bytes, target: str) -> None:
+    assert code == 404, (target, code, body[:200])
+    assert SECRET not in body and PLAN_SECRET.encode() not in body and b'"pid"' not in body, target
+
+
+def test_the_dashboard_serves_the_gallery_and_what_its_data_names(output_site):
+    from batchstyle.web.server import asset
+
+    server, out = output_site
+    root = Path(out.root)
+    code, headers, body = get(server, "/")
+    assert code == 200 and body == asset("gallery.html") and headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    for name, kind in (("summary.js", "text/javascript"), ("shard-00000.js", "text/javascript"),
+                       ("gallery.js", "text/javascript"), ("live.js", "text/javascript"), ("style.css", "text/css")):
+        code, headers, body = get(server, f"/.batchstyle/gallery/{name}")
+        assert code == 200 and headers["Content-Type"].startswith(kind), name
+        assert body == (root / ".batchstyle" / "gallery" / name).read_bytes(), name
+    code, headers, body = get(server, "/p0__style.png")
+    assert code == 200 and headers["Content-Type"] == "image/png" and body == (root / "p0__style.png").read_bytes()
+    [row] = [r for r in gallery_rows(out) if r["output"] == "p0__style.png"]
+    for thumb in (row["thumb"], row["content_thumb"], row["styles"][0]["thumb"]):  # the result's, its inputs'
+        code, headers, body = get(server, f"/.batchstyle/thumbs/{thumb}")
+        assert code == 200 and headers["Content-Type"] == "image/jpeg" and body.startswith(b"\xff\xd8"), thumb
+        assert "immutable" in headers["Cache-Control"]
+    code, headers, body = get(server, "/p0__style.png", method="HEAD")
+    assert code == 200 and body == b"" and int(headers["Content-Length"]) == (root / "p0__style.png").stat().st_size
+
+
+@pytest.mark.parametrize("target", [
+    "/secret.txt", "/notes.html", "/stray.png", "/p3__style.png", "/sub/x.png", "/alias.png", "/lock.png",
+    "/outside.png", "/elsewhere/secret.png", "/p1__style.png", "/p2__style.png",
+    "/.batchstyle/gallery/shard-00042.js",
+    "/.batchstyle/plan.json", "/.batchstyle/lock", "/.batchstyle/done/id0.json", "/.batchstyle/thumbs/index.json",
+    "/.batchstyle/hashes.json", "/.batchstyle/gallery/", "/.batchstyle/thumbs/", "/.batchstyle/",
+    "/%2ebatchstyle/plan.json", "/%2Ebatchstyle%2Fplan.json", "/%252ebatchstyle/plan.json",
+    "/.batchstyle/gallery/..%2fplan.json", "/.batchstyle/gallery/%2e%2e/plan.json", "/.batchstyle/thumbs/../lock",
+    "/.batchstyle/thumbs/%2e%2e%2f%2e%2e%2fsecret.txt", "/.batchstyle%5cplan.json", "/.batchstyle\\plan.json",
+    "/.batchstyle/gallery%5c..%5cplan.json", "/.BATCHSTYLE/plan.json", "/.Batchstyle/gallery/summary.js",
+    "/.batchstyle/GALLERY/summary.js", "/P0__STYLE.PNG", "/p0__style.PNG", "//secret.txt", "//.batchstyle/plan.json",
+    "/sub//x.png", "/.batchstyle//plan.json", "/.batchstyle/gallery//summary.js", "/p0__style.png/",
+    "/./p0__style.png", "/sub/../p0__style.png", "/p0__style.png%00", "/p0__style.png%2500", "/INDEX.HTML",
+    "/.batchstyle/gallery/summary.js%00.png", "/.live/../.batchstyle/plan.json",
+])
+def test_the_dashboard_serves_nothing_else_however_it_is_asked_for(output_site, target):
+    server, _ = output_site
+    code, _, body = get(server, target)
+    assert_private(code, body, target)
+
+
+def test_a_live_gallery_names_each_image_once_it_is_recorded(tmp_path):
+    """While the batch runs: an image is served once its record is written and the gallery's data
+    names it, not because a file of that name appeared before."""
+    from batchstyle.batch.gallery import Gallery
+
+    out, records = planned_output(tmp_path, 2, 1)
+    gallery = Gallery(out).start()
+    out.watch(gallery)
+    try:
+        with dashboard_server(out, gallery) as server:
+            deadline = time.monotonic() + TIMEOUT
+            while gallery.names("p0__style.png") is not True:
+                assert time.monotonic() < deadline, "the gallery wrote no data"
+                time.sleep(0.02)
+            assert get(server, "/p0__style.png")[0] == 200
+            (Path(out.root) / "p1__style.png").write_bytes(b"\x89PNG" + SECRET)  # its name, no record
+            assert_private(*get(server, "/p1__style.png")[::2], "/p1__style.png")
+            from conftest import make_photo
+
+            image = png_bytes(make_photo(40, 30, 51))
+            out.write_result(records[1], image)
+            while (answer := get(server, "/p1__style.png"))[0] != 200:
+                assert time.monotonic() < deadline + TIMEOUT, answer
+                time.sleep(0.02)
+            assert answer[1]["Content-Type"] == "image/png" and answer[2] == image
+    finally:
+        gallery.close(budget=0)
+
+
+def test_a_remote_output_directory_is_served_by_the_same_rules(s3, tmp_path):
+    """An output directory in object storage is read through the dashboard: the same allow-list."""
+    import uuid
+
+    from batchstyle.batch.gallery import rebuild_gallery
+    from batchstyle.batch.store import ItemRecord, OutputDir, PlanEntry
+    from conftest import make_photo
+
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    s3.client().create_bucket(Bucket=bucket)
+    local, records = planned_output(tmp_path, 2, 0)
+    out = OutputDir(f"s3://{bucket}/out")
+    out.write_plan([PlanEntry(r.id, r.output, r.line, r.content, r.styles) for r in records], {})
+    image = png_bytes(make_photo(40, 30, 50))
+    out.write_result(records[0], image)
+    rebuild_gallery(out)
+    for rel, data in {"secret.txt": SECRET, "notes.html": b"<script>" + SECRET + b"</script>",
+                      "stray.png": b"\x89PNG" + SECRET, "p1__style.png": b"\x89PNG" + SECRET}.items():
+        out.write_file(rel, data)
+    with dashboard_server(out) as server:
+        code, headers, body = get(server, "/p0__style.png")
+        assert code == 200 and headers["Content-Type"] == "image/png" and body == image
+        [row] = [r for r in json_rows(out) if r["output"] == "p0__style.png"]
+        code, headers, body = get(server, f"/.batchstyle/thumbs/{row['thumb']}")
+        assert code == 200 and headers["Content-Type"] == "image/jpeg"
+        assert get(server, "/")[0] == 200 and get(server, "/.batchstyle/gallery/summary.js")[0] == 200
+        for target in ("/secret.txt", "/notes.html", "/stray.png", "/p1__style.png", "/.batchstyle/plan.json",
+                       "/.batchstyle/thumbs/index.json", "/%2ebatchstyle/plan.json",
+                       "/.batchstyle/gallery/..%2fplan.json", "/.BATCHSTYLE/plan.json", "/P0__STYLE.PNG"):
+            assert_private(*get(server, target)[::2], target)
+
+
+def json_rows(out) -> list[dict]:
+    import json
+
+    text = out.read_file(".batchstyle/gallery/shard-00000.js")
+    return json.loads(text[text.index(b"]=") + 2:].rstrip(b";\n"))
+
+
+def test_a_server_on_every_interface_says_so_and_where_it_is_reached():
+    loopback = WebServer("127.0.0.1", 0, routes=Counter())
+    anywhere = WebServer("0.0.0.0", 0, routes=Counter())
+    with loopback, anywhere:
+        assert not loopback.open_to_network and loopback.urls() == [loopback.url]
+        urls = anywhere.urls()
+        assert anywhere.open_to_network and urls[0] == anywhere.url == f"http://127.0.0.1:{port(anywhere)}/"
+        assert get(anywhere, "/.live/state", host="evil.example")[0] == 200  # open to any name, as it says
+        for url in urls[1:]:  # each an IPv4 address of this machine: a socket can be bound to it
+            host = url.split("//")[1].rsplit(":", 1)[0]
+            with socket.socket() as probe:
+                probe.bind((host, 0))
+        expected = _addresses_of_this_machine(4)
+        assert {f"http://{a}:{port(anywhere)}/" for a in expected} <= set(urls)
+
+
+def _addresses_of_this_machine(version: int) -> set[str]:
+    """This machine's network addresses as ``hostname -I`` lists them (its name's, where that is missing)."""
+    import ipaddress
+    import subprocess
+
+    try:
+        words = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        words = [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)]
+    found = {ipaddress.ip_address(w.split("%")[0]) for w in words}
+    return {str(a) for a in found if a.version == version and not a.is_loopback and not a.is_link_local}

@@ -10,25 +10,28 @@ threads read it and serialise it (once per tick, however many browsers ask). Rou
                            "gallery": {"summary", "shards"}}  (data versions, see batch/gallery.py)
     /.live/preview/<id>    the latest preview JPEG of a running image (404 when there is none)
 
-Everything else is the output directory's own files (the server's ``root``; those of a remote one
-are read through it here), ``/`` its gallery.
+Of the output directory (local, or remote and read through this dashboard) only what the pages
+need is served (:meth:`Dashboard.allow`): ``/`` and the page's code (batchstyle's own copies, see
+:data:`PAGE_FILES`), the gallery's data files, and the done images and thumbnails that data names;
+every other file is 404, and so is a symlink whose real path is not one of those.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from batchstyle.web.files import Refused, content_type, relative_name
-from batchstyle.web.server import Reply, json_bytes, text_reply
+from batchstyle.web.files import PAGE_TYPES, Refused, content_type, image_type, relative_name
+from batchstyle.web.server import Reply, asset, json_bytes, text_reply
 
-from .gallery import Gallery
+from .gallery import PAGE_ASSETS, Gallery, published
 from .messages import ItemPreview
 from .progress import BatchProgress, images_per_hour, units_done
 from .pool import Worker
 from .scheduler import BatchState, Display
+from .store import META, OutputDir
 
 PREVIEW_INTERVAL = 3.0  # seconds between previews of one running image while the dashboard is served
 STATE_ROUTE, PREVIEW_ROUTE = "/.live/state", "/.live/preview/"
@@ -36,16 +39,21 @@ STATE_ROUTE, PREVIEW_ROUTE = "/.live/state", "/.live/preview/"
 PREPARING_PAGE = (b"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta http-equiv='refresh' "
                   b"content='1'><title>batchstyle</title></head><body><p>Preparing the gallery\xe2\x80\xa6</p>"
                   b"</body></html>")
+# The page and its code, as the gallery writes them (batch/gallery.py): served from batchstyle itself.
+PAGE_FILES = {"index.html": "gallery.html", **{f"{META}/gallery/{name}": name for name in PAGE_ASSETS}}
+DATA_FILE = re.compile(re.escape(f"{META}/gallery/") + r"(summary|shard-\d{5})\.js")
 
 
 class Dashboard:
     """A display for the scheduler (wrapping the terminal's) and the live routes for the web server."""
 
-    def __init__(self, display: Display | None = None, gallery: Gallery | None = None, root: Path | None = None,
-                 files: Any = None):
-        """``root``: the local output directory the server serves; ``files``: a remote one (an
-        :class:`~batch.store.OutputDir`), whose files this dashboard serves itself."""
-        self.display, self.gallery, self.root, self.files = display, gallery, root, files
+    def __init__(self, display: Display | None = None, gallery: Gallery | None = None, out: OutputDir | None = None):
+        """``out``: the output directory whose gallery is shown; the server streams a local one's files
+        (``root``, by :meth:`allow`), this dashboard reads a remote one's itself."""
+        self.display, self.gallery, self.out = display, gallery, out
+        self.root = out.root if out is not None and not out.remote else None
+        self._published: frozenset[str] | None = None
+        self._published_lock = threading.Lock()
         self.progress = BatchProgress()
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {"batchstyle": "live", "finished": False, "workers": [], "progress": 0.0,
@@ -138,21 +146,50 @@ class Dashboard:
             return Reply(200, preview.image, "image/jpeg")
         if path.startswith("/.live/"):
             return text_reply(404, "not found")
-        if path in ("/", "/index.html") and self.root is not None and not (self.root / "index.html").is_file():
-            return Reply(200, PREPARING_PAGE, "text/html; charset=utf-8")
-        return self._remote_file(path) if self.files is not None else None
-
-    def _remote_file(self, path: str) -> Reply:
-        """A file of a remote output directory, by the same rules as a local one's (no symlinks there)."""
+        if self.out is None:
+            return None
         try:
             name = relative_name(path)
         except Refused as exc:
             return text_reply(exc.status, str(exc))
-        data = self.files.read_file(name)
-        if data is None:
-            return Reply(200, PREPARING_PAGE, "text/html; charset=utf-8") if name == "index.html" else \
-                text_reply(404, "no such file")
-        return Reply(200, data, content_type(name))
+        if name in PAGE_FILES:
+            return self._page_file(name)
+        return self._remote_file(name) if self.root is None else None  # a local one's: the server, by allow()
+
+    def allow(self, name: str) -> str | None:
+        """The content type of a file of the output directory that the pages need (the gallery's data,
+        the done images and thumbnails it names), None for every other file."""
+        if DATA_FILE.fullmatch(name):
+            return PAGE_TYPES[".js"]
+        return image_type(name) if self._named(name) else None
+
+    def _named(self, name: str) -> bool:
+        """Whether the gallery's data names ``name``: this run's once written, until then the one there."""
+        gallery = self.gallery
+        named = gallery.names(name) if gallery is not None else None
+        if named is not None:
+            return named
+        with self._published_lock:
+            if self._published is None:
+                self._published = published(self.out)
+            return name in self._published
+
+    def _page_file(self, name: str) -> Reply:
+        """The page or its code, batchstyle's own; the page says "preparing" until the gallery is there."""
+        if name == "index.html" and not self._has_page():
+            return Reply(200, PREPARING_PAGE, "text/html; charset=utf-8")
+        return Reply(200, asset(PAGE_FILES[name]), content_type(name))
+
+    def _has_page(self) -> bool:
+        if self.root is not None:
+            return (self.root / "index.html").is_file()
+        return self.out.read_file("index.html") is not None
+
+    def _remote_file(self, name: str) -> Reply:
+        """A file of a remote output directory, by the same allow-list as a local one's (no symlinks there)."""
+        kind = self.allow(name)
+        data = self.out.read_file(name) if kind is not None else None
+        return text_reply(404, "no such file") if data is None else Reply(200, data, kind)
 
     def _state_json(self) -> bytes:
         """The snapshot as JSON, made once per tick and data version whatever the number of browsers."""

@@ -14,6 +14,10 @@ A finished or failed image rewrites its shard and the summary only, so an update
 10,000 images as at 10 (``benchmarks/bench_gallery.py``). Every file is written atomically. The
 scheduler's thread only hands events over (:meth:`Gallery.on_result`, :meth:`Gallery.on_failure`,
 called by :meth:`OutputDir.watch`); decoding, thumbnails and writing happen here.
+
+What the data names (the done images, the thumbnails) is all that ``run --web`` serves of the
+output directory besides these files: :meth:`Gallery.names`, and :func:`published` for the data a
+gallery wrote before.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from .store import META, FailureRecord, ItemRecord, OutputDir, PlanEntry, file_s
 from .thumbs import Thumb, Thumbnails
 
 SHARD_SIZE = 100  # images per data file
+THUMBS = f"{META}/thumbs"
 FLUSH_EVERY = 2.0  # seconds: while making thumbnails, write what changed at least this often
 SAVE_INDEX_EVERY = 60.0  # seconds between saves of the thumbnails' index (and at the end)
 CLOSE_BUDGET = 30.0  # seconds a closing gallery still spends on missing thumbnails
@@ -49,7 +54,7 @@ class Gallery:
     def __init__(self, out: OutputDir, shard_size: int = SHARD_SIZE):
         self.out, self.shard_size = out, shard_size
         self.folder = f"{META}/gallery"  # relative to the output directory, as every file written here
-        self.thumbs = Thumbnails(out, f"{META}/thumbs")
+        self.thumbs = Thumbnails(out, THUMBS)
         self.started = time.time()
         self.error: str | None = None
         self._cond = threading.Condition()
@@ -64,6 +69,7 @@ class Gallery:
         self.output_thumbs: dict[str, Thumb] = {}
         self.input_thumbs: dict[str, Thumb | None] = {}
         self.versions: list[int] = []
+        self.named: list[frozenset[str]] | None = None  # per shard, the files it names; None until written
         self.summary_version = 0
         self.state = "running"
         self.done_this_run = 0
@@ -111,6 +117,12 @@ class Gallery:
         """The data versions, for the live dashboard (a page reloads the shards whose version changed)."""
         with self._cond:
             return {"summary": self.summary_version, "shards": list(self.versions)}
+
+    def names(self, rel: str) -> bool | None:
+        """Whether the data written so far names the file ``rel`` (a done image, a thumbnail); None
+        before any data is written (a server then goes by :func:`published`)."""
+        with self._cond:
+            return None if self.named is None else any(rel in files for files in self.named)
 
     # -- the writer thread -------------------------------------------------------------------------
 
@@ -226,9 +238,12 @@ class Gallery:
         shards = range(len(self.versions)) if everything else sorted(self._dirty)
         self._dirty.clear()
         for k in shards:
-            self.out.write_file(f"{self.folder}/shard-{k:05d}.js", self._shard(k))
+            rows = self._rows(k)
+            self.out.write_file(f"{self.folder}/shard-{k:05d}.js", _script(f"shards[{k}]", rows))
             with self._cond:
                 self.versions[k] += 1
+                self.named = self.named or [frozenset()] * len(self.versions)
+                self.named[k] = files_named(rows)
         self.out.write_file(f"{self.folder}/summary.js", self._summary())
         with self._cond:
             self.summary_version += 1
@@ -237,9 +252,8 @@ class Gallery:
             self.thumbs.save()
             self._last_index_save = time.monotonic()
 
-    def _shard(self, k: int) -> bytes:
-        rows = [self._row(n) for n in range(k * self.shard_size, min((k + 1) * self.shard_size, len(self.items)))]
-        return f"{GLOBAL}.shards[{k}]=".encode() + json.dumps(rows, separators=(",", ":")).encode() + b";\n"
+    def _rows(self, k: int) -> list[dict]:
+        return [self._row(n) for n in range(k * self.shard_size, min((k + 1) * self.shard_size, len(self.items)))]
 
     def _row(self, n: int) -> dict:
         item = self.items[n]
@@ -265,9 +279,9 @@ class Gallery:
             "counts": {k: counts.get(k, 0) for k in ("done", "failed", "pending")},
             "done_this_run": self.done_this_run,
             "images_per_hour": self.done_this_run / (elapsed / 3600) if self.done_this_run and elapsed > 0 else None,
-            "shard_size": self.shard_size, "shards": list(self.versions), "thumbs": ".batchstyle/thumbs/",
+            "shard_size": self.shard_size, "shards": list(self.versions), "thumbs": f"{THUMBS}/",
         }
-        return f"{GLOBAL}.summary=".encode() + json.dumps(summary, separators=(",", ":")).encode() + b";\n"
+        return _script("summary", summary)
 
     def _finish(self) -> None:
         counts = Counter(item["state"] for item in self.items)
@@ -275,6 +289,50 @@ class Gallery:
         self._write_page()  # again, in case it was deleted during the run
         self._flush()
         self.thumbs.save()
+
+
+def _script(key: str, data: Any) -> bytes:
+    """A data file of the page: ``GLOBAL.KEY=JSON;``."""
+    return f"{GLOBAL}.{key}=".encode() + json.dumps(data, separators=(",", ":")).encode() + b";\n"
+
+
+def _read_script(out: OutputDir, rel: str, key: str) -> Any:
+    """The data of a file written by :func:`_script`, or None where it is missing or not such a file."""
+    head = f"{GLOBAL}.{key}=".encode()
+    try:
+        blob = out.read_file(rel)
+    except OSError:
+        return None
+    if not blob or not blob.startswith(head) or not blob.endswith(b";\n"):
+        return None
+    try:
+        return json.loads(blob[len(head):-2])
+    except ValueError:
+        return None
+
+
+def files_named(rows: list[dict]) -> frozenset[str]:
+    """The files of the output directory that rows of the page's data show: each done image and
+    every thumbnail (of the results and of their inputs)."""
+    names = set()
+    for row in rows:
+        if row.get("state") == "done" and isinstance(row.get("output"), str):
+            names.add(row["output"])
+        thumbs = [row.get("thumb"), row.get("content_thumb"), *(s.get("thumb") for s in row.get("styles", []))]
+        names.update(f"{THUMBS}/{name}" for name in thumbs if isinstance(name, str))
+    return frozenset(names)
+
+
+def published(out: OutputDir) -> frozenset[str]:
+    """What the gallery data already in ``out`` names (:func:`files_named`), before this run writes its own."""
+    summary = _read_script(out, f"{META}/gallery/summary.js", "summary")
+    shards = summary.get("shards") if isinstance(summary, dict) else None
+    names: set[str] = set()
+    for k in range(len(shards) if isinstance(shards, list) else 0):
+        rows = _read_script(out, f"{META}/gallery/shard-{k:05d}.js", f"shards[{k}]")
+        if isinstance(rows, list):
+            names |= files_named([row for row in rows if isinstance(row, dict)])
+    return frozenset(names)
 
 
 def rebuild_gallery(out: OutputDir) -> Gallery:
@@ -288,4 +346,4 @@ def rebuild_gallery(out: OutputDir) -> Gallery:
     return gallery
 
 
-__all__ = ["Gallery", "rebuild_gallery", "SHARD_SIZE"]
+__all__ = ["Gallery", "rebuild_gallery", "published", "files_named", "SHARD_SIZE", "PAGE_ASSETS", "THUMBS"]

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import click
 from rich.console import Console
 
-from .common import UserError
+from .common import UserError, print_urls
 
 WEB_GRACE = 2.5  # seconds the dashboard stays up after the batch so that open pages can show the end
 
@@ -44,14 +44,13 @@ class BatchView:
         from batchstyle.batch.dashboard import Dashboard
         from batchstyle.web import WebServer
 
-        root = None if self.out.remote else self.out.root
-        self.dashboard = Dashboard(root=root, files=self.out if self.out.remote else None)
-        self.server = WebServer(*self.web, root=root, routes=self.dashboard)
+        self.dashboard = Dashboard(out=self.out)
+        self.server = WebServer(*self.web, root=self.dashboard.root, allow=self.dashboard.allow, routes=self.dashboard)
         try:
-            url = self.server.start()
+            self.server.start()
         except OSError as exc:
             raise UserError(f"--web: {exc.strerror or exc}") from None
-        console.print(f"Live dashboard at [link={url}]{url}[/link]")
+        print_urls(console, "Live dashboard", self.server)
         return self
 
     def start(self, console: Console, plan) -> None:

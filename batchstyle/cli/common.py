@@ -1,12 +1,17 @@
-"""What the commands share: exit codes, one-line user errors, and the options that come from the
-engine's tables (the settings of an image, the speed options)."""
+"""What the commands share: exit codes, one-line user errors, the options that come from the
+engine's tables (the settings of an image, the speed options), and where --web can be opened."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.style import Style
+from rich.text import Text
 
 from batchstyle.engine.settings import SETTING_FIELDS, SettingField, SettingsError, StyleSettings, settings_from_text
 
@@ -29,6 +34,31 @@ class UserError(click.ClickException):
 
     def show(self, file=None) -> None:
         Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {self.message}", soft_wrap=True)
+
+
+def print_urls(console: Console, what: str, server: Any) -> None:
+    """Where a started web server (``--web``) can be opened. Bound beyond loopback (``--host 0.0.0.0``),
+    a warning first: anyone on the network can open it, without a password; then every URL found."""
+    urls = server.urls()
+    port = urls[0].rstrip("/").rsplit(":", 1)[1]
+    if server.open_to_network:
+        console.print(f"[bold yellow]warning:[/] the {what.lower()} is open to the network (--host "
+                      f"{escape(server.host)}), without authentication: anyone who can reach this machine on port "
+                      f"{port} sees the run, its images and file names. Leave --host at 127.0.0.1 to keep it to "
+                      "this machine (from elsewhere, through an SSH tunnel).", soft_wrap=True)
+    for n, url in enumerate(urls):
+        console.print(Text.assemble(f"{what} at " if n == 0 else "  and at ", (url, Style(link=url))), soft_wrap=True)
+    if server.open_to_network and not any(map(_off_loopback, urls)):
+        console.print(f"  and at this machine's network addresses, port {port} (none could be found here)",
+                      soft_wrap=True)
+
+
+def _off_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        return host != "localhost"
 
 
 def flag_of(field: SettingField) -> str:

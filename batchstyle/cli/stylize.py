@@ -14,7 +14,7 @@ from rich.console import Console
 
 from batchstyle.engine.settings import StyleSettings
 
-from .common import (EXIT_INTERRUPTED, max_pixels_option, setting_options, settings_from_options,
+from .common import (EXIT_INTERRUPTED, max_pixels_option, print_urls, setting_options, settings_from_options,
                      speed_from_options, speed_options, split_list, user_errors)
 from .display import StylizeDisplay
 
@@ -201,7 +201,7 @@ def _start_preview(console: Console, opts: StylizeOptions):
 
     preview = LivePreview(*opts.web)
     url = preview.start()
-    console.print(f"Live view at [link={url}]{url}[/link]")
+    print_urls(console, "Live view", preview.server)
     if opts.browser:
         import webbrowser
 

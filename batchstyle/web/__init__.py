@@ -1,7 +1,8 @@
 """batchstyle's web side: one small HTTP server (standard library only) and the pages it serves.
 
-* :class:`WebServer` (``server.py``) serves one folder's files read-only, with strict containment
-  (``files.py``), plus live routes from a provider;
+* :class:`WebServer` (``server.py``) serves live routes from a provider and, read-only, the files of
+  one folder that the provider allows, judged where they really are (``files.py``); ``addresses.py``
+  says where a server bound to every interface can be reached;
 * :class:`LivePreview` (``preview.py``) is the provider of ``batchstyle stylize --web``;
   the batch dashboard's provider is :mod:`batchstyle.batch.dashboard`;
 * ``assets/``: the pages (plain HTML, CSS and JavaScript; nothing loaded from elsewhere).

@@ -4,14 +4,15 @@ Standard library only (``http.server`` in a daemon thread). What it serves, in t
 
 * the provider's routes (``Routes.reply``): live JSON state and preview images held in memory;
 * ``/.assets/NAME``: the pages' own scripts and styles (``batchstyle/web/assets``);
-* with a ``root``: that folder's files (``/`` is ``index.html``), strictly contained (see
-  :mod:`batchstyle.web.files`), never a listing.
+* with a ``root``: the files of that folder that ``allow`` names (``/`` is ``index.html``), judged
+  where they really are, every symlink resolved (see :mod:`batchstyle.web.files`), never a listing.
 
 Only GET and HEAD (anything else: 405). Requests are bounded: a request line over 8 KiB is refused
 with 414, headers over 16 KiB with 431; sockets time out; at most ``MAX_CONNECTIONS`` requests are
 handled at once (503 beyond). Bound to a loopback address (the default), it answers only requests
 whose ``Host`` is a loopback name or address, so that a web page elsewhere cannot read it through DNS
-rebinding. Every response says ``nosniff``; pages may only load from this server.
+rebinding. Bound to any other address it answers anyone who can reach it, without authentication
+(:meth:`WebServer.urls` lists where). Every response says ``nosniff``; pages may only load from this server.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from .files import Refused, contained_file, content_type
+from .addresses import reachable_urls, url_of
+from .files import Allow, Refused, content_type, open_served
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -233,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply is not None:
             self._send(reply)
         elif web.root is not None:
-            self._file(web.root, parts.path)
+            self._file(web.root, parts.path, web.allow)
         else:
             self._send(text_reply(404, "not found"))
 
@@ -243,20 +245,16 @@ class _Handler(BaseHTTPRequestHandler):
             return text_reply(404, "not found")
         return Reply(200, asset(name), content_type(name))
 
-    def _file(self, root: Path, url_path: str) -> None:
+    def _file(self, root: Path, url_path: str, allow: Allow) -> None:
         try:
-            path = contained_file(root, url_path)
-            handle = open(path, "rb")
+            handle, kind = open_served(root, url_path, allow)
         except Refused as exc:
             self._send(text_reply(exc.status, str(exc)))
-            return
-        except OSError:
-            self._send(text_reply(404, "no such file"))
             return
         with handle:
             size = os.fstat(handle.fileno()).st_size
             immutable = url_path.startswith("/.batchstyle/thumbs/")  # named by content hash
-            self._head(200, content_type(path), size,
+            self._head(200, kind, size,
                        {"Cache-Control": "public, max-age=31536000, immutable" if immutable else "no-cache"})
             if self.command != "HEAD":
                 shutil.copyfileobj(handle, self.wfile, 256 * 1024)
@@ -282,16 +280,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class WebServer:
-    """The server in a daemon thread: ``root``'s files and ``routes``' live replies.
+    """The server in a daemon thread: ``routes``' live replies and the files of ``root`` that ``allow``
+    names (``allow(name)``: the content type of a file that may be served, None for the others).
 
-    ``host`` ``"0.0.0.0"`` / ``"::"`` listen on all interfaces (the URL then names the loopback
-    address); an IPv6 literal host binds IPv6. ``port=0`` picks a free port (see :attr:`url`).
+    ``host`` ``"0.0.0.0"`` / ``"::"`` listen on all interfaces (:attr:`url` then names the loopback
+    address, :meth:`urls` every address found); an IPv6 literal host binds IPv6. ``port=0`` picks a
+    free port (see :attr:`url`).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, root: str | os.PathLike | None = None,
-                 routes: Routes | None = None):
+                 allow: Allow | None = None, routes: Routes | None = None):
+        if root is not None and allow is None:
+            raise TypeError("a served folder needs allow: which of its files may be served")
         self.host, self.port = host, port
         self.root = Path(root) if root is not None else None
+        self.allow = allow
         self.routes = routes
         self.loopback_only = _is_loopback(host)
         self.url = ""  # "http://HOST:PORT/" once started
@@ -309,7 +312,7 @@ class WebServer:
                 return self.url
             server = self._bind()
             server.web = self
-            self.url = _url(self.host, server.server_address[1])
+            self.url = url_of(self.host, server.server_address[1])
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                       name=f"batchstyle-web:{server.server_address[1]}", daemon=True)
             thread.start()
@@ -344,20 +347,30 @@ class WebServer:
     def running(self) -> bool:
         return self._server is not None
 
+    @property
+    def open_to_network(self) -> bool:
+        """Whether other machines can reach this server: it is bound to an address that is not loopback."""
+        bound = self._server.server_address[0] if self._server is not None else self.host
+        try:
+            return not ipaddress.ip_address(bound.split("%")[0]).is_loopback
+        except ValueError:  # a name, before it is bound
+            return not _is_loopback(bound)
+
+    def urls(self) -> list[str]:
+        """Where this running server can be reached: :attr:`url` first, then, on every interface
+        (``0.0.0.0``, ``::``), each address of this machine that is found."""
+        if self._server is None:
+            return []
+        sock = self._server.socket
+        dual = sock.family == socket.AF_INET6 and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        return reachable_urls(self.host, self._server.server_address[1], dual)
+
     def __enter__(self) -> "WebServer":
         self.start()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
-
-
-def _url(host: str, port: int) -> str:
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 __all__ = ["WebServer", "Reply", "Routes", "text_reply", "json_reply", "json_bytes", "image_content_type", "asset"]
