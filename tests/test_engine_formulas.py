@@ -1,4 +1,4 @@
-"""The engine's constants and formulas, each checked against the spec on tiny tensors."""
+"""The engine's constants and formulas, each checked against docs/engine.md on tiny tensors."""
 
 from __future__ import annotations
 

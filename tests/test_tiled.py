@@ -1,4 +1,4 @@
-"""Tiled evaluation of the objective (reference/tiling.md): the tiles' features, losses and gradient
+"""Tiled evaluation of the objective (docs/tiling.md): the tiles' features, losses and gradient
 are the whole image's, up to float rounding, near every edge and corner, for every loss, pooling and
 depth; a run with tiles makes the image of a run without; auto tiles only the scales that do not fit.
 

@@ -1,4 +1,4 @@
-"""The image a run starts from at its first scale (engine-spec §4), drawn from the job's own random stream."""
+"""The image a run starts from at its first scale (docs/engine.md, section Initial image), drawn from the job's own random stream."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Loss terms: content, style (normalised Gram or Wasserstein-2 Gaussian), total variation.
 
-Each loss is a small module whose ``forward`` reads like its formula (engine-spec §2). Activations
+Each loss is a small module whose ``forward`` reads like its formula (docs/engine.md, section Losses). Activations
 are ``[N, C, H, W]`` and every loss returns ``[N]``: one value per image, so that images optimised
 together in a group keep independent objectives (their sum's gradient is each image's own).
 Targets are ``[N, ...]`` (one per image) or ``[1, ...]`` (shared).
 
-The network losses see the activations only through sums over positions (``reference/tiling.md``).
+The network losses see the activations only through sums over positions (``docs/tiling.md``).
 Each says so in three steps, which tiles use: ``sums`` (additive over any partition of the
 positions), ``moments`` (the statistics from the summed sums and the number of positions) and
 ``score`` (the loss of those statistics). ``forward`` on whole activations keeps its own arithmetic.

@@ -1,4 +1,4 @@
-"""The objective at one scale (engine-spec §2.6): for each image n of a group,
+"""The objective at one scale (docs/engine.md, section Objective): for each image n of a group,
 
     L_n(x) = Σ_content w_c · content(x_n) + Σ_style w_s · style(x_n) + w_tv · TV(x_n)
 
@@ -6,7 +6,7 @@ with that job's own weights and targets. Calling an :class:`Objective` on the im
 image's loss and the gradient of their sum, which is each image's own gradient (the losses are
 independent per image). That call is all the optimisation loop knows of the maths: an objective that
 evaluates tile by tile must give the same losses and gradient from the same images
-(``reference/tiling.md``) and can take its place.
+(``docs/tiling.md``) and can take its place.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A run: one optimisation of a group of one or more jobs through the scale ladder (engine-spec §3–§5).
+"""A run: one optimisation of a group of one or more jobs through the scale ladder (docs/engine.md, sections Scales to One run).
 
 Iterate a :class:`Run` to optimise: one :class:`Progress` event per job and iteration, one
 :class:`ScaleFinished` (carrying that job's :class:`Checkpoint`) per job and scale; every event

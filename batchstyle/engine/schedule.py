@@ -1,4 +1,4 @@
-"""Scale ladders and image sizes per scale (engine-spec §3). No torch: the batch planner uses it."""
+"""Scale ladders and image sizes per scale (docs/engine.md, section Scales). No torch: the batch planner uses it."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ class Speed:
     the network for each scale's fixed size (CUDA graphs on CUDA). ``loss_every``: read the loss
     back from the device every N iterations (and at the end of each scale), so a GPU is not
     stalled each step; 0 means automatic (1 on CPU, 10 on GPU). ``tile``: evaluate the objective
-    tile by tile (the same result, in the memory of one tile; ``reference/tiling.md``): ``auto``
+    tile by tile (the same result, in the memory of one tile; ``docs/tiling.md``): ``auto``
     tiles a scale only when the whole image would not fit the device's memory, ``off`` never
     tiles, a number tiles every scale larger than it with cores of that many pixels.
     """

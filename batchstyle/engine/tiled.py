@@ -1,4 +1,4 @@
-"""The objective evaluated tile by tile, with the whole image's result (``reference/tiling.md``).
+"""The objective evaluated tile by tile, with the whole image's result (``docs/tiling.md``).
 
 Every network term depends on the image only through sums over positions ``s_j``, so with
 ``g_j = ∂L/∂s_j`` the gradient is ``Σ_tiles d/dx Σ_j ⟨g_j, s_j^tile(x)⟩``. One evaluation is

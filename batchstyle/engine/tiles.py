@@ -1,4 +1,4 @@
-"""Tiles of an image whose features are those of the whole image (``reference/tiling.md``).
+"""Tiles of an image whose features are those of the whole image (``docs/tiling.md``).
 
 A tile is a *core*, the part of the image whose features it contributes, and a *box*: the core
 with a margin of real neighbours on every side that is not an image edge. The cores partition the
@@ -131,7 +131,7 @@ def largest_box(tiles: Sequence[Tile]) -> int:
 
 
 def tiled_work(tiles: Sequence[Tile]) -> float:
-    """The cost model of ``reference/tiling.md``: a tiled step's network work relative to the whole
+    """The cost model of ``docs/tiling.md`` (section Cost): a tiled step's network work relative to the whole
     image's. Pass 1 is a forward pass (1/3 of a forward and backward), pass 2 a forward and backward,
     both over the boxes, which overlap by their margins."""
     tile = tiles[0]

@@ -12,7 +12,7 @@ from .layers import CONV_INDICES, CONV_SHAPES, LAYER_INDEX, LAYER_NAMES, POOL_IN
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Rescaling that keeps activation magnitudes near those of max pooling (engine-spec §1).
+# Rescaling that keeps activation magnitudes near those of max pooling (docs/engine.md, section The network).
 POOLING_SCALES = {"max": 1.0, "average": 2.0, "l2": 0.78}
 
 # Where a split over N devices starts each next device when none is given: block boundaries.
