@@ -32,7 +32,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from batchstyle.batch.gallery import Gallery  # noqa: E402
+from batchstyle.web.gallery import Gallery  # noqa: E402
 from batchstyle.batch.store import ItemRecord, OutputDir, PlanEntry  # noqa: E402
 
 
@@ -135,7 +135,7 @@ def tick_cost(dashboard, state, ticks: int = 2000) -> float:
 
 
 def bench_dashboard(clients: int) -> dict:
-    from batchstyle.batch.dashboard import Dashboard
+    from batchstyle.web.dashboard import Dashboard
     from batchstyle.web import WebServer
 
     class Quiet:

@@ -1,5 +1,5 @@
-"""The gallery in the output directory (batch/gallery.py, thumbs.py) and the dashboard's live routes
-(batch/dashboard.py), without Ray: what the page's data says, where the thumbnails are, which files an
+"""The gallery in the output directory (web/gallery.py, thumbs.py) and the dashboard's live routes
+(web/dashboard.py), without Ray: what the page's data says, where the thumbnails are, which files an
 update rewrites, that a rerun decodes nothing again and that a broken gallery never stops a batch."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from batchstyle.batch import thumbs as thumbs_module
-from batchstyle.batch.gallery import Gallery, rebuild_gallery
+from batchstyle.web import thumbs as thumbs_module
+from batchstyle.web.gallery import Gallery, rebuild_gallery
 from batchstyle.batch.store import FailureRecord, ItemRecord, OutputDir, PlanEntry
 
 PREFIX = b"(window.batchstyleGallery=window.batchstyleGallery||{shards:{}})"
@@ -184,7 +184,7 @@ def running_state(item_id: str = "abc"):
 
 
 def test_the_dashboard_serves_the_running_state_and_previews():
-    from batchstyle.batch.dashboard import Dashboard
+    from batchstyle.web.dashboard import Dashboard
     from batchstyle.web import WebServer
 
     dashboard = Dashboard()
@@ -219,7 +219,7 @@ def test_the_dashboard_serves_the_running_state_and_previews():
 
 def test_huge_images_get_no_thumbnail(tmp_path, monkeypatch):
     from batchstyle.batch.store import OutputDir
-    from batchstyle.batch.thumbs import Thumbnails
+    from batchstyle.web.thumbs import Thumbnails
 
     monkeypatch.setattr(thumbs_module, "MAX_SOURCE_PIXELS", 100 * 100)
     thumbs = Thumbnails(OutputDir(tmp_path), ".batchstyle/thumbs")
@@ -232,7 +232,7 @@ def test_a_named_pipe_among_the_inputs_gets_no_thumbnail_and_is_never_opened(tmp
     import os
 
     from batchstyle.batch.store import OutputDir, file_stamp
-    from batchstyle.batch.thumbs import Thumbnails
+    from batchstyle.web.thumbs import Thumbnails
 
     os.mkfifo(tmp_path / "pipe.png")  # a failed image found in a folder
     photo(40, 30, 1).save(tmp_path / "fine.png")

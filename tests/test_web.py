@@ -283,20 +283,29 @@ def test_image_content_type():
     assert image_content_type(b"hello") == "application/octet-stream"
 
 
+SERVER_MODULES = ("__init__", "server", "files", "addresses", "preview", "contract")  # standard library only
+PAGE_MODULES = ("gallery", "gallery_data", "thumbs", "dashboard")  # the batch's pages: they import the batch
+
+
 def test_no_heavy_imports():
-    """batchstyle.web uses the standard library only (checked on its sources, whatever __init__ imports)."""
+    """The server of batchstyle.web uses the standard library only (checked on its sources, whatever
+    __init__ imports); every module of the package is either the server's or a page's."""
     import ast
     from pathlib import Path
 
     import batchstyle.web as web
 
+    folder = Path(web.__file__).parent
+    assert {p.stem for p in folder.glob("*.py")} == set(SERVER_MODULES + PAGE_MODULES)
     imported = set()
-    for source in Path(web.__file__).parent.glob("*.py"):
+    for source in (folder / f"{name}.py" for name in SERVER_MODULES):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 imported.update(a.name.split(".")[0] for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
+            elif isinstance(node, ast.ImportFrom):  # within the package: the server's own modules only
+                assert node.level == 1 and node.module in SERVER_MODULES, (source.name, node.module)
     assert not imported & {"torch", "ray", "click", "aiohttp", "flask", "numpy", "PIL"}, imported
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
 
@@ -308,3 +317,26 @@ def test_server_does_not_keep_process_alive():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.strip() == "ok"
     assert out.stderr == ""  # no per-request log lines
+
+
+def test_the_batch_and_the_engine_import_nothing_of_the_pages_or_the_cli():
+    """The arrows point down: pages -> batch -> engine, the CLI on top (docs/architecture.md)."""
+    import ast
+    from pathlib import Path
+
+    import batchstyle
+
+    package = Path(batchstyle.__file__).parent
+    for layer, above in (("batch", ("web", "cli")), ("engine", ("web", "cli", "batch"))):
+        for source in (package / layer).glob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom):
+                    names = [("." * node.level) + (node.module or "")]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                for name in names:
+                    target = name.split(".")[1] if name.startswith("batchstyle.") else (
+                        name.lstrip(".").split(".")[0] if name.startswith("..") else None)
+                    assert target not in above, f"{layer}/{source.name} imports {name}"

@@ -278,7 +278,7 @@ def planned_output(tmp: Path, photos: int, done: int):
 
 def dashboard_server(out, gallery=None) -> WebServer:
     """The server exactly as ``run --web`` makes it (cli/batch_view.py)."""
-    from batchstyle.batch.dashboard import Dashboard
+    from batchstyle.web.dashboard import Dashboard
 
     dashboard = Dashboard(gallery=gallery, out=out)
     return WebServer("127.0.0.1", 0, root=dashboard.root, allow=dashboard.allow, routes=dashboard)
@@ -289,7 +289,7 @@ def output_site(tmp_path_factory):
     """A finished gallery (three images done, one pending) with its run's lock held, and what others
     left there: a text file, a page, images no record names, symlinks named like images into
     ``.batchstyle/`` and out of the directory, two done images replaced by such symlinks."""
-    from batchstyle.batch.gallery import rebuild_gallery
+    from batchstyle.web.gallery import rebuild_gallery
 
     tmp = tmp_path_factory.mktemp("site")
     out, _ = planned_output(tmp, 4, 3)
@@ -373,7 +373,7 @@ def test_the_dashboard_serves_nothing_else_however_it_is_asked_for(output_site, 
 def test_a_live_gallery_names_each_image_once_it_is_recorded(tmp_path):
     """While the batch runs: an image is served once its record is written and the gallery's data
     names it, not because a file of that name appeared before."""
-    from batchstyle.batch.gallery import Gallery
+    from batchstyle.web.gallery import Gallery
 
     out, records = planned_output(tmp_path, 2, 1)
     gallery = Gallery(out).start()
@@ -403,7 +403,7 @@ def test_a_remote_output_directory_is_served_by_the_same_rules(s3, tmp_path):
     """An output directory in object storage is read through the dashboard: the same allow-list."""
     import uuid
 
-    from batchstyle.batch.gallery import rebuild_gallery
+    from batchstyle.web.gallery import rebuild_gallery
     from batchstyle.batch.store import ItemRecord, OutputDir, PlanEntry
     from conftest import make_photo
 

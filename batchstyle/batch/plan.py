@@ -6,11 +6,11 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from batchstyle.engine.schedule import scale_ladder
-from batchstyle.engine.settings import group_key
+from batchstyle.engine.settings import StyleSettings, group_key
 
-from .gallery_data import changed_settings
 from .manifest import Item
 from .store import HashCache, OutputDir, PlanEntry
 
@@ -19,6 +19,7 @@ from .store import HashCache, OutputDir, PlanEntry
 ENGINE_REVISION = 1
 
 DEFAULT_TWO_GPU_PIXELS = None  # images too large for one GPU run there with tiles (README "Big images")
+_DEFAULTS = StyleSettings().to_dict()
 
 
 @dataclass
@@ -79,6 +80,13 @@ def planned(item: Item, hashes: HashCache, weights_identity: str, two_gpu_pixels
                    pixels=width * height)
 
 
+def changed_settings(settings: StyleSettings | dict[str, Any]) -> dict[str, Any]:
+    """The settings that differ from the engine's defaults (``end_scale``, ``content_weight``...): what
+    ``plan.json`` keeps of an item's settings, and what the gallery shows of them."""
+    values = settings.to_dict() if isinstance(settings, StyleSettings) else settings
+    return {k: v for k, v in values.items() if k in _DEFAULTS and v != _DEFAULTS[k]}
+
+
 def plan_entry(item: Item) -> PlanEntry:
     """What ``plan.json`` keeps of an item: enough for ``status`` and the gallery of pending images."""
     return PlanEntry(item.id, item.output, item.line, str(item.content), [str(s) for s in item.styles],
@@ -100,4 +108,5 @@ def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force
                 weights=weights_identity)
 
 
-__all__ = ["Plan", "item_id", "route", "planned", "plan_entry", "make_plan", "ENGINE_REVISION", "DEFAULT_TWO_GPU_PIXELS"]
+__all__ = ["Plan", "item_id", "changed_settings", "route", "planned", "plan_entry", "make_plan", "ENGINE_REVISION",
+           "DEFAULT_TWO_GPU_PIXELS"]

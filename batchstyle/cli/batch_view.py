@@ -41,7 +41,7 @@ class BatchView:
         """Bind the dashboard's port first, so that a busy port is said before any work is done."""
         if self.web is None:
             return self
-        from batchstyle.batch.dashboard import Dashboard
+        from batchstyle.web.dashboard import Dashboard
         from batchstyle.web import WebServer
 
         self.dashboard = Dashboard(out=self.out)
@@ -55,7 +55,7 @@ class BatchView:
 
     def start(self, console: Console, plan) -> None:
         """Write the gallery now and keep it current: every result and failure the run writes updates it."""
-        from batchstyle.batch.gallery import Gallery
+        from batchstyle.web.gallery import Gallery
 
         self.gallery = Gallery(self.out).start()
         self.out.watch(self.gallery)

@@ -159,7 +159,7 @@ def _group_size(text: str) -> int | None:
 
 def _preview_interval(web: bool) -> float:
     """Workers send live previews only while a dashboard can show them."""
-    from batchstyle.batch.dashboard import PREVIEW_INTERVAL
+    from batchstyle.web.dashboard import PREVIEW_INTERVAL
 
     return PREVIEW_INTERVAL if web else 0.0
 

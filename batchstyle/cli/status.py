@@ -54,7 +54,7 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
 
 def _write_gallery(console: Console, out) -> None:
     """Rebuild OUTDIR/index.html with every thumbnail, unless a run is writing it now."""
-    from batchstyle.batch.gallery import rebuild_gallery
+    from batchstyle.web.gallery import rebuild_gallery
 
     if out.lock().held_elsewhere():
         console.print(f"A run is in progress there; it keeps {out.root / 'index.html'} up to date.")

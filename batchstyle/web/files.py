@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 from urllib.parse import unquote
 
-# What a static page may load from the run's own folder (see batch/gallery.py and batch/thumbs.py).
-PUBLIC_DOT_FOLDERS = (".batchstyle/gallery/", ".batchstyle/thumbs/")
+from .contract import DATA_FOLDER, THUMBS_FOLDER
+
+# What a static page may load from the run's own folder (see gallery.py and thumbs.py).
+PUBLIC_DOT_FOLDERS = (DATA_FOLDER, THUMBS_FOLDER)
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}

@@ -8,7 +8,7 @@ The caller owns the optimisation loop and pushes its progress in::
             preview.update(status, image=lambda snap=snapshot: encode_jpeg(snap))
         preview.finish()
 
-Routes (besides the server's own ``/.assets/``):
+Routes (besides the server's own ``/.assets/``; named, with the fields of ``/status``, in :mod:`.contract`):
 
 * ``/``        the page (``assets/stylize.html``, drawn by ``assets/live.js`` as the batch dashboard
   draws each running image). It polls ``/status`` about every 500 ms and reloads the picture only
@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Union
 
+from .contract import IMAGE_ROUTE, STATUS_ROUTE, STYLIZE_PAGE
 from .server import Reply, WebServer, asset, image_content_type, json_reply, text_reply
 
 ImageSource = Union[Callable[[], bytes], bytes, bytearray, memoryview]
@@ -41,7 +42,7 @@ _FALLBACK_PAGE = (
 
 def _page() -> bytes:
     try:
-        return asset("stylize.html")
+        return asset(STYLIZE_PAGE)
     except (FileNotFoundError, OSError):
         return _FALLBACK_PAGE
 
@@ -117,9 +118,9 @@ class LivePreview:
         """The routes of this view (see the module docstring); ``None`` for other paths."""
         if path in ("/", "/index.html"):
             return Reply(200, self._page, "text/html; charset=utf-8")
-        if path == "/status":
+        if path == STATUS_ROUTE:
             return json_reply(self.snapshot())
-        if path == "/image":
+        if path == IMAGE_ROUTE:
             data, error = self._current_image()
             if error is not None:
                 return text_reply(500, f"encoding the image failed: {error}")

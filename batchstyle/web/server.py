@@ -36,13 +36,14 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from .addresses import reachable_urls, url_of
+from .contract import ASSETS_ROUTE, PAGE_ASSETS
 from .files import Allow, Refused, content_type, open_served
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_CONNECTIONS = 256
 SOCKET_TIMEOUT = 10.0  # seconds a client may take to send its request or read the answer
-ASSETS = ("live.js", "gallery.js", "style.css")  # served at /.assets/NAME
+ASSETS = PAGE_ASSETS  # served at /.assets/NAME
 PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -228,8 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         try:
             reply = web.routes.reply(parts.path, parts.query) if web.routes is not None else None
-            if reply is None and parts.path.startswith("/.assets/"):
-                reply = self._asset(parts.path[len("/.assets/"):])
+            if reply is None and parts.path.startswith(ASSETS_ROUTE):
+                reply = self._asset(parts.path[len(ASSETS_ROUTE):])
         except Exception as exc:  # noqa: BLE001 - report, never take the server down
             reply = text_reply(500, f"{type(exc).__name__}: {exc}")
         if reply is not None:

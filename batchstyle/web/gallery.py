@@ -1,14 +1,15 @@
 """``OUTDIR/index.html``: the batch's gallery, a static page kept up to date while the batch runs.
 
-The page is a small shell (``batchstyle/web/assets/gallery.html``) that loads its data with
+The page is a small shell (``assets/gallery.html``) that loads its data with
 ``<script src>`` (a page opened from disk cannot ``fetch()``), so it works from disk, a bucket or any
 web server with no batchstyle running. The data is written by a background thread of the driver from
-what the output directory records (plan, done and failure records; :mod:`batch.gallery_data`)::
+what the output directory records (plan, done and failure records; :mod:`.gallery_data`). Its files,
+globals and fields are named in :mod:`.contract`::
 
     .batchstyle/gallery/summary.js          counts, state, and a version per shard
     .batchstyle/gallery/shard-00000.js ...  the images in plan order, SHARD_SIZE per file
     .batchstyle/gallery/{live,gallery}.js, style.css   the page's code (copied from the package)
-    .batchstyle/thumbs/<hash>.jpg           thumbnails (batch/thumbs.py)
+    .batchstyle/thumbs/<hash>.jpg           thumbnails (thumbs.py)
 
 A finished or failed image rewrites its shard and the summary only, so an update costs the same at
 10,000 images as at 10 (``benchmarks/bench_gallery.py``). Every file is written atomically. The
@@ -28,24 +29,20 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from batchstyle.batch.storage import as_path
+from batchstyle.batch.store import FailureRecord, ItemRecord, OutputDir, PlanEntry, file_stamp
+
+from .contract import DATA_FOLDER, DATA_GLOBAL, GALLERY_PAGE, PAGE_ASSETS, SUMMARY_FILE, THUMBS_FOLDER, shard_file
 from .gallery_data import entry, public
-from .storage import as_path
-from .store import META, FailureRecord, ItemRecord, OutputDir, PlanEntry, file_stamp
+from .server import asset
 from .thumbs import Thumb, Thumbnails
 
 SHARD_SIZE = 100  # images per data file
-THUMBS = f"{META}/thumbs"
+THUMBS = THUMBS_FOLDER.rstrip("/")
 FLUSH_EVERY = 2.0  # seconds: while making thumbnails, write what changed at least this often
 SAVE_INDEX_EVERY = 60.0  # seconds between saves of the thumbnails' index (and at the end)
 CLOSE_BUDGET = 30.0  # seconds a closing gallery still spends on missing thumbnails
-PAGE_ASSETS = ("live.js", "gallery.js", "style.css")
-GLOBAL = "(window.batchstyleGallery=window.batchstyleGallery||{shards:{}})"
-
-
-def _web_asset(name: str) -> bytes:
-    from batchstyle.web.server import asset
-
-    return asset(name)
+GLOBAL = f"(window.{DATA_GLOBAL}=window.{DATA_GLOBAL}||{{shards:{{}}}})"  # the page's data, set by each file
 
 
 class Gallery:
@@ -53,7 +50,7 @@ class Gallery:
 
     def __init__(self, out: OutputDir, shard_size: int = SHARD_SIZE):
         self.out, self.shard_size = out, shard_size
-        self.folder = f"{META}/gallery"  # relative to the output directory, as every file written here
+        self.folder = DATA_FOLDER.rstrip("/")  # relative to the output directory, as every file written here
         self.thumbs = Thumbnails(out, THUMBS)
         self.started = time.time()
         self.error: str | None = None
@@ -222,8 +219,8 @@ class Gallery:
         """The page's code, then index.html, where they differ from this version's (in this order, so
         that a browser that finds the page finds its style and scripts)."""
         for name in PAGE_ASSETS:
-            self._write_if_changed(f"{self.folder}/{name}", _web_asset(name))
-        self._write_if_changed("index.html", _web_asset("gallery.html"))
+            self._write_if_changed(f"{self.folder}/{name}", asset(name))
+        self._write_if_changed("index.html", asset(GALLERY_PAGE))
 
     def _write_if_changed(self, rel: str, data: bytes) -> None:
         try:
@@ -239,12 +236,12 @@ class Gallery:
         self._dirty.clear()
         for k in shards:
             rows = self._rows(k)
-            self.out.write_file(f"{self.folder}/shard-{k:05d}.js", _script(f"shards[{k}]", rows))
+            self.out.write_file(f"{self.folder}/{shard_file(k)}", _script(f"shards[{k}]", rows))
             with self._cond:
                 self.versions[k] += 1
                 self.named = self.named or [frozenset()] * len(self.versions)
                 self.named[k] = files_named(rows)
-        self.out.write_file(f"{self.folder}/summary.js", self._summary())
+        self.out.write_file(f"{self.folder}/{SUMMARY_FILE}", self._summary())
         with self._cond:
             self.summary_version += 1
         self._last_flush = time.monotonic()
@@ -325,11 +322,11 @@ def files_named(rows: list[dict]) -> frozenset[str]:
 
 def published(out: OutputDir) -> frozenset[str]:
     """What the gallery data already in ``out`` names (:func:`files_named`), before this run writes its own."""
-    summary = _read_script(out, f"{META}/gallery/summary.js", "summary")
+    summary = _read_script(out, DATA_FOLDER + SUMMARY_FILE, "summary")
     shards = summary.get("shards") if isinstance(summary, dict) else None
     names: set[str] = set()
     for k in range(len(shards) if isinstance(shards, list) else 0):
-        rows = _read_script(out, f"{META}/gallery/shard-{k:05d}.js", f"shards[{k}]")
+        rows = _read_script(out, DATA_FOLDER + shard_file(k), f"shards[{k}]")
         if isinstance(rows, list):
             names |= files_named([row for row in rows if isinstance(row, dict)])
     return frozenset(names)

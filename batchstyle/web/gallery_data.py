@@ -2,7 +2,8 @@
 directory's own records (the plan entry, the done record, the failure record).
 
 Inputs are shown by file name only (a gallery may be published; the full paths stay in the records).
-Thumbnails are added when the entry is written (see :mod:`batch.gallery`), as they may come later.
+Thumbnails are added when the entry is written (see :mod:`.gallery`), as they may come later. The
+fields are named in :mod:`.contract` (``ROW_FIELDS``, ``DONE_FIELDS``, ``FAILED_FIELDS``, ``STYLE_FIELDS``).
 """
 
 from __future__ import annotations
@@ -10,18 +11,10 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from batchstyle.engine.settings import StyleSettings
-
-from .store import FailureRecord, ItemRecord, PlanEntry
+from batchstyle.batch.plan import changed_settings
+from batchstyle.batch.store import FailureRecord, ItemRecord, PlanEntry
 
 DETAIL_CHARS = 2000  # of a failure's traceback: its end, where the cause is
-_DEFAULTS = StyleSettings().to_dict()
-
-
-def changed_settings(settings: StyleSettings | dict[str, Any]) -> dict[str, Any]:
-    """The settings that differ from the engine's defaults (``end_scale``, ``content_weight``...)."""
-    values = settings.to_dict() if isinstance(settings, StyleSettings) else settings
-    return {k: v for k, v in values.items() if k in _DEFAULTS and v != _DEFAULTS[k]}
 
 
 def style_weights(weights: list[float] | None, count: int) -> list[float]:
@@ -64,4 +57,4 @@ def public(item: dict) -> dict:
     return shown
 
 
-__all__ = ["changed_settings", "style_weights", "entry", "public", "file_name"]
+__all__ = ["style_weights", "entry", "public", "file_name"]

@@ -3,12 +3,16 @@
 A :class:`Dashboard` sits between the scheduler and its display: every tick it passes the state on
 and keeps a small snapshot of it (counts, rates, ETA, each worker's items with scale, iteration, loss,
 and the latest preview of each running image). Building it costs O(running items); the server's
-threads read it and serialise it (once per tick, however many browsers ask). Routes::
+threads read it and serialise it (once per tick, however many browsers ask). Routes (their names and
+every field of the state are in :mod:`.contract`)::
 
     /.live/state           JSON: {"batchstyle": "live", "finished", "counts", "progress", "eta",
                            "images_per_hour", "workers": [{"label", "state", "items": [...]}],
-                           "gallery": {"summary", "shards"}}  (data versions, see batch/gallery.py)
+                           "gallery": {"summary", "shards"}}  (data versions, see gallery.py)
     /.live/preview/<id>    the latest preview JPEG of a running image (404 when there is none)
+
+The scheduler knows nothing of it: the CLI hands it to the scheduler as its display
+(:class:`batchstyle.batch.scheduler.Display`), wrapping the terminal's.
 
 Of the output directory (local, or remote and read through this dashboard) only what the pages
 need is served (:meth:`Dashboard.allow`): ``/`` and the page's code (batchstyle's own copies, see
@@ -23,25 +27,25 @@ import threading
 import time
 from typing import Any
 
-from batchstyle.web.files import PAGE_TYPES, Refused, content_type, image_type, relative_name
-from batchstyle.web.server import Reply, asset, json_bytes, text_reply
+from batchstyle.batch.messages import ItemPreview
+from batchstyle.batch.pool import Worker
+from batchstyle.batch.progress import BatchProgress, images_per_hour, units_done
+from batchstyle.batch.scheduler import BatchState, Display
+from batchstyle.batch.store import OutputDir
 
-from .gallery import PAGE_ASSETS, Gallery, published
-from .messages import ItemPreview
-from .progress import BatchProgress, images_per_hour, units_done
-from .pool import Worker
-from .scheduler import BatchState, Display
-from .store import META, OutputDir
+from .contract import DATA_FOLDER, GALLERY_PAGE, LIVE_MARK, LIVE_PREFIX, PAGE_ASSETS, PREVIEW_ROUTE, STATE_ROUTE
+from .files import PAGE_TYPES, Refused, content_type, image_type, relative_name
+from .gallery import Gallery, published
+from .server import Reply, asset, json_bytes, text_reply
 
 PREVIEW_INTERVAL = 3.0  # seconds between previews of one running image while the dashboard is served
-STATE_ROUTE, PREVIEW_ROUTE = "/.live/state", "/.live/preview/"
 # What "/" shows in the first moments of a new output directory, before its gallery is written.
 PREPARING_PAGE = (b"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta http-equiv='refresh' "
                   b"content='1'><title>batchstyle</title></head><body><p>Preparing the gallery\xe2\x80\xa6</p>"
                   b"</body></html>")
-# The page and its code, as the gallery writes them (batch/gallery.py): served from batchstyle itself.
-PAGE_FILES = {"index.html": "gallery.html", **{f"{META}/gallery/{name}": name for name in PAGE_ASSETS}}
-DATA_FILE = re.compile(re.escape(f"{META}/gallery/") + r"(summary|shard-\d{5})\.js")
+# The page and its code, as the gallery writes them (gallery.py): served from batchstyle itself.
+PAGE_FILES = {"index.html": GALLERY_PAGE, **{f"{DATA_FOLDER}{name}": name for name in PAGE_ASSETS}}
+DATA_FILE = re.compile(re.escape(DATA_FOLDER) + r"(summary|shard-\d{5})\.js")
 
 
 class Dashboard:
@@ -56,7 +60,7 @@ class Dashboard:
         self._published_lock = threading.Lock()
         self.progress = BatchProgress()
         self._lock = threading.Lock()
-        self._state: dict[str, Any] = {"batchstyle": "live", "finished": False, "workers": [], "progress": 0.0,
+        self._state: dict[str, Any] = {"batchstyle": LIVE_MARK, "finished": False, "workers": [], "progress": 0.0,
                                        "counts": _counts(0, 0, 0, 0, 0, 0), "message": "starting"}
         self._previews: dict[str, ItemPreview] = {}
         self._version = 0
@@ -92,7 +96,7 @@ class Dashboard:
         if finished and not running and state.pending <= 0:
             units = state.units_total  # all made (or failed): the bar is full
         snapshot = {
-            "batchstyle": "live", "finished": finished, "draining": state.draining, "message": state.message,
+            "batchstyle": LIVE_MARK, "finished": finished, "draining": state.draining, "message": state.message,
             "counts": _counts(state.total, state.skipped, state.done, state.failed, len(running),
                               max(state.pending, 0)),
             "progress": min(1.0, units / state.units_total) if state.units_total else float(finished),
@@ -144,7 +148,7 @@ class Dashboard:
             if preview is None:
                 return text_reply(404, "no preview of that image now")
             return Reply(200, preview.image, "image/jpeg")
-        if path.startswith("/.live/"):
+        if path.startswith(LIVE_PREFIX):
             return text_reply(404, "not found")
         if self.out is None:
             return None
