@@ -58,6 +58,7 @@ GALLERY_VERSION_FIELDS = ("summary", "shards")  # the data versions: a page relo
 # -- the status of batchstyle stylize --web (cli/stylize.py through preview.py) ------------------------
 STYLIZE_STATUS_FIELDS = ("scale", "scales", "width", "height", "iteration", "iterations", "loss", "its_per_sec",
                          "elapsed", "gpu_memory_mb", "done", "image_version", "has_image")
+STYLIZE_OPTIONAL_FIELDS = ("title",)  # what another caller of LivePreview.update may add: the page's heading
 
 # -- live.js's progress card: the fields of a running image it draws, from LIVE_ITEM_FIELDS or
 # STYLIZE_STATUS_FIELDS, plus what the page itself gives it (title, subtitle, image)

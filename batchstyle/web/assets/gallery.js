@@ -33,11 +33,11 @@
   /* ---- data ---------------------------------------------------------------------------------- */
 
   function loadScript(src, done) {
-    var s = document.createElement("script");
-    s.src = src;
-    s.onload = function () { s.remove(); done(true); };
-    s.onerror = function () { s.remove(); done(false); };
-    document.head.appendChild(s);
+    var script = document.createElement("script");
+    script.src = src;
+    script.onload = function () { script.remove(); done(true); };
+    script.onerror = function () { script.remove(); done(false); };
+    document.head.appendChild(script);
   }
 
   /* Load the shards whose version differs from the one on screen, then call done. */
@@ -163,16 +163,16 @@
   }
 
   function drawCounts() {
-    var s = G.summary || {}, c = { done: 0, failed: 0, pending: 0 };
+    var summary = G.summary || {}, c = { done: 0, failed: 0, pending: 0 };
     entries.forEach(function (e) { c[e.state] = (c[e.state] || 0) + 1; });
     if (live) return;  /* the live panel says more */
     var text = plural(entries.length, "image") + ": " + c.done + " done · " + c.failed + " failed · " + c.pending + " not done yet";
-    if (L.isNum(s.images_per_hour)) text += " · " + s.images_per_hour.toFixed(1) + " images/hour";
+    if (L.isNum(summary.images_per_hour)) text += " · " + summary.images_per_hour.toFixed(1) + " images/hour";
     $("counts").textContent = text;
-    var badge = $("state"), when = time(s.updated);
-    if (s.state === "running") { badge.textContent = "In progress when written, " + when; badge.className = "badge running"; }
-    else if (s.state === "finished") { badge.textContent = "Finished " + when; badge.className = "badge finished"; }
-    else if (s.state === "stopped") {
+    var badge = $("state"), when = time(summary.updated);
+    if (summary.state === "running") { badge.textContent = "In progress when written, " + when; badge.className = "badge running"; }
+    else if (summary.state === "finished") { badge.textContent = "Finished " + when; badge.className = "badge finished"; }
+    else if (summary.state === "stopped") {
       badge.textContent = c.pending ? "Stopped " + when + " with " + c.pending + " not done; run the same command again to go on"
                                     : "Ended " + when + " with " + c.failed + " failed; run the same command again to retry";
       badge.className = "badge failed";
@@ -349,14 +349,14 @@
   function probeLive() {
     if (!/^https?:$/.test(location.protocol)) return;
     fetch(".live/state", { cache: "no-store" })
-      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (resp) { return resp.ok ? resp.json() : null; })
       .then(function (st) { if (st && st.batchstyle === "live") { $("live").hidden = false; onLive(st); } })
       .catch(function () { /* a plain web server: the static gallery */ });
   }
 
   function poll() {
     fetch(".live/state", { cache: "no-store" })
-      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (resp) { if (!resp.ok) throw new Error("HTTP " + resp.status); return resp.json(); })
       .then(onLive)
       .catch(function () {
         if (live && live.finished) {
@@ -417,8 +417,8 @@
       if (!w.items.length) idle.push(w.label + ": " + w.state);
       w.items.forEach(function (it) {
         seen[it.id] = true;
-        var c = liveCards[it.id] || (liveCards[it.id] = L.card($("workers"), { tag: "article", alt: "preview of " + it.output,
-                                                                                  placeholder: "No preview yet." }));
+        var lc = liveCards[it.id] || (liveCards[it.id] = L.card($("workers"), { tag: "article", alt: "preview of " + it.output,
+                                                                                   placeholder: "No preview yet." }));
         var shown = {};
         for (var k in it) shown[k] = it[k];
         shown.title = it.output;
@@ -426,7 +426,7 @@
         shown.image = it.preview ? { url: ".live/preview/" + encodeURIComponent(it.id) + "?v=" + it.preview.version,
                                      version: it.preview.version, of_width: it.preview.of_width,
                                      of_height: it.preview.of_height } : null;
-        c.update(shown);
+        lc.update(shown);
       });
     });
     Object.keys(liveCards).forEach(function (id) {

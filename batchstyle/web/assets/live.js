@@ -195,32 +195,35 @@
       stateEl.className = "badge " + (cls || "");
     }
 
-    function render(st) {
-      var started = isNum(st.iteration) || isNum(st.scale);
-      if (st.done) setState("Finished", "finished");
+    function render(status) {
+      var started = isNum(status.iteration) || isNum(status.scale);
+      if (status.done) setState("Finished", "finished");
       else if (!started) setState("Waiting for the first iteration…", "");
       else setState("Running", "running");
-      if (typeof st.title === "string" && st.title) titleEl.textContent = st.title;
+      if (typeof status.title === "string" && status.title) titleEl.textContent = status.title;
       var shown = {};
-      for (var k in st) shown[k] = st[k];
+      for (var k in status) shown[k] = status[k];
       shown.title = "Current image";
       shown.subtitle = "";
-      if (st.has_image && isNum(st.image_version)) {
-        if (st.image_version !== view.wantVersion) { counter += 1; view.wantVersion = st.image_version; view.wantUrl = "image?t=" + counter; }
-        shown.image = { url: view.wantUrl, version: st.image_version };
+      if (status.has_image && isNum(status.image_version)) {
+        if (status.image_version !== view.wantVersion) {
+          counter += 1; view.wantVersion = status.image_version; view.wantUrl = "image?t=" + counter;
+        }
+        shown.image = { url: view.wantUrl, version: status.image_version };
       }
       view.update(shown);
-      var short = isNum(st.scale) ? st.scale + "/" + (isNum(st.scales) ? st.scales : "?") + " " : "";
-      document.title = (st.done ? "Finished" : short + (isNum(st.iteration) ? "it " + st.iteration : "waiting")) + " · batchstyle";
+      var short = isNum(status.scale) ? status.scale + "/" + (isNum(status.scales) ? status.scales : "?") + " " : "";
+      document.title = (status.done ? "Finished" : short + (isNum(status.iteration) ? "it " + status.iteration : "waiting"))
+        + " · batchstyle";
     }
 
     function poll() {
       fetch("status", { cache: "no-store" })
-        .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-        .then(function (st) {
-          lastStatus = st;
+        .then(function (resp) { if (!resp.ok) throw new Error("HTTP " + resp.status); return resp.json(); })
+        .then(function (status) {
+          lastStatus = status;
           if (noteEl.textContent === STOPPED_NOTE) noteEl.textContent = "";
-          render(st);
+          render(status);
           setTimeout(poll, POLL_MS);
         })
         .catch(function () {
