@@ -32,8 +32,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from batchstyle.web.gallery import Gallery  # noqa: E402
 from batchstyle.batch.store import ItemRecord, OutputDir, PlanEntry  # noqa: E402
+from batchstyle.web.gallery import Gallery  # noqa: E402
 
 
 def png(seed: int, size=(64, 48)) -> bytes:
@@ -135,8 +135,8 @@ def tick_cost(dashboard, state, ticks: int = 2000) -> float:
 
 
 def bench_dashboard(clients: int) -> dict:
-    from batchstyle.web.dashboard import Dashboard
     from batchstyle.web import WebServer
+    from batchstyle.web.dashboard import Dashboard
 
     class Quiet:
         def update(self, state): pass

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from batchstyle.batch.store import FailureRecord, ItemRecord, OutputDir, PlanEntry
 from batchstyle.web import thumbs as thumbs_module
 from batchstyle.web.gallery import Gallery, rebuild_gallery
-from batchstyle.batch.store import FailureRecord, ItemRecord, OutputDir, PlanEntry
 
 PREFIX = b"(window.batchstyleGallery=window.batchstyleGallery||{shards:{}})"
 
@@ -184,8 +184,8 @@ def running_state(item_id: str = "abc"):
 
 
 def test_the_dashboard_serves_the_running_state_and_previews():
-    from batchstyle.web.dashboard import Dashboard
     from batchstyle.web import WebServer
+    from batchstyle.web.dashboard import Dashboard
 
     dashboard = Dashboard()
     state = running_state()

@@ -403,8 +403,8 @@ def test_a_remote_output_directory_is_served_by_the_same_rules(s3, tmp_path):
     """An output directory in object storage is read through the dashboard: the same allow-list."""
     import uuid
 
-    from batchstyle.web.gallery import rebuild_gallery
     from batchstyle.batch.store import ItemRecord, OutputDir, PlanEntry
+    from batchstyle.web.gallery import rebuild_gallery
     from conftest import make_photo
 
     bucket = f"b-{uuid.uuid4().hex[:12]}"
