@@ -2,8 +2,8 @@
 
     python benchmarks/bench_stylize.py [--repeats 3] [--compare "python other_impl.py ..."] [-- STYLIZE ARGS]
 
-Without arguments it measures the engine issue's reference point: ``-s 256 -ii 150 -i 75`` on
-tubingen_neckarfront.jpg with van_gogh_starry_night.jpg (scales 128, 181, 256) on the CPU. Runs
+Without arguments it measures ``-s 256 -ii 150 -i 75`` (scales 128, 181, 256) on the CPU, with the
+demo batch's chelsea_cat.jpg and van_gogh_starry_night.jpg (``jobs/demo/``). Runs
 alternate between the commands so that machine noise hits both alike. Reports the median wall
 time, the median peak resident memory (of the process and its children), and the ratio.
 """
@@ -20,12 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEMO = Path(__file__).resolve().parents[1] / "jobs" / "demo"
 
 
 def default_args(out: Path) -> list[str]:
-    images = Path(os.environ.get("BATCHSTYLE_SHARED", SHARED)) / "images"
-    return [str(images / "content" / "tubingen_neckarfront.jpg"), str(images / "style" / "van_gogh_starry_night.jpg"),
+    return [str(DEMO / "content" / "chelsea_cat.jpg"), str(DEMO / "styles" / "van_gogh_starry_night.jpg"),
             "-s", "256", "-ii", "150", "-i", "75", "--devices", "cpu", "-q", "-o", str(out)]
 
 

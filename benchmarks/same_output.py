@@ -2,7 +2,7 @@
 
     python benchmarks/same_output.py [REV] [--weights PATH] [--threads N]
 
-Checks REV (default ``pre-redesign``) out into a temporary git worktree, runs the same small
+Checks REV (default ``HEAD``, the last commit) out into a temporary git worktree, runs the same small
 float32 CPU stylizations in a fresh Python process against that tree and against this working tree,
 and compares the output tensors byte for byte, and the resume case's checkpoint (its tensors and
 metadata). This tree resumes from the checkpoint file the other tree wrote, so the file format is
@@ -135,7 +135,7 @@ def compare(old: dict, new: dict) -> list[tuple[str, bool, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("rev", nargs="?", default="pre-redesign", help="the revision to compare with")
+    parser.add_argument("rev", nargs="?", default="HEAD", help="the revision to compare with")
     parser.add_argument("--weights", default=os.environ.get("BATCHSTYLE_WEIGHTS"),
                         help="VGG-19 weights file (default: $BATCHSTYLE_WEIGHTS)")
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="torch threads in both runs")

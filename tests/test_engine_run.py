@@ -91,6 +91,11 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tiny_stylizer,
 def test_checkpoint_of_other_inputs_is_refused(tiny_stylizer, pair):
     run = tiny_stylizer.run(pair[0], [pair[1]], TINY)
     checkpoint = next(e for e in run if isinstance(e, ScaleFinished)).checkpoint
+    identity = tiny_stylizer.weights.identity
+    assert checkpoint.fits(TINY, identity, pair[0], [pair[1]])
+    assert not checkpoint.fits(TINY.replace(tv_weight=3.0), identity, pair[0], [pair[1]])
+    assert not checkpoint.fits(TINY, identity, pair[1], [pair[0]])
+    assert not checkpoint.fits(TINY, identity + "-other", pair[0], [pair[1]])
     with pytest.raises(ValueError, match="checkpoint belongs to other images, settings or weights"):
         tiny_stylizer.run(pair[0], [pair[1]], TINY.replace(tv_weight=3.0), checkpoint)
     with pytest.raises(ValueError, match="not a readable checkpoint"):

@@ -306,7 +306,7 @@ def test_gpu_defaults_follow_the_device(monkeypatch):
 
 
 def test_peak_flops_are_known_for_common_gpus():
-    from batchstyle.bench import peak_tflops
+    from batchstyle.engine.measure import peak_tflops
 
     assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
     assert peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
@@ -325,7 +325,7 @@ def test_flops_per_iteration_from_layer_shapes():
 def test_bench_compares_configurations_side_by_side(tmp_path, random_weights):
     from safetensors.torch import save_file
 
-    from batchstyle.bench import Config
+    from batchstyle.engine.measure import Config
 
     weights = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in random_weights.tensors.items()}, weights)

@@ -21,8 +21,8 @@ from batchstyle.engine.losses import ContentLoss, GramStyleLoss, TVLoss, W2Style
 from batchstyle.engine.memory import MemoryModel, auto_core, tile_core
 from batchstyle.engine.objective import Objective, Weighted
 from batchstyle.engine.speed import parse_tile
-from batchstyle.engine.tiled import TiledObjective, whole_features
-from batchstyle.engine.tiles import alignment, largest_box, margin_for, reach, spans, tile_grid
+from batchstyle.engine.tiled_objective import TiledObjective, whole_features
+from batchstyle.engine.tile_grid import alignment, largest_box, margin_for, reach, spans, tile_grid
 from batchstyle.engine.vgg import VGGFeatures
 
 ALL_STYLE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -289,13 +289,13 @@ def test_the_engine_backend_says_which_tile_ran_out_of_memory(random_weights, ph
     from batchstyle.batch.engine_backend import EngineBackend
     from batchstyle.batch.manifest import Item
     from batchstyle.batch.messages import ItemFailure, ItemInputs
-    from batchstyle.engine import objective, tiled
+    from batchstyle.engine import objective, tiled_objective
 
     def out_of_memory(self, images):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1000000000000 bytes")
 
     monkeypatch.setattr(objective.Objective, "__call__", out_of_memory)
-    monkeypatch.setattr(tiled.TiledObjective, "__call__", out_of_memory)
+    monkeypatch.setattr(tiled_objective.TiledObjective, "__call__", out_of_memory)
     weights = {k: v.numpy() for k, v in random_weights.tensors.items()}
     backend = EngineBackend(weights, "random", 0, None, FP32.to_dict())
 

@@ -87,9 +87,10 @@ class EngineBackend:
         if one.checkpoint:
             try:
                 checkpoint = Checkpoint.from_bytes(one.checkpoint, name=f"checkpoint of {item.output}")
-                self.stylizer.run(content, styles, item.settings, checkpoint)  # does it fit these inputs?
-            except ValueError:  # unreadable or for other inputs: start afresh
+            except ValueError:  # unreadable: start afresh
                 checkpoint = None
+            if checkpoint and not checkpoint.fits(item.settings, self.stylizer.weights.identity, content, styles):
+                checkpoint = None  # for other inputs, settings or weights: start afresh
         return Job(content, styles, item.settings, checkpoint)
 
     def _run_group(self, group: list[tuple[ItemInputs, Any]], tile: str | int | None) -> Iterator[tuple[str, Any]]:

@@ -58,7 +58,7 @@ def bench(sizes: str, steps: int, warmup: int, configs: tuple[str, ...], full: b
     batchstyle bench --sizes 1024,2048 --steps 1 --warmup 0 -c fp32,tile=off -c fp32,tile=512
     batchstyle bench --sizes 4096 --steps 1 --warmup 0 -c fp32,tile=auto --memory-limit 12G
     """
-    from batchstyle.bench import compare, quality_problems
+    from batchstyle.engine.measure import compare, quality_problems
 
     size_list = _sizes(sizes)
     settings = settings_from_options(options)
@@ -114,7 +114,7 @@ def _sizes(text: str) -> list[int]:
 
 def _configurations(configs: tuple[str, ...], devices: str | None, weights: str | None):
     """The configurations to measure, the checked devices and the weights file (failing early)."""
-    from batchstyle.bench import Config, default_configs
+    from batchstyle.engine.measure import Config, default_configs
 
     try:
         parsed = [Config.parse(c) for c in configs]
@@ -136,7 +136,7 @@ def _configurations(configs: tuple[str, ...], devices: str | None, weights: str 
 def _measure_size(console: Console, configs, size: int, repeats: int, spec: dict) -> list:
     """Every configuration at one size, ``repeats`` times alternating; the median of each, or what
     ran out of memory (text)."""
-    from batchstyle.bench import OutOfMemory, median_of, run_child
+    from batchstyle.engine.measure import OutOfMemory, median_of, run_child
 
     runs: dict[Any, list] = {c: [] for c in configs}
     failed: dict[Any, str] = {}
@@ -159,7 +159,7 @@ def _measure_size(console: Console, configs, size: int, repeats: int, spec: dict
 
 def memory_model_text(results) -> str:
     """The engine's memory model for the precisions measured, and the model these measurements fit."""
-    from batchstyle.bench import fit_memory_model
+    from batchstyle.engine.measure import fit_memory_model
     from batchstyle.engine.memory import model_for
 
     lines = []

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import sys
 import time
 from typing import Any
 
 import click
 from rich.console import Console
+
+from batchstyle.batch.make import BatchObserver
 
 from .batch_view import BatchView, web_options
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, UserError, max_pixels_option, setting_options,
@@ -73,76 +73,23 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     Paths are relative to the manifest. Run the same command again to resume.
     OUTDIR/index.html shows every image (open it in a browser); --web shows the running batch too.
     """
+    from batchstyle.batch.make import BatchRequest
     from batchstyle.batch.scheduler import RunOptions
 
     console = Console(highlight=False, soft_wrap=True)  # log lines are never wrapped
     backend = (obj or {}).get("backend")
-    run_options = RunOptions(backend=backend, device=device, workers=workers, retries=retries,
-                             cpu_threads=cpu_threads, stall_timeout=stall_timeout or None,
-                             group_size=_group_size(group_size), speed=speed_from_options(options).to_dict(),
-                             force=force, max_pixels=max_input_pixels,
-                             preview_interval=_preview_interval(web))
+    request = BatchRequest(
+        manifest, outdir, settings_from_options(options), weights, address, two_gpu_pixels,
+        RunOptions(backend=backend, device=device, workers=workers, retries=retries, cpu_threads=cpu_threads,
+                   stall_timeout=stall_timeout or None, group_size=_group_size(group_size),
+                   speed=speed_from_options(options).to_dict(), force=force, max_pixels=max_input_pixels,
+                   preview_interval=_preview_interval(web)))
     try:
-        out = _output_dir(outdir, manifest)
-        items = _read_manifest(manifest, settings_from_options(options), max_input_pixels, out.headers)
-        resolved, identity = _weights(console, backend, weights)
-        lock = _open_output(out)
-        try:
-            code = run_batch(console, items, out, lock, resolved, identity, address=address,
-                             two_gpu_pixels=two_gpu_pixels, plain=plain, options=run_options,
-                             web=(host, port) if web else None)
-        finally:
-            lock.release()
+        code = run_batch(console, request, plain=plain, web=(host, port) if web else None)
     except KeyboardInterrupt:  # before the scheduler took over Ctrl-C: nothing was made yet
         console.print("[yellow]Interrupted[/] before any image was started; nothing was lost.")
         code = EXIT_INTERRUPTED
     sys.exit(code)
-
-
-def _read_manifest(manifest: str, defaults, max_pixels: int, headers=None):
-    from batchstyle.batch.manifest import ManifestError, read_manifest
-    from batchstyle.batch.storage import StorageError
-
-    try:
-        return read_manifest(manifest, defaults, max_pixels=max_pixels, headers=headers)
-    except StorageError as exc:  # the output location, where remote inputs' headers are cached
-        raise UserError(str(exc)) from None
-    except ManifestError as exc:
-        if len(exc.problems) == 1 and exc.problems[0].line == 0:  # the file as a whole
-            raise UserError(str(exc)) from None
-        Console(stderr=True, highlight=False).print(str(exc), markup=False, soft_wrap=True)
-        noun = "problem" if len(exc.problems) == 1 else "problems"
-        raise UserError(f"{len(exc.problems)} {noun} in {exc.path}; nothing was started") from None
-
-
-def _output_dir(outdir: str | None, manifest: str):
-    """The output directory (not touched yet): as given, else output/ beside the manifest, local or remote."""
-    from batchstyle.batch.storage import RemotePath, StorageError, as_path, redact
-    from batchstyle.batch.store import OutputDir
-
-    target = outdir
-    if not target:
-        parent = as_path(manifest).parent
-        target = parent.url + "/output" if isinstance(parent, RemotePath) else str(parent / "output")
-    try:
-        return OutputDir(target)
-    except StorageError as exc:
-        raise UserError(str(exc)) from None
-    except ValueError as exc:
-        raise UserError(f"{redact(target)}: {exc}") from None
-
-
-def _open_output(out):
-    """Create and lock the output directory for this run (a lease on object storage)."""
-    from batchstyle.batch.store import LockError
-
-    try:
-        out.create()
-        return out.lock().acquire()
-    except LockError as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:
-        raise UserError(f"cannot use {out.root} as the output directory: {exc.strerror or exc}") from None
 
 
 def _group_size(text: str) -> int | None:
@@ -164,39 +111,100 @@ def _preview_interval(web: bool) -> float:
     return PREVIEW_INTERVAL if web else 0.0
 
 
-def run_batch(console: Console, items, out, lock, resolved, identity: str, *, address: str | None,
-              two_gpu_pixels: int | None, plain: bool, options, web: tuple[str, int] | None = None) -> int:
-    """Plan the items against the output directory, then make the missing ones with Ray."""
-    from batchstyle.batch.plan import make_plan
+def run_batch(console: Console, request, *, plain: bool, web: tuple[str, int] | None = None) -> int:
+    """Make the batch, showing it on the terminal (and the pages); the exit code."""
+    from batchstyle.batch.make import BatchError, make_batch
+    from batchstyle.batch.manifest import ManifestError
 
     from .display import warnings_as_notes
 
-    _clean_up_after_a_crash(console, out, lock)
-    with contextlib.ExitStack() as stack:  # undone in reverse: Ray, the warnings, the gallery and server
-        view = BatchView(out, web).open(console)
-        stack.callback(view.close, console)
-        stack.enter_context(warnings_as_notes(console.print))
-        plan = make_plan(items, out, identity, force=options.force, two_gpu_pixels=two_gpu_pixels)
-        console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
-                      f"{len(plan.todo)} to make, into {out.root}")
-        _print_notes(console, plan.todo)
-        view.start(console, plan)
-        if not plan.todo:
+    terminal = Terminal(console, web, plain)
+    try:
+        with warnings_as_notes(console.print):
+            outcome = make_batch(request, terminal)
+    except ManifestError as exc:
+        raise _manifest_problems(exc) from None
+    except BatchError as exc:
+        raise UserError(str(exc)) from None
+    except RuntimeError as exc:  # the scheduler gave up (no workers can be had, the output directory went)
+        console.print(f"[red]error:[/] {exc}", markup=True)
+        return EXIT_FAILED
+    finally:
+        terminal.close()
+    return terminal.outcome(outcome, request.outdir)
+
+
+def _manifest_problems(exc) -> UserError:
+    if len(exc.problems) == 1 and exc.problems[0].line == 0:  # the file as a whole
+        return UserError(str(exc))
+    Console(stderr=True, highlight=False).print(str(exc), markup=False, soft_wrap=True)
+    noun = "problem" if len(exc.problems) == 1 else "problems"
+    return UserError(f"{len(exc.problems)} {noun} in {exc.path}; nothing was started")
+
+
+class Terminal(BatchObserver):
+    """What ``batchstyle run`` shows of a batch: lines and the live table on the terminal, the gallery
+    and, with ``web``, the live dashboard."""
+
+    def __init__(self, console: Console, web: tuple[str, int] | None, plain: bool):
+        self.console, self.web, self.plain = console, web, plain
+        self.view: BatchView | None = None
+        self.out: Any = None
+        self.display: Any = None
+        self.started = time.time()
+
+    def opened(self, out) -> None:
+        self.out = out
+        self.view = BatchView(out, self.web).open(self.console)
+
+    def took_over(self, out, holder: dict) -> None:
+        self.console.print(f"Taking over {out.root} from a run that ended without cleaning up "
+                           f"(pid {holder.get('pid')} on {holder.get('host')}).")
+
+    def removed_temp_files(self, out, count: int) -> None:
+        self.console.print(f"Removed {count} temporary file(s) left by an interrupted run.")
+
+    def fetching_weights(self) -> None:
+        self.console.print("No VGG-19 weights given or cached: trying torchvision's download (548 MB, once)...")
+
+    def planned(self, out, plan) -> None:
+        self.console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
+                           f"{len(plan.todo)} to make, into {out.root}")
+        _print_notes(self.console, plan.todo)
+        self.view.start(self.console, plan)
+
+    @contextlib.contextmanager
+    def scheduling(self, plan):
+        from .display import BatchDisplay
+
+        self.started = time.time()
+        with BatchDisplay(self.console, live=False if self.plain else None) as display, display.warnings_as_notes():
+            self.display = display
+            yield self.view.display(display)
+
+    def stopped(self, scheduler) -> None:
+        self.view.finished(scheduler.state, aborted=scheduler.aborting)
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.close(self.console)
+
+    def outcome(self, outcome, outdir) -> int:
+        """The summary and what to do next; the exit code."""
+        from .display import summary_table
+
+        state = outcome.state
+        if state is None:
             return 0
-        ray = start_ray(address)
-        stack.callback(ray.shutdown)
-        weights_ref = ray.put(resolved.to_numpy()) if resolved is not None else None
-        return _schedule(console, plan, out, weights_ref, identity, options, plain, view)
-
-
-def _clean_up_after_a_crash(console: Console, out, lock) -> None:
-    if lock.taken_over:
-        holder = lock.taken_over
-        console.print(f"Taking over {out.root} from a run that ended without cleaning up "
-                      f"(pid {holder.get('pid')} on {holder.get('host')}).")
-    removed = out.remove_temp_files()
-    if removed:
-        console.print(f"Removed {removed} temporary file(s) left by an interrupted run.")
+        self.console.print(summary_table(state, time.time() - self.started))
+        if outcome.interrupted:
+            self.console.print(f"Interrupted. Run the same command again to make the {state.pending} remaining image(s).")
+            return EXIT_INTERRUPTED
+        if state.failed:
+            self.console.print(f"{state.failed} image(s) failed (see above, or batchstyle status {self.out.root}); "
+                               f"running the same command again retries them.")
+            return EXIT_FAILED
+        return 0
 
 
 def _print_notes(console: Console, items) -> None:
@@ -206,72 +214,3 @@ def _print_notes(console: Console, items) -> None:
         console.print(f"[cyan]note:[/] {note}", markup=True)
     if len(notes) > NOTES_SHOWN:
         console.print(f"[cyan]note:[/] ... and {len(notes) - NOTES_SHOWN} more (kept in each image's record)")
-
-
-def _weights(console: Console, backend, path: str | None):
-    """The VGG-19 weights and their identity, before anything is written; another backend (tests,
-    benchmarks) needs none."""
-    if backend is not None:
-        return None, getattr(backend, "identity", type(backend).__name__)
-    from batchstyle.engine.weights import ENV_WEIGHTS, WeightsError, cache_dir, resolve_weights
-
-    if not (path or os.environ.get(ENV_WEIGHTS) or (cache_dir() / "vgg19_features.safetensors").is_file()):
-        console.print("No VGG-19 weights given or cached: trying torchvision's download (548 MB, once)...")
-    try:
-        resolved = resolve_weights(path)
-    except WeightsError as exc:
-        raise UserError(f"--weights: {exc}") from None
-    return resolved, resolved.identity
-
-
-def _schedule(console: Console, plan, out, weights_ref, identity: str, options, plain: bool, view: BatchView) -> int:
-    from batchstyle.batch.scheduler import Scheduler
-
-    from .display import BatchDisplay, summary_table
-
-    started = time.time()
-    with BatchDisplay(console, live=False if plain else None) as display, display.warnings_as_notes():
-        scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, options, view.display(display))
-        try:
-            state = scheduler.run()
-        except RuntimeError as exc:
-            display.log(f"[red]error:[/] {exc}")
-            return EXIT_FAILED
-        finally:
-            view.finished(scheduler.state, aborted=scheduler.aborting)
-    console.print(summary_table(state, time.time() - started))
-    if scheduler.interrupted:
-        console.print(f"Interrupted. Run the same command again to make the {state.pending} remaining image(s).")
-        return EXIT_INTERRUPTED
-    if state.failed:
-        console.print(f"{state.failed} image(s) failed (see above, or batchstyle status {out.root}); "
-                      f"running the same command again retries them.")
-        return EXIT_FAILED
-    return 0
-
-
-def start_ray(address: str | None):
-    """Join the cluster at ``address``, or start Ray on this machine.
-
-    Ctrl-C while Ray starts waits for the start to finish and then shuts Ray down again: an
-    interrupted ``ray.init`` would leave its helper processes running.
-    """
-    import logging
-
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    import ray
-
-    kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR)
-    if not address:
-        kwargs["include_dashboard"] = False
-    interrupted: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-    try:
-        ray.init(address=address or "local", **kwargs)  # "local": a new instance, never one found running
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if interrupted:
-            ray.shutdown()
-    if interrupted:
-        raise KeyboardInterrupt
-    return ray

@@ -34,6 +34,12 @@ class Checkpoint:
     rng_state: torch.Tensor
     fingerprint: str
 
+    def fits(self, settings: StyleSettings, weights_identity: str, content: Image.Image,
+             styles: Sequence[Image.Image]) -> bool:
+        """Whether a run of these images, settings and weights can continue from this checkpoint."""
+        images = [content.convert("RGB"), *(style.convert("RGB") for style in styles)]
+        return self.fingerprint == fingerprint(settings, weights_identity, images)
+
     def to_bytes(self) -> bytes:
         tensors = {"image": self.image.contiguous(), "rng_state": self.rng_state.contiguous()}
         meta = {"format": CHECKPOINT_FORMAT, "scale_index": str(self.scale_index),

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .tiles import box_side
+from .tile_grid import box_side
 
 
 @dataclass(frozen=True)

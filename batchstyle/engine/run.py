@@ -36,8 +36,8 @@ from .schedule import Scale, scale_ladder, style_size_at
 from .settings import StyleSettings, group_key
 from .speed import parse_tile
 from .targets import Targets
-from .tiled import TiledObjective
-from .tiles import Tile, alignment, largest_core, margin_for, tile_grid
+from .tiled_objective import TiledObjective
+from .tile_grid import Tile, alignment, largest_core, margin_for, tile_grid
 
 if TYPE_CHECKING:
     from .stylizer import Stylizer

@@ -19,8 +19,8 @@ from .layers import LAYER_INDEX
 from .losses import STYLE_LOSS_CLASSES
 from .pixels import tensor_at
 from .settings import StyleSettings
-from .tiled import core_features, summed, whole_features
-from .tiles import Tile, reach
+from .tiled_objective import core_features, summed, whole_features
+from .tile_grid import Tile, reach
 from .vgg import VGGFeatures
 
 

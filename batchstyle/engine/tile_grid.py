@@ -42,7 +42,7 @@ def alignment(indices: Iterable[int]) -> int:
 
 def margin_for(indices: Iterable[int]) -> int:
     """Input pixels around a core that make every core feature of these layers exact, rounded up
-    to the alignment (80 px up to relu5_1, 48 px up to relu4_2)."""
+    to the alignment (80 px up to relu5_1, 40 px up to relu4_2)."""
     indices = list(indices)
     need = 0
     for left, right, stride in map(reach, indices):

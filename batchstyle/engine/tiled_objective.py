@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .objective import Objective, Weighted
-from .tiles import Tile, reach
+from .tile_grid import Tile, reach
 from .vgg import VGGFeatures
 
 Sums = tuple[torch.Tensor, ...]

@@ -20,10 +20,10 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from batchstyle.engine.layers import LAYER_INDEX, conv_macs
-from batchstyle.engine.schedule import work_units
-from batchstyle.engine.settings import StyleSettings
-from batchstyle.engine.speed import MEMORY_FORMATS, PRECISIONS, Speed, parse_tile
+from .layers import LAYER_INDEX, conv_macs
+from .schedule import work_units
+from .settings import StyleSettings
+from .speed import MEMORY_FORMATS, PRECISIONS, Speed, parse_tile
 
 # Dense peak TFLOP/s by (device name fragment) for fp32 / tf32 / bf16 (vendor datasheets, no sparsity).
 PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
@@ -148,7 +148,7 @@ class Measurement:
     tile_core: int = 0  # px, the longest core side
     box_pixels: int = 0  # of the largest tile with its margins
     predicted_memory_bytes: float = 0.0  # the engine's memory model for this step (engine/memory.py)
-    work_ratio: float = 1.0  # the cost model's network work of a step against the whole image's (engine/tiles.py)
+    work_ratio: float = 1.0  # the cost model's network work of a step against the whole image's (engine/tile_grid.py)
     memory_limit: int | None = None  # the address-space limit the measurement ran under
 
 
@@ -179,10 +179,10 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
             memory_limit: int | None = None) -> Measurement:
     import torch
 
-    from batchstyle.engine.devices import use_tf32_convolutions
-    from batchstyle.engine.memory import model_for
-    from batchstyle.engine.stylizer import Stylizer
-    from batchstyle.engine.tiles import largest_box, largest_core, tiled_work
+    from .devices import use_tf32_convolutions
+    from .memory import model_for
+    from .stylizer import Stylizer
+    from .tile_grid import largest_box, largest_core, tiled_work
 
     stylizer = Stylizer(weights, devices, speed=config.speed())
     device = stylizer.devices[0]
@@ -217,7 +217,7 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
 
 
 def _inputs(content: str | None, style: str | None, size: int):
-    from batchstyle.engine.images import load_image
+    from .images import load_image
 
     if content and style:
         return load_image(content), load_image(style)
@@ -228,7 +228,7 @@ def _jobs(content, style, settings: StyleSettings, count: int) -> list:
     """``count`` distinct jobs: mirrored/flipped contents and their own seeds (the first is the baseline's)."""
     from PIL import Image
 
-    from batchstyle.engine.run import Job
+    from .run import Job
 
     variants = [content, content.transpose(Image.FLIP_LEFT_RIGHT), content.transpose(Image.FLIP_TOP_BOTTOM),
                 content.transpose(Image.ROTATE_180)]
@@ -282,7 +282,7 @@ def _peak_memory(device) -> tuple[int, str]:
 
 
 def child_main(argv: list[str]) -> None:
-    """``python -m batchstyle.bench CHILD-JSON``: one measurement, printed as JSON on the last line."""
+    """``python -m batchstyle.engine.measure CHILD-JSON``: one measurement, printed as JSON on the last line."""
     spec = json.loads(argv[0])
     if spec.get("memory_limit"):
         import resource
@@ -308,7 +308,7 @@ OUT_OF_MEMORY_SIGNS = ("can't allocate memory", "OutOfMemoryError", "out of memo
 
 def run_child(config: Config, size: int, **spec: Any) -> Measurement:
     payload = json.dumps({"config": asdict(config), "size": size, **spec})
-    proc = subprocess.run([sys.executable, "-m", "batchstyle.bench", payload], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "batchstyle.engine.measure", payload], capture_output=True, text=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
