@@ -113,7 +113,7 @@ class AzureFolder(_Conditional):
             except Exception as exc:  # noqa: BLE001
                 raise self._fail(exc, rel) from None
             if not there:
-                raise StorageError(self.where(rel), NO_BUCKET)
+                raise StorageError(self.url, NO_BUCKET)
         return found
 
     def write(self, rel: str, data: bytes) -> str:
