@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from .storage import NO_BUCKET, SINGLE_PUT_LIMIT, Entry, RemoteFolder, StorageError, _error_code, content_tag
 
-CONFLICTS = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409",  # S3, GCS
+CONFLICTS = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409",  # S3, GCS
              "ConditionNotMet", "BlobAlreadyExists", "BlobNotFound")  # Azure
 
 

@@ -282,8 +282,8 @@ class RemoteFolder:
         try:
             return call()
         except FileNotFoundError as exc:
-            if _no_bucket(exc):
-                raise self._fail(exc, rel) from None
+            if _no_bucket(exc):  # about the folder, not one object in it
+                raise StorageError(self.url, NO_BUCKET) from None
             return None
         except Exception as exc:  # noqa: BLE001 - every store raises its own; one line each
             raise self._fail(exc, rel) from None
@@ -346,8 +346,8 @@ class RemoteFolder:
             if not isinstance(found, dict):  # adlfs answers a single file's name as a list
                 found = {name: self.fs.info(name) for name in found}
         except FileNotFoundError as exc:
-            if _no_bucket(exc):
-                raise self._fail(exc, rel) from None
+            if _no_bucket(exc):  # about the folder, not one object in it
+                raise StorageError(self.url, NO_BUCKET) from None
             return {}
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, rel) from None
