@@ -255,8 +255,8 @@ class RemoteFolder:
     """A folder (prefix) on a remote store: whole-object reads and writes, listings with details.
 
     Every write is one object written whole: a reader sees the old object or the new, never half.
-    ``conditional`` says whether :meth:`create` and :meth:`replace` are atomic on this store (S3's
-    conditional writes); elsewhere they check, then write: best effort.
+    ``conditional`` says whether :meth:`create` and :meth:`replace` are atomic on this store (S3,
+    Azure and GCS: :mod:`batch.object_stores`); elsewhere they check, then write: best effort.
     """
 
     conditional = False
