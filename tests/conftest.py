@@ -63,6 +63,23 @@ def s3():
         yield server
 
 
+@pytest.fixture(scope="module", params=["s3", "az", "gs"])
+def store(request):
+    """A real server of each object store the README names (S3: moto, Azure: Azurite, GCS:
+    fake-gcs-server), one per test module, with the module's process pointed at it
+    (tests/store_servers.py); a store that cannot be had here is skipped, saying why."""
+    import contextlib
+
+    from store_servers import Unavailable, running
+
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(running(request.param))
+        except Unavailable as exc:
+            pytest.skip(f"{request.param}://: {exc}")
+        yield server
+
+
 def make_photo(w: int, h: int, seed: int = 0):
     """A smooth synthetic RGB 'photo' (gradients plus a few shapes) as a PIL image."""
     import numpy as np

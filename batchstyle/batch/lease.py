@@ -2,7 +2,8 @@
 
 Object stores have no flock and no rename. The run holds ``<prefix>/.batchstyle/lease.json``
 (owner, host, pid, since, expiry), created only if absent and renewed every ``ttl / 4`` seconds only
-if it is still the object this run last wrote (S3: ``If-None-Match: *`` and ``If-Match: <ETag>``).
+if it is still the object this run last wrote (S3 and Azure: ``If-None-Match: *`` and
+``If-Match: <ETag>``; GCS: ``ifGenerationMatch``; see :mod:`batch.object_stores`).
 A second run is refused while the lease is live; a crashed run's lease is taken over once it has
 expired (or at once on the same host when its process is gone). A run whose renewal finds someone
 else's lease, or that could not renew before its own expiry, has lost it and must stop writing.

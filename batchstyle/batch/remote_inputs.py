@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from batchstyle.engine.images import ImageError, image_notes, image_size
 
-from .storage import RemotePath, content_tag, filesystem, storage_error
+from .storage import RemotePath, _no_bucket, content_tag, filesystem, storage_error
 
 HEADER_BYTES = 64 * 1024  # enough for the header of nearly every image; the whole file otherwise
 READERS = 16  # concurrent header reads: batches of 4 x this
@@ -35,7 +35,7 @@ class RemoteInputs:
             try:
                 found = fs.ls(folder, detail=True)
             except FileNotFoundError as exc:
-                if "bucket" in str(exc).lower():
+                if _no_bucket(exc) or "bucket" in str(exc).lower():
                     raise storage_error(exc, url) from None
                 found = []
             except Exception as exc:  # noqa: BLE001

@@ -65,8 +65,12 @@ def _error_code(exc: BaseException) -> str:
     seen = exc
     while seen is not None:
         response = getattr(seen, "response", None)
-        if isinstance(response, dict) and response.get("Error", {}).get("Code"):
+        if isinstance(response, dict) and response.get("Error", {}).get("Code"):  # S3 (botocore)
             return str(response["Error"]["Code"])
+        if getattr(seen, "error_code", None):  # Azure (azure-core): a StorageErrorCode
+            return str(getattr(seen.error_code, "value", seen.error_code))
+        if type(seen).__name__ == "HttpError" and getattr(seen, "code", None):  # GCS (gcsfs)
+            return str(seen.code)
         name = type(seen).__name__
         if name in ("NoCredentialsError", "PartialCredentialsError", "EndpointConnectionError",
                     "ConnectTimeoutError", "ClientConnectorError", "ConnectionError", "ServerTimeoutError"):
@@ -75,8 +79,19 @@ def _error_code(exc: BaseException) -> str:
     return ""
 
 
+_GCS_LISTING = re.compile(r"^b/[^/]+/o$")  # gcsfs's 404 for a listing: only a missing bucket has none
+
+
 def _no_bucket(exc: BaseException) -> bool:
-    return _error_code(exc) == "NoSuchBucket" or "bucket does not exist" in str(exc).lower()
+    return (_error_code(exc) in ("NoSuchBucket", "ContainerNotFound") or "bucket does not exist" in str(exc).lower()
+            or (isinstance(exc, FileNotFoundError) and bool(_GCS_LISTING.match(str(exc)))))
+
+
+NO_BUCKET = "the bucket does not exist; create it or correct the URL"
+ACCESS_DENIED = ("AccessDenied", "403", "401", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",  # S3
+                 "AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",  # Azure
+                 "InvalidAuthenticationInfo", "NoAuthenticationInformation", "AuthorizationSourceIPMismatch",
+                 "InsufficientAccountPermissions")
 
 
 def storage_error(exc: BaseException, url: str) -> StorageError:
@@ -85,9 +100,8 @@ def storage_error(exc: BaseException, url: str) -> StorageError:
         return exc
     code, text = _error_code(exc), str(exc)
     if _no_bucket(exc):
-        return StorageError(url, "the bucket does not exist; create it or correct the URL")
-    if code in ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch") \
-            or isinstance(exc, PermissionError):
+        return StorageError(url, NO_BUCKET)
+    if code in ACCESS_DENIED or isinstance(exc, PermissionError) or text.startswith("Forbidden:"):  # gcsfs: 403
         return StorageError(url, "access denied; give the credentials this machine uses (environment, profile or "
                                  "instance role) permission to read and write there")
     if code in ("NoCredentialsError", "PartialCredentialsError"):
@@ -241,8 +255,8 @@ class RemoteFolder:
     """A folder (prefix) on a remote store: whole-object reads and writes, listings with details.
 
     Every write is one object written whole: a reader sees the old object or the new, never half.
-    ``conditional`` says whether :meth:`create` and :meth:`replace` are atomic on this store (S3's
-    conditional writes); elsewhere they check, then write: best effort.
+    ``conditional`` says whether :meth:`create` and :meth:`replace` are atomic on this store (S3,
+    Azure and GCS: :mod:`batch.object_stores`); elsewhere they check, then write: best effort.
     """
 
     conditional = False
@@ -268,8 +282,8 @@ class RemoteFolder:
         try:
             return call()
         except FileNotFoundError as exc:
-            if _no_bucket(exc):
-                raise self._fail(exc, rel) from None
+            if _no_bucket(exc):  # about the folder, not one object in it
+                raise StorageError(self.url, NO_BUCKET) from None
             return None
         except Exception as exc:  # noqa: BLE001 - every store raises its own; one line each
             raise self._fail(exc, rel) from None
@@ -329,9 +343,11 @@ class RemoteFolder:
         """Every object under ``rel`` (recursively), by name relative to this folder, in one listing."""
         try:
             found = self.fs.find(self.key(rel), detail=True)
+            if not isinstance(found, dict):  # adlfs answers a single file's name as a list
+                found = {name: self.fs.info(name) for name in found}
         except FileNotFoundError as exc:
-            if _no_bucket(exc):
-                raise self._fail(exc, rel) from None
+            if _no_bucket(exc):  # about the folder, not one object in it
+                raise StorageError(self.url, NO_BUCKET) from None
             return {}
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, rel) from None
@@ -344,54 +360,13 @@ class RemoteFolder:
         return 0
 
 
-class S3Folder(RemoteFolder):
-    """A prefix in an S3 bucket: single PUTs (all-or-nothing) and S3's conditional writes."""
-
-    conditional = True
-
-    def _put(self, rel: str, data: bytes, **condition) -> str:
-        bucket, key, _ = self.fs.split_path(self.key(rel))
-        return self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)["ETag"]
-
-    def write(self, rel: str, data: bytes) -> str:
-        if len(data) >= SINGLE_PUT_LIMIT:  # only above 5 GiB: a multipart upload (aborted at the next start)
-            return super().write(rel, data)
-        try:
-            return f"etag:{self._put(rel, data).strip(chr(34))}:{len(data)}"
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, rel) from None
-
-    def _conditional(self, rel: str, data: bytes, **condition) -> str | None:
-        try:
-            return f"etag:{self._put(rel, data, **condition).strip(chr(34))}:{len(data)}"
-        except Exception as exc:  # noqa: BLE001
-            if _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-                return None
-            raise self._fail(exc, rel) from None
-
-    def create(self, rel: str, data: bytes) -> str | None:
-        return self._conditional(rel, data, IfNoneMatch="*")
-
-    def replace(self, rel: str, data: bytes, tag: str) -> str | None:
-        etag = tag.split(":")[1] if tag.startswith("etag:") else tag
-        return self._conditional(rel, data, IfMatch=f'"{etag}"')
-
-    def abort_uploads(self) -> int:
-        bucket, prefix, _ = self.fs.split_path(self.root + "/")
-        try:
-            uploads = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix).get("Uploads", [])
-            for upload in uploads:
-                self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc) from None
-        return len(uploads)
-
-
 def remote_folder(url: str) -> RemoteFolder:
-    """The folder at ``url``, with the conditional writes of its store where batchstyle knows them."""
-    protocol = _URL.match(url).group(1).lower()
-    return S3Folder(url) if protocol in ("s3", "s3a") else RemoteFolder(url)
+    """The folder at ``url``, with the conditional writes of its store where batchstyle knows them
+    (:mod:`batch.object_stores`: S3, Azure Blob, GCS)."""
+    from .object_stores import folder_class
+
+    return folder_class(_URL.match(url).group(1).lower())(url)
 
 
-__all__ = ["RemotePath", "RemoteFolder", "S3Folder", "Entry", "StorageError", "as_path", "content_tag", "fingerprint",
+__all__ = ["RemotePath", "RemoteFolder", "Entry", "StorageError", "as_path", "content_tag", "fingerprint",
            "filesystem", "is_url", "redact", "remote_folder", "storage_error", "EXTRAS"]
