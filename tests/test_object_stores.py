@@ -6,6 +6,8 @@ line each."""
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
 import pytest
@@ -58,6 +60,18 @@ def test_the_lease_keeps_a_second_run_out_until_it_is_released(store, bucket):
     after = OutputDir(out).lock().acquire()
     assert after.taken_over is None
     after.release()
+
+
+def test_the_expired_lease_of_a_run_on_another_machine_is_taken_over_and_released_at_the_end(store, bucket):
+    out = f"{store.scheme}://{bucket}/out"
+    lease = {"owner": "x", "host": "lost-node", "pid": 4242, "started": time.time() - 600, "expires": time.time() - 1,
+             "ttl": 120, "released": False}
+    store.put(bucket, "out/.batchstyle/lease.json", json.dumps(lease).encode())
+    taken = OutputDir(out).lock().acquire()
+    assert taken.taken_over["host"] == "lost-node" and taken.taken_over["pid"] == 4242
+    assert json.loads(store.get(bucket, "out/.batchstyle/lease.json"))["host"] != "lost-node"
+    taken.release()
+    assert json.loads(store.get(bucket, "out/.batchstyle/lease.json"))["released"]
 
 
 def test_a_missing_bucket_and_refused_credentials_are_one_line_each(store, bucket):
