@@ -185,6 +185,9 @@ def test_a_bad_group_size_is_refused_before_anything_starts(job):
     result = batchstyle("run", str(manifest), "-o", str(root / "out"), "--group-size", "0", fake=FAKE)
     assert result.returncode == 2 and "--group-size must be a whole number >= 1 or auto, not '0'" in result.stderr
     assert not (root / "out").exists()
+    older = batchstyle("run", str(manifest), "-o", str(root / "out"), "--batch-size", "0", fake=FAKE)
+    assert "note: --batch-size is now called --group-size" in older.stdout  # the older name still works
+    assert older.returncode == 2 and "--group-size must be a whole number >= 1 or auto, not '0'" in older.stderr
 
 
 def test_status_of_something_else_is_a_clear_error(tmp_path):

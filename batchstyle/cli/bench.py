@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -120,6 +121,8 @@ def _configurations(configs: tuple[str, ...], devices: str | None, weights: str 
         parsed = [Config.parse(c) for c in configs]
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if any(re.search(r"(^|[,+])\s*batch\s*=", c) for c in configs):
+        click.echo("note: batch= is now called group= (images optimised together)", err=True)
     from batchstyle.engine import DeviceError, WeightsError
 
     with user_errors({DeviceError: "--devices", WeightsError: "--weights"}):

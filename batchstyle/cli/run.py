@@ -46,10 +46,11 @@ NOTES_SHOWN = 20  # notes about input files printed before a run; all of them ar
 @click.option("--stall-timeout", type=click.FloatRange(min=0), default=1800, show_default=True,
               help="Seconds without any progress from an image before its worker is replaced and the image "
                    "retried (a hung GPU); 0 never.")
-@click.option("--group-size", "--batch-size", "group_size", default="auto", show_default=True, metavar="N|auto",
+@click.option("--group-size", "group_size", default="auto", show_default=True, metavar="N|auto",
               help="Images of the same size and loop settings that a worker optimises together in one pass (each "
                    "keeps its own loss and result). auto: on a GPU up to 8 images of at most 512x512 px, as many "
                    "as fit in half its memory; on a CPU up to 4 of at most 256x256 px.")
+@click.option("--batch-size", "old_group_size", hidden=True, help="The older name of --group-size.")
 @max_pixels_option
 @speed_options
 @click.option("--plain", is_flag=True, help="Plain log lines instead of the live table (automatic when not a terminal).")
@@ -57,8 +58,8 @@ NOTES_SHOWN = 20  # notes about input files printed before a run; all of them ar
 @click.pass_obj
 def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None, device: str, workers: int | None,
         two_gpu_pixels: int | None, retries: int, force: bool, weights: str | None, cpu_threads: int | None,
-        stall_timeout: float, group_size: str, max_input_pixels: int, plain: bool, web: bool, host: str,
-        port: int, **options: Any) -> None:
+        stall_timeout: float, group_size: str, old_group_size: str | None, max_input_pixels: int, plain: bool,
+        web: bool, host: str, port: int, **options: Any) -> None:
     """Stylize every image of a MANIFEST (CSV), on this machine or a Ray cluster; resumable.
 
     \b
@@ -77,6 +78,9 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     from batchstyle.batch.scheduler import RunOptions
 
     console = Console(highlight=False, soft_wrap=True)  # log lines are never wrapped
+    if old_group_size is not None:
+        console.print("[cyan]note:[/] --batch-size is now called --group-size (images optimised together)", markup=True)
+        group_size = old_group_size
     backend = (obj or {}).get("backend")
     request = BatchRequest(
         manifest, outdir, settings_from_options(options), weights, address, two_gpu_pixels,

@@ -61,7 +61,7 @@ class Config:
     @classmethod
     def parse(cls, text: str) -> "Config":
         """``fp32``, ``bf16,channels_last,group=4,compile``, ``fp32,tile=512`` or ``precision=bf16,...``
-        (``batch=`` too)."""
+        (``batch=``, the older name of ``group=``, too)."""
         values: dict[str, Any] = {}
         for part in (p.strip() for p in text.replace("+", ",").split(",")):
             if part:
