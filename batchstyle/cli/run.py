@@ -13,8 +13,8 @@ import click
 from rich.console import Console
 
 from .batch_view import BatchView, web_options
-from .common import (EXIT_FAILED, EXIT_INTERRUPTED, UserError, max_pixels_option, setting_options,
-                     settings_from_options, speed_from_options, speed_options)
+from .common import (EXIT_FAILED, EXIT_INTERRUPTED, UserError, max_pixels_option, note_unreadable,
+                     setting_options, settings_from_options, speed_from_options, speed_options)
 
 NOTES_SHOWN = 20  # notes about input files printed before a run; all of them are in the records
 
@@ -84,7 +84,7 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
                              preview_interval=_preview_interval(web))
     try:
         out = _output_dir(outdir, manifest)
-        items = _read_manifest(manifest, settings_from_options(options), max_input_pixels, out.headers)
+        items = _read_manifest(manifest, settings_from_options(options), max_input_pixels, out)
         resolved, identity = _weights(console, backend, weights)
         lock = _open_output(out)
         try:
@@ -99,12 +99,12 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     sys.exit(code)
 
 
-def _read_manifest(manifest: str, defaults, max_pixels: int, headers=None):
+def _read_manifest(manifest: str, defaults, max_pixels: int, out):
     from batchstyle.batch.manifest import ManifestError, read_manifest
     from batchstyle.batch.storage import StorageError
 
     try:
-        return read_manifest(manifest, defaults, max_pixels=max_pixels, headers=headers)
+        return read_manifest(manifest, defaults, max_pixels=max_pixels, headers=out.headers, name_max=out.name_max())
     except StorageError as exc:  # the output location, where remote inputs' headers are cached
         raise UserError(str(exc)) from None
     except ManifestError as exc:
@@ -177,6 +177,9 @@ def run_batch(console: Console, items, out, lock, resolved, identity: str, *, ad
         stack.callback(view.close, console)
         stack.enter_context(warnings_as_notes(console.print))
         plan = make_plan(items, out, identity, force=options.force, two_gpu_pixels=two_gpu_pixels)
+        note_unreadable(console, out)
+        for note in plan.notes:
+            console.print(f"[cyan]note:[/] {note}")
         console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
                       f"{len(plan.todo)} to make, into {out.root}")
         _print_notes(console, plan.todo)
