@@ -165,6 +165,11 @@ def test_other_files_of_the_wrong_shape_are_absent_too(job):
     assert again.lock().holder() is None and again.headers.get("etag") is None
     assert len(make_plan(read_manifest(manifest), again, "w").todo) == 3  # hashes made again
     assert len(again.plan()) == 3
+    from batchstyle.batch.thumbs import Thumbnails
+
+    for index in (b"[]", b'{"a": 3, "b": [1, 2, [3], 4, 5]}'):
+        again.write_file(".batchstyle/thumbs/index.json", index)
+        assert Thumbnails(again, ".batchstyle/thumbs").index == {}  # no index: thumbnails are made again
 
 
 def test_temporary_files_of_a_crashed_run_are_removed(tmp_path):
