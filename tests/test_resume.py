@@ -13,6 +13,7 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.scheduler import RunOptions, Scheduler
 from batchstyle.batch.store import OutputDir
+from conftest import fill
 from fake_backend import Fake
 from test_scheduler import RecordingDisplay
 
@@ -104,38 +105,6 @@ def test_an_output_directory_that_disappears_stops_the_run_with_one_line(ray_cpu
                           RecordingDisplay())
     with pytest.raises(RuntimeError, match=f"the output directory {job / 'out'} is gone"):
         scheduler.run()
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real file system of 1 MiB (tmpfs) at ``tmp_path/disk``, unmounted afterwards."""
-    import subprocess
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
-                             text=True)
-    if mounted.returncode:
-        pytest.skip(f"a small tmpfs cannot be mounted here ({mounted.stderr.strip() or 'mount failed'}); "
-                    f"the full-disk test needs one (run as root)")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk, leave: int):
-    """Fill ``disk`` up, then give back ``leave`` bytes; returns the filler file."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while f.write(b"\0" * 4096):
-                pass
-        except OSError:  # full
-            pass
-    size = filler.stat().st_size
-    os.truncate(filler, max(size - leave, 0))
-    return filler
 
 
 def test_a_full_disk_fails_the_images_it_stops_and_the_batch_goes_on(ray_cpu, job, photo, small_disk):

@@ -12,7 +12,7 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import item_id, make_plan
 from batchstyle.batch.store import FailureRecord, HashCache, ItemRecord, LockError, OutputDir
 from batchstyle.engine.settings import StyleSettings
-from conftest import folder_job, hold_lock
+from conftest import fill, folder_job, hold_lock
 
 
 @pytest.fixture
@@ -170,6 +170,19 @@ def test_other_files_of_the_wrong_shape_are_absent_too(job):
     for index in (b"[]", b'{"a": 3, "b": [1, 2, [3], 4, 5]}'):
         again.write_file(".batchstyle/thumbs/index.json", index)
         assert Thumbnails(again, ".batchstyle/thumbs").index == {}  # no index: thumbnails are made again
+
+
+def test_planning_on_a_full_disk_notes_what_it_cannot_save_and_locks(job, small_disk):
+    root, manifest = job
+    out = OutputDir(small_disk / "out")
+    out.create()
+    fill(small_disk, 0)
+    with out.lock():
+        plan = make_plan(read_manifest(manifest), out, "w")
+    assert len(plan.todo) == 3
+    assert [note.split(" (")[0] for note in plan.notes] == ["cannot save the input hashes", "cannot save the plan"]
+    assert all(note.endswith(": No space left on device") for note in plan.notes)
+    assert not [p for p in out.root.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_temporary_files_of_a_crashed_run_are_removed(tmp_path):
