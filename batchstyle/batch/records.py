@@ -18,6 +18,9 @@ from functools import lru_cache
 from typing import Any
 
 
+META = ".batchstyle"  # the folder of an output directory that holds what this module describes
+
+
 class BadRecord(ValueError):
     """A file of ``.batchstyle/`` that is no record of the kind expected; the text says why."""
 

@@ -11,6 +11,10 @@ Layout::
     OUTDIR/.batchstyle/headers.json          what remote inputs' headers said, by content tag (ETag)
     OUTDIR/.batchstyle/lock                  who runs here now
 
+What the records hold, and the check of their shape that every reader applies, is
+:mod:`batch.records`; the hash and header caches are :mod:`batch.caches`. A file of the wrong shape
+counts as absent and is noted once in :attr:`OutputDir.unreadable`.
+
 Other files (a gallery, thumbnails) go through :meth:`OutputDir.write_file`, which writes them the
 same safe way here and on object storage. An output directory at a URL (``s3://bucket/prefix``)
 is a :class:`remote_store.RemoteOutputDir`: same methods, a lease instead of the lock.
@@ -36,16 +40,16 @@ from typing import Any, Iterable
 
 from batchstyle.engine.images import atomic_write
 
+from .caches import HashCache, HeaderCache, _json_object, _sha256_of
 from .outputs import NAME_MAX
-from .records import BadRecord, FailureRecord, ItemRecord, PlanEntry, _json_bytes, plan_from, record_from
-from .storage import RemotePath, StorageError, as_path, is_url
+from .records import META, BadRecord, FailureRecord, ItemRecord, PlanEntry, _json_bytes, plan_from, record_from
+from .storage import RemotePath, as_path, is_url
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-META = ".batchstyle"
 TMP_SUFFIX = ".tmp"  # atomic_write's temporary files are ".bs-<random>.tmp" (before: ".<name>.<random>.tmp")
 
 
@@ -380,15 +384,6 @@ class RunLock:
         self.release()
 
 
-def _json_object(data: bytes | None) -> dict | None:
-    """The JSON object in ``data``; None for nothing, for what is not JSON and for any other value."""
-    try:
-        value = json.loads(data) if data and data.strip() else None
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def file_stamp(path: Path | RemotePath) -> tuple | None:
     """What tells whether a file changed without reading it: its size and modification time; for a
     file at a URL, its store's content tag (or the URL itself when no listing gave one); None when it
@@ -400,94 +395,6 @@ def file_stamp(path: Path | RemotePath) -> tuple | None:
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns)
-
-
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class HashCache:
-    """SHA-256 of input files, remembered by (path, size, mtime) so a rerun does not reread them.
-
-    A remote input's identity is its store's content tag (ETag and size, from the listing that
-    found it): no bytes are read for it, unless the store gives no tag.
-    """
-
-    def __init__(self, path: Path | None, out: "OutputDir | None" = None, rel: str = ""):
-        self.path, self.out, self.rel = path, out, rel
-        self.entries: dict[str, list] = {}
-        self.changed = False
-        try:
-            data = path.read_bytes() if path is not None else out.read_file(rel) if out is not None else None
-        except OSError:
-            data = None
-        self.entries = _json_object(data) or {}  # anything else is no cache: inputs are hashed again
-
-    @classmethod
-    def in_output(cls, out: "OutputDir") -> "HashCache":
-        return cls(None, out, f"{META}/hashes.json")
-
-    def digest(self, file: Path | RemotePath) -> str:
-        if isinstance(file, RemotePath):
-            return file.tag or hashlib.sha256(file.read_bytes()).hexdigest()
-        key = str(file.resolve())
-        st = file.stat()
-        cached = self.entries.get(key)
-        if isinstance(cached, list) and len(cached) == 3 and cached[:2] == [st.st_size, st.st_mtime_ns]:
-            return cached[2]
-        digest = _sha256_of(file)
-        self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
-        self.changed = True
-        return digest
-
-    def save(self) -> None:
-        if not self.changed:
-            return
-        data = json.dumps(self.entries).encode()
-        if self.path is not None:
-            atomic_write(self.path, data)
-        elif self.out is not None:
-            self.out.write_file(self.rel, data)
-        self.changed = False
-
-
-class HeaderCache:
-    """What the headers of remote input images said (size, problem, notes), by content tag, kept in
-    the output directory so that a resumed run plans from listings alone."""
-
-    REL = f"{META}/headers.json"
-
-    def __init__(self, out: "OutputDir"):
-        self.out = out
-        self._entries: dict[str, list] | None = None
-        self.changed = False
-
-    @property
-    def entries(self) -> dict[str, list]:
-        if self._entries is None:
-            try:
-                self._entries = _json_object(self.out.read_file(self.REL)) or {}
-            except StorageError as exc:  # said of the output location, not of a file inside it
-                raise StorageError(self.out.url, exc.problem) from None
-        return self._entries
-
-    def get(self, tag: str) -> list | None:
-        value = self.entries.get(tag) if tag else None
-        return value if isinstance(value, list) else None
-
-    def put(self, tag: str, value: list) -> None:
-        if tag:
-            self.entries[tag] = value
-            self.changed = True
-
-    def save(self) -> None:
-        if self.changed:
-            self.out.write_file(self.REL, json.dumps(self.entries).encode())
-            self.changed = False
 
 
 __all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache", "HeaderCache",
