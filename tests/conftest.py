@@ -4,6 +4,7 @@ images, tiny random weights."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,36 @@ def pytest_configure(config):
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 1 MiB (tmpfs) at ``tmp_path/disk``, unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
+                                 text=True)
+        why = mounted.stderr.strip() or f"mount exited with {mounted.returncode}" if mounted.returncode else ""
+    except OSError as exc:  # no mount command
+        why = str(exc)
+    if why:
+        pytest.skip(f"a small tmpfs cannot be mounted here ({why}); full-disk tests need one (they run as root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk, leave: int):
+    """Fill ``disk`` up, then give back ``leave`` bytes; returns the filler file."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while f.write(b"\0" * 4096):
+                pass
+        except OSError:  # full
+            pass
+    size = filler.stat().st_size
+    os.truncate(filler, max(size - leave, 0))
+    return filler

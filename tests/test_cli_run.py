@@ -162,6 +162,10 @@ def test_bad_manifest_exits_2_listing_every_problem_and_starts_nothing(job):
     assert f"{manifest}:3: end_scale must be a whole number of pixels or N+" in result.stderr
     assert "2 problems in" in result.stderr and "nothing was started" in result.stderr
     assert not (root / "output").exists()
+    manifest.write_text(f"content,style,output\nphotos/p1.png,style.png,{'x' * 252}.png\n")  # 256 bytes
+    result = batchstyle("run", str(manifest), fake=FAKE)
+    assert result.returncode == 2 and not (root / "output").exists()
+    assert f"{manifest}:2: output " in result.stderr and "its file name is 256 bytes long" in result.stderr
 
 
 def test_failed_items_are_recorded_shown_by_status_and_retried(job, photo):
@@ -178,6 +182,35 @@ def test_failed_items_are_recorded_shown_by_status_and_retried(job, photo):
     (root / "photos" / "fail_me.png").rename(root / "photos" / "fixed.png")
     second = batchstyle("run", str(manifest), "-o", str(out), "--plain", fake=FAKE)
     assert second.returncode == 0 and "8 already done (skipped), 1 to make" in second.stdout
+
+
+def test_records_of_the_wrong_shape_are_noted_once_and_their_images_made_again(job):
+    from batchstyle.batch.manifest import read_manifest
+    from batchstyle.batch.plan import make_plan
+    from batchstyle.batch.store import FailureRecord, ItemRecord, OutputDir
+
+    root, manifest = job
+    out = OutputDir(root / "out")
+    items = make_plan(read_manifest(manifest), out, "fake").todo  # the ids the run gives them
+    for item in items:
+        out.write_result(ItemRecord(item.id, item.output, item.line, str(item.content), [], {}, "fake"),
+                         (root / "style.png").read_bytes())
+    broken = {items[0]: b"[]", items[1]: b"null", items[2]: b'{"output": 3}', items[3]: b'{"id": "' + b"1" * 10}
+    for item, data in broken.items():
+        (out.done_dir / f"{item.id}.json").write_bytes(data)
+    for item, data in ((items[4], b"null"), (items[5], b"[]")):  # failures of images that are done since
+        (out.failed_dir / f"{item.id}.json").write_bytes(data)
+    bad_files = [*(out.done_dir / f"{i.id}.json" for i in broken), out.failed_dir / f"{items[4].id}.json",
+                 out.failed_dir / f"{items[5].id}.json"]
+    status = batchstyle("status", str(out.root))
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "8 image(s) in the latest run: 4 done, 0 failed, 4 pending" in status.stdout
+    assert all(status.stdout.count(f"note: ignored {path}: ") == 1 for path in bad_files), status.stdout
+    run = batchstyle("run", str(manifest), "-o", str(out.root), "--plain", fake=FAKE)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert all(run.stdout.count(f"note: ignored {path}: ") == 1 for path in bad_files[:4]), run.stdout
+    assert "4 already done (skipped), 4 to make" in run.stdout
+    assert set(records(out.root)) == {i.id for i in items}  # every record whole again
 
 
 def test_a_bad_group_size_is_refused_before_anything_starts(job):

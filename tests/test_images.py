@@ -245,9 +245,17 @@ def test_atomic_write_creates_parents_and_replaces_whole(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["out.png"]
 
 
+def test_atomic_write_writes_a_name_as_long_as_the_file_system_allows(tmp_path):
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    path = tmp_path / ("é" * ((name_max - 4) // 2) + "x" * (name_max % 2) + ".png")  # two bytes per é
+    assert len(os.fsencode(path.name)) == name_max
+    atomic_write(path, b"data")
+    assert path.read_bytes() == b"data" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 def test_atomic_write_failure_leaves_neither_final_nor_temp_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
-        assert os.path.basename(src).startswith(".out.png.") and str(src).endswith(".tmp")
+        assert os.path.basename(src).startswith(".bs-") and str(src).endswith(".tmp")
         assert os.path.getsize(src) == 4  # the data was complete before the rename
         raise OSError("disk on fire")
 

@@ -284,3 +284,20 @@ def test_one_file_reached_twice_is_one_image_and_no_extension_hint(job):
     assert lines == [f"{root / 'manifest.csv'}:2: output 'b__starry.png' is also written by this row (b.png); "
                      f"this row finds b.png in two folders: use an output such as "
                      f"{{content}}_{{n}}__{{style}}.png"]
+
+
+def test_an_output_name_longer_than_the_file_system_allows_is_a_problem_of_its_line(job):
+    _, write = job
+    longest = "x" * 251 + ".png"  # 255 bytes: the most a name may have
+    too_long = "é" * 126 + ".png"  # 256 bytes (é is two), though 130 characters
+    folder = "d" * 256 + "/{content}.png"
+    path = write(f"content,style,output\nphotos/a.jpg,starry.jpg,{longest}\nphotos/b.png,starry.jpg,{too_long}\n"
+                 f"photos,wave.png,{folder}\n")
+    lines = problems(path)
+    assert lines[0].startswith(f"{path}:3: output ") and "its file name is 256 bytes long" in lines[0]
+    assert "allows at most 255 bytes in a name; give this row a shorter output (e.g. {line}_{n}.png)" in lines[0]
+    assert len(lines) == 4 and all(l.startswith(f"{path}:4: ") and "its folder name is 256 bytes" in l
+                                   for l in lines[1:])  # each image of the folder row, none of line 2
+    items = read_manifest(write(f"content,style,output\nphotos/a.jpg,starry.jpg,{longest}\n", "longest.csv"))
+    assert [i.output for i in items] == [longest]
+    assert len(read_manifest(path, name_max=None)) == 5  # on object storage a name has no such limit

@@ -13,6 +13,7 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.scheduler import RunOptions, Scheduler
 from batchstyle.batch.store import OutputDir
+from conftest import fill
 from fake_backend import Fake
 from test_scheduler import RecordingDisplay
 
@@ -104,3 +105,40 @@ def test_an_output_directory_that_disappears_stops_the_run_with_one_line(ray_cpu
                           RecordingDisplay())
     with pytest.raises(RuntimeError, match=f"the output directory {job / 'out'} is gone"):
         scheduler.run()
+
+
+def test_a_full_disk_fails_the_images_it_stops_and_the_batch_goes_on(ray_cpu, job, photo, small_disk):
+    for i in range(8):
+        photo(64, 48, 10 + i).save(job / f"p{i}.png")
+    manifest = job / "m.csv"
+    manifest.write_text("content,style,output\n" + "".join(f"p{i}.png,s1.png,{{content}}.png\n" for i in range(8)))
+    out = OutputDir(small_disk / "out")
+    plan = make_plan(read_manifest(manifest), out, "fake")
+    filler = fill(small_disk, 6 * 4096)  # room for an image or two, their records and a few failures
+    display = RecordingDisplay()
+    options = RunOptions(backend=Fake("iters=2,scales=1"), group_size=1)
+    state = Scheduler(plan.todo, 0, out, None, "fake", options, display).run()  # no error: the batch ran to its end
+    assert state.failed >= 1 and state.done + state.failed == 8 and len(state.failures) == state.failed
+    assert {f.kind for f in state.failures} == {"write"}
+    assert all(f.error == f"cannot write {f.output}: the disk is full" for f in state.failures)
+    unrecorded = [f for f in state.failures if f.id not in out.failures()]
+    assert unrecorded  # the disk was full even for the failure records: each is said, none stops the run
+    for failure in unrecorded:
+        assert any(f"the failure of {failure.output} cannot be recorded" in line and "the disk is full" in line
+                   for line in display.lines)
+    # nothing half-written is vouched for: each record there is whole and its image is the one it describes
+    assert set(out.done_ids()) == set(out.records()) and len(out.records()) == state.done
+    assert all(file_is_the_image_of(out, item_id) for item_id in out.records())
+    assert not out.unreadable and not [p for p in out.root.rglob("*") if p.name.endswith(".tmp")]
+    filler.unlink()  # space again: the next run makes exactly the missing images
+    again = make_plan(read_manifest(manifest), out, "fake")
+    assert len(again.done) == state.done
+    state = Scheduler(again.todo, len(again.done), out, None, "fake", options, RecordingDisplay()).run()
+    assert state.failed == 0 and len(out.done_ids()) == 8 and out.failures() == {}
+
+
+def test_an_output_name_of_250_bytes_is_written(ray_cpu, job):
+    name = "n" * 246 + ".png"
+    plan, state, _ = run_once(job, "", rows=f"content,style,output\na.png,s1.png,{name}\n")
+    assert state.done == 1 and state.failed == 0
+    assert (job / "out" / name).is_file() and file_is_the_image_of(OutputDir(job / "out"), plan.all[0].id)

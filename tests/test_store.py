@@ -12,7 +12,7 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import item_id, make_plan
 from batchstyle.batch.store import FailureRecord, HashCache, ItemRecord, LockError, OutputDir
 from batchstyle.engine.settings import StyleSettings
-from conftest import folder_job, hold_lock
+from conftest import fill, folder_job, hold_lock
 
 
 @pytest.fixture
@@ -107,6 +107,82 @@ def test_unreadable_records_count_as_not_done(job):
     out.write_result(record_for(item, out), b"png")
     (out.done_dir / f"{item.id}.json").write_text("{ half a record")
     assert out.done_ids() == set()
+
+
+def real_record_and_failure(job):
+    """An output directory with one done item (the first) and a failure of the second, both real."""
+    root, manifest = job
+    out = OutputDir(root / "out")
+    done, failed, _ = make_plan(read_manifest(manifest), out, "w").todo
+    out.write_result(record_for(done, out), b"png")
+    out.write_failure(FailureRecord(failed.id, failed.output, 2, "c", "boom", "error", 1, 0.0))
+    return out, done, failed
+
+
+WRONG_SHAPES = {"a list": b"[]", "null": b"null", "no id": b'{"output": 3}', "cut short": None,
+                "output a number": {"output": 3}, "output outside": {"output": "../m.csv"},
+                "a count in words": {"attempts": "one"}, "a number that is true": {"line": True},
+                "another id": {"id": "0" * 24}}
+
+
+@pytest.mark.parametrize("shape", WRONG_SHAPES, ids=list(WRONG_SHAPES))
+def test_a_record_of_the_wrong_shape_counts_as_absent_with_one_note(job, shape):
+    root, manifest = job
+    out, done, failed = real_record_and_failure(job)
+    for path in (out.done_dir / f"{done.id}.json", out.failed_dir / f"{failed.id}.json"):
+        real, wrong = path.read_bytes(), WRONG_SHAPES[shape]
+        path.write_bytes(real[:len(real) // 2] if wrong is None else wrong if isinstance(wrong, bytes)
+                         else json.dumps({**json.loads(real), **wrong}).encode())
+    again = OutputDir(root / "out")
+    plan = make_plan(read_manifest(manifest), again, "w")  # planning, as every rerun does
+    assert done.id in {i.id for i in plan.todo} and not plan.done  # its image is made again
+    assert again.failures() == {} and again.records() == {}
+    assert list(again.unreadable) == [str(out.done_dir / f"{done.id}.json"), str(out.failed_dir / f"{failed.id}.json")]
+    assert all(why for why in again.unreadable.values())
+
+
+def test_what_is_wrong_with_a_record_is_said_in_words(job):
+    root, _ = job
+    out, done, _ = real_record_and_failure(job)
+    path = out.done_dir / f"{done.id}.json"
+    for data, why in ((b"[]", "a list where a record (a JSON object) belongs"), (b'{"id": "', "not valid JSON"),
+                      (json.dumps({**json.loads(path.read_bytes()), "output": 3}).encode(),
+                       "'output' is a number where a string belongs")):
+        path.write_bytes(data)
+        again = OutputDir(root / "out")
+        again.records()
+        assert why in again.unreadable[str(path)]
+
+
+def test_other_files_of_the_wrong_shape_are_absent_too(job):
+    root, manifest = job
+    out = OutputDir(root / "out")
+    make_plan(read_manifest(manifest), out, "w")
+    for name in ("plan.json", "hashes.json", "headers.json", "lock"):
+        (out.meta / name).write_bytes(b"[]")
+    again = OutputDir(root / "out")
+    assert again.plan() == [] and list(again.unreadable) == [str(out.meta / "plan.json")]
+    assert again.lock().holder() is None and again.headers.get("etag") is None
+    assert len(make_plan(read_manifest(manifest), again, "w").todo) == 3  # hashes made again
+    assert len(again.plan()) == 3
+    from batchstyle.web.thumbs import Thumbnails
+
+    for index in (b"[]", b'{"a": 3, "b": [1, 2, [3], 4, 5]}'):
+        again.write_file(".batchstyle/thumbs/index.json", index)
+        assert Thumbnails(again, ".batchstyle/thumbs").index == {}  # no index: thumbnails are made again
+
+
+def test_planning_on_a_full_disk_notes_what_it_cannot_save_and_locks(job, small_disk):
+    root, manifest = job
+    out = OutputDir(small_disk / "out")
+    out.create()
+    fill(small_disk, 0)
+    with out.lock():
+        plan = make_plan(read_manifest(manifest), out, "w")
+    assert len(plan.todo) == 3
+    assert [note.split(" (")[0] for note in plan.notes] == ["cannot save the input hashes", "cannot save the plan"]
+    assert all(note.endswith(": No space left on device") for note in plan.notes)
+    assert not [p for p in out.root.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_temporary_files_of_a_crashed_run_are_removed(tmp_path):

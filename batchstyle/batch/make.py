@@ -95,7 +95,7 @@ def make_batch(request: BatchRequest, observer: BatchObserver | None = None) -> 
     out = output_dir_for(request.outdir, request.manifest)
     try:
         items = read_manifest(request.manifest, request.defaults, max_pixels=options.max_pixels or MAX_PIXELS,
-                              headers=out.headers)
+                              headers=out.headers, name_max=out.name_max())
     except StorageError as exc:  # the output location, where remote inputs' headers are cached
         raise BatchError(str(exc)) from None
     resolved, identity = _weights(request.weights, options.backend, observer)

@@ -22,7 +22,7 @@ from batchstyle.engine.speed import parse_tile
 
 from .inputs import INPUT_EXTENSIONS, InputChecker, resolve
 from .storage import RemotePath, StorageError, as_path
-from .outputs import DEFAULT_OUTPUT, OUTPUT_EXTENSIONS, OutputClaims, output_path
+from .outputs import DEFAULT_OUTPUT, NAME_MAX, OUTPUT_EXTENSIONS, OutputClaims, name_too_long, output_path
 
 BATCH_COLUMNS = ("content", "style", "output", "gpus", "tile")  # and every setting, by its field name
 
@@ -106,13 +106,16 @@ def _unknown_column(name: str) -> str:
 
 
 def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None,
-                  output_template: str = DEFAULT_OUTPUT, max_pixels: int = MAX_PIXELS, headers=None) -> list[Item]:
+                  output_template: str = DEFAULT_OUTPUT, max_pixels: int = MAX_PIXELS, headers=None,
+                  name_max: int | None = NAME_MAX) -> list[Item]:
     """Parse and check a manifest; return its items in order or raise :class:`ManifestError`.
 
     ``path`` and the files it names may be local or URLs (``s3://bucket/jobs/manifest.csv``);
     relative paths resolve against the manifest's own folder. ``max_pixels`` is the largest input
     image accepted (a header claiming more is refused). ``headers`` (a ``store.HeaderCache``)
     remembers what remote images' headers said, so that a resumed run reads none of them again.
+    ``name_max`` is the most bytes the output directory's file system allows in one file name
+    (``OutputDir.name_max()``; None: no limit): a longer output name is a problem of its line.
     """
     path = as_path(path if isinstance(path, (str, Path, RemotePath)) else os.fspath(path))
     text = _manifest_text(path)
@@ -125,7 +128,7 @@ def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None
     except csv.Error as exc:
         raise ManifestError(path, [Problem(1, f"not valid CSV ({exc})")]) from None
     reader = _RowReader(path.parent, defaults or StyleSettings(), output_template,
-                        InputChecker(max_pixels, headers=headers))
+                        InputChecker(max_pixels, headers=headers), name_max)
     columns = reader.columns(header_line, header)
     if reader.problems:
         raise ManifestError(path, reader.problems)
@@ -182,8 +185,10 @@ def _all_rows(rows: Iterator[tuple[int, list[str]]], line: int) -> tuple[list[tu
 class _RowReader:
     """Reads the rows of one manifest, collecting every problem with its line."""
 
-    def __init__(self, base: Path, defaults: StyleSettings, template: str, checker: InputChecker):
+    def __init__(self, base: Path, defaults: StyleSettings, template: str, checker: InputChecker,
+                 name_max: int | None = NAME_MAX):
         self.base, self.defaults, self.template, self.checker = base, defaults, template, checker
+        self.name_max = name_max
         self.problems: list[Problem] = []
         self.claims = OutputClaims()
 
@@ -311,6 +316,10 @@ class _RowReader:
             if error:
                 problem(error)
                 return
+            too_long = name_too_long(output, self.name_max)
+            if too_long:
+                problem(too_long)
+                continue
             taken = self.claims.claim(output, line, content, template)
             if taken:
                 problem(taken)

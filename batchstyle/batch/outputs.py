@@ -3,6 +3,7 @@ write one file (with a hint that names the way out)."""
 
 from __future__ import annotations
 
+import os
 import posixpath
 import string
 from pathlib import Path
@@ -37,6 +38,26 @@ def output_path(template: str, content: Path, styles: tuple[Path, ...], line: in
     if posixpath.splitext(out)[1].lower() not in OUTPUT_EXTENSIONS:
         return "", f"output {out!r} has an unsupported extension; use one of {', '.join(OUTPUT_EXTENSIONS)}"
     return out, None
+
+
+NAME_MAX = 255  # bytes in one file name on most file systems (ext4, XFS, APFS, NTFS, tmpfs)
+
+
+def name_too_long(output: str, name_max: int | None = NAME_MAX) -> str | None:
+    """What to tell the user when a file or folder name of ``output`` is longer than the ``name_max``
+    bytes the output directory's file system allows in one name (such a file can never be written),
+    else None. ``name_max`` None: no limit (object storage)."""
+    if name_max is None:
+        return None
+    for part in output.split("/"):
+        size = len(os.fsencode(part))
+        if size > name_max:
+            what = "file" if part == output.rsplit("/", 1)[-1] else "folder"
+            shown = part if len(part) <= 40 else f"{part[:30]}...{part[-8:]}"
+            return (f"output {shown!r}: its {what} name is {size} bytes long, and the output directory's file "
+                    f"system allows at most {name_max} bytes in a name; give this row a shorter output "
+                    f"(e.g. {{line}}_{{n}}{posixpath.splitext(output)[1]})")
+    return None
 
 
 class OutputClaims:
@@ -74,4 +95,4 @@ def collision_hint(template: str, content: Path, other: Path, same_row: bool) ->
     return "give each row its own output column"
 
 
-__all__ = ["output_path", "OutputClaims", "collision_hint", "DEFAULT_OUTPUT", "OUTPUT_EXTENSIONS", "PLACEHOLDERS"]
+__all__ = ["output_path", "name_too_long", "NAME_MAX", "OutputClaims", "collision_hint", "DEFAULT_OUTPUT", "OUTPUT_EXTENSIONS", "PLACEHOLDERS"]

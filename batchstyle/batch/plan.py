@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ class Plan:
     todo: list[Item]
     done: list[Item]
     weights: str
+    notes: list[str] = field(default_factory=list)  # what planning could not save (a full disk)
 
     @property
     def all(self) -> list[Item]:
@@ -99,13 +101,25 @@ def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force
     out.create()
     hashes = HashCache.in_output(out)
     items = [planned(item, hashes, weights_identity, two_gpu_pixels) for item in items]
-    hashes.save()
-    out.headers.save()
+    notes: list[str] = []
+    _saved(notes, "the input hashes (hashes.json; they are read again next time)", hashes.save)
+    _saved(notes, "the input headers (headers.json; they are read again next time)", out.headers.save)
     # --force: a record goes when its new image replaces it
     done_ids = set() if force else out.done_ids(outputs={i.id: i.output for i in items})
-    out.write_plan([plan_entry(i) for i in items], {"weights": weights_identity})
+    _saved(notes, "the plan (plan.json; status shows the previous one)",
+           lambda: out.write_plan([plan_entry(i) for i in items], {"weights": weights_identity}))
     return Plan(todo=[i for i in items if i.id not in done_ids], done=[i for i in items if i.id in done_ids],
-                weights=weights_identity)
+                weights=weights_identity, notes=notes)
+
+
+def _saved(notes: list[str], what: str, save) -> None:
+    """Save a file planning keeps for later; a full disk costs that file (with a note), not the run."""
+    try:
+        save()
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        notes.append(f"cannot save {what}: {exc.strerror}")
 
 
 __all__ = ["Plan", "item_id", "changed_settings", "route", "planned", "plan_entry", "make_plan", "ENGINE_REVISION",

@@ -21,13 +21,13 @@ record never vouches for a file that something else has overwritten since.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from dataclasses import asdict
 from typing import Any, Iterable
 
 from .lease import DEFAULT_TTL, Lease
+from .records import BadRecord, plan_from
 from .storage import Entry, RemotePath, StorageError, fingerprint, remote_folder
 from .store import META, FailureRecord, HeaderCache, ItemRecord, OutputDir, PlanEntry, _json_bytes
 
@@ -90,11 +90,9 @@ class RemoteOutputDir(OutputDir):
     def _read_json(self, rels: Iterable[str], cls) -> dict[str, Any]:
         out = {}
         for rel, data in sorted(self.folder.read_many(rels).items()):
-            try:
-                record = json.loads(data)
-                out[record["id"]] = cls(**{k: v for k, v in record.items() if k in cls.__dataclass_fields__})
-            except (ValueError, KeyError, TypeError):
-                continue  # an unreadable record counts as absent: the item is redone
+            record = self._record_of(f"{self.url}/{rel}", data, cls)  # none: absent, the item is redone
+            if record is not None:
+                out[record.id] = record
         return out
 
     def records(self) -> dict[str, ItemRecord]:
@@ -129,10 +127,10 @@ class RemoteOutputDir(OutputDir):
 
     def plan(self) -> list[PlanEntry]:
         try:
-            data = json.loads(self.folder.read(f"{META}/plan.json") or b"{}")
-        except ValueError:
+            return plan_from(self.folder.read(f"{META}/plan.json") or b"{}")
+        except BadRecord as exc:
+            self.unreadable.setdefault(f"{self.url}/{META}/plan.json", str(exc))
             return []
-        return [PlanEntry(**e) for e in data.get("items", [])]
 
     def checkpoint(self, item_id: str) -> bytes | None:
         rel = f"{CHECKPOINTS}{item_id}.ckpt"

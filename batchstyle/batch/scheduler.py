@@ -342,8 +342,12 @@ class Scheduler:
                                 worker=worker, detail=detail)
         try:
             self.out.write_failure(failure)
-        except OSError as exc:
-            self.fatal = self.out.unusable() or f"cannot record a failure in {self.out.meta}: {exc.strerror or exc}"
+        except OSError as exc:  # a full disk: the failure is kept here (summary, exit code), the batch goes on
+            self.fatal = self.out.unusable() or self.fatal
+            if not self.fatal:
+                self.display.log(f"[yellow]note:[/] the failure of {item.output} cannot be recorded in "
+                                 f"{self.out.meta} ({_why_not_written(exc)}); it counts in this run's summary, "
+                                 f"and the next run makes the image again")
         self.state.failed += 1
         self.state.units_total -= item.units
         self.state.failures.append(failure)
@@ -454,6 +458,8 @@ def _why_not_written(exc: OSError) -> str:
         return f"a file stands where a folder of its path should be ({where}); move it away or change the output"
     if exc.errno == errno.ENOSPC:
         return "the disk is full"
+    if exc.errno == errno.EDQUOT:
+        return "the disk quota is used up"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"permission denied ({where})"
     return f"{exc.strerror or exc} ({where})" if where else str(exc.strerror or exc)

@@ -11,6 +11,10 @@ Layout::
     OUTDIR/.batchstyle/headers.json          what remote inputs' headers said, by content tag (ETag)
     OUTDIR/.batchstyle/lock                  who runs here now
 
+What the records hold, and the check of their shape that every reader applies, is
+:mod:`batch.records`; the hash and header caches are :mod:`batch.caches`. A file of the wrong shape
+counts as absent and is noted once in :attr:`OutputDir.unreadable`.
+
 Other files (a gallery, thumbnails) go through :meth:`OutputDir.write_file`, which writes them the
 same safe way here and on object storage. An output directory at a URL (``s3://bucket/prefix``)
 is a :class:`remote_store.RemoteOutputDir`: same methods, a lease instead of the lock.
@@ -30,84 +34,27 @@ import os
 import socket
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
 from batchstyle.engine.images import atomic_write
 
-from .storage import RemotePath, StorageError, as_path, is_url
+from .caches import HashCache, HeaderCache, _json_object, _sha256_of
+from .outputs import NAME_MAX
+from .records import META, BadRecord, FailureRecord, ItemRecord, PlanEntry, _json_bytes, plan_from, record_from
+from .storage import RemotePath, as_path, is_url
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-META = ".batchstyle"
-TMP_SUFFIX = ".tmp"  # atomic_write's temporary files are ".<name>.<random>.tmp"
+TMP_SUFFIX = ".tmp"  # atomic_write's temporary files are ".bs-<random>.tmp" (before: ".<name>.<random>.tmp")
 
 
 class LockError(RuntimeError):
     """Another live run holds the output directory."""
-
-
-def _json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
-
-
-@dataclass
-class ItemRecord:
-    """What was made, how, where and how long it took. Its presence means the image is complete."""
-
-    id: str
-    output: str
-    line: int
-    content: str
-    styles: list[str]
-    settings: dict[str, Any]
-    weights: str
-    worker: str = ""
-    devices: list[str] = field(default_factory=list)
-    attempts: int = 1
-    started: float = 0.0
-    finished: float = 0.0
-    seconds: float = 0.0
-    iterations: int = 0
-    final_loss: float | None = None
-    gpu_peak_bytes: int = 0
-    resumed_from_scale: int | None = None
-    group_size: int = 1  # images optimised together with this one, itself included
-    notes: list[str] = field(default_factory=list)  # warnings about its inputs, a shortened ladder
-    output_bytes: int = 0  # the image as written: size, modification time and SHA-256
-    output_mtime_ns: int = 0
-    output_sha256: str = ""
-    output_tag: str = ""  # on object storage: the content tag (ETag) the image's PUT returned
-
-
-@dataclass
-class FailureRecord:
-    id: str
-    output: str
-    line: int
-    content: str
-    error: str
-    kind: str  # error | oom | worker-lost | ...
-    attempts: int
-    time: float
-    worker: str = ""
-    detail: str = ""  # the traceback, where there is one
-
-
-@dataclass
-class PlanEntry:
-    """One item of the latest run, as ``batchstyle status`` lists it."""
-
-    id: str
-    output: str
-    line: int
-    content: str
-    styles: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)  # only those that differ from the defaults
 
 
 class OutputDir:
@@ -136,6 +83,19 @@ class OutputDir:
         self._by_output: dict[str, set[str]] | None = None
         self.observers: list[Any] = []  # see watch()
         self.headers = HeaderCache(self)
+
+    @property
+    def unreadable(self) -> dict[str, str]:
+        """The files of ``.batchstyle/`` read as absent so far, each once: where -> why (for one note each)."""
+        return self.__dict__.setdefault("_unreadable", {})
+
+    def _record_of(self, where: str, data: bytes, cls):
+        """The record in a file's bytes, or None (noted once in :attr:`unreadable`) when it is none."""
+        try:
+            return record_from(data, cls, where.rsplit("/", 1)[-1])
+        except BadRecord as exc:
+            self.unreadable.setdefault(where, str(exc))
+            return None
 
     def create(self) -> None:
         for d in (self.done_dir, self.failed_dir, self.checkpoint_dir):
@@ -174,6 +134,18 @@ class OutputDir:
         """What tells whether the file ``rel`` changed without reading it (see :func:`file_stamp`)."""
         return file_stamp(self.root / rel)
 
+    def name_max(self) -> int | None:
+        """The most bytes one file name may have here (the file system's limit; None on object storage)."""
+        if self.remote:
+            return None
+        folder = Path(os.path.abspath(self.root))
+        while not folder.is_dir() and folder != folder.parent:  # not made yet: the folder it will be made in
+            folder = folder.parent
+        try:
+            return os.pathconf(folder, "PC_NAME_MAX")
+        except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer: the usual limit
+            return NAME_MAX
+
     @property
     def name(self) -> str:
         """The directory's own name, as a title."""
@@ -189,10 +161,13 @@ class OutputDir:
             if not entry.name.endswith(".json") or entry.name.startswith("."):
                 continue
             try:
-                data = json.loads(Path(entry.path).read_bytes())
-                out[data["id"]] = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # an unreadable record counts as absent: the item is redone
+                data = Path(entry.path).read_bytes()
+            except OSError as exc:
+                self.unreadable.setdefault(entry.path, f"cannot be read: {exc.strerror or exc}")
+                continue
+            record = self._record_of(entry.path, data, cls)  # none: counts as absent, the item is redone
+            if record is not None:
+                out[record.id] = record
         return out
 
     def records(self) -> dict[str, ItemRecord]:
@@ -223,12 +198,14 @@ class OutputDir:
         return st.st_mtime_ns == record.output_mtime_ns or _sha256_of(path) == record.output_sha256
 
     def plan(self) -> list[PlanEntry]:
+        path = self.meta / "plan.json"
         try:
-            data = json.loads((self.meta / "plan.json").read_bytes())
-        except (OSError, ValueError):
+            return plan_from(path.read_bytes())
+        except OSError:
             return []
-        fields = PlanEntry.__dataclass_fields__
-        return [PlanEntry(**{k: v for k, v in e.items() if k in fields}) for e in data.get("items", [])]
+        except BadRecord as exc:
+            self.unreadable.setdefault(str(path), str(exc))
+            return []
 
     def checkpoint(self, item_id: str) -> bytes | None:
         try:
@@ -289,9 +266,10 @@ class OutputDir:
         return removed
 
     def unusable(self) -> str | None:
-        """Why nothing can be written here any more (the directory gone, read-only, full), or None.
+        """Why nothing can be written here any more (the directory gone or read-only), or None.
 
-        Probes by writing: permission bits say nothing to root or on a read-only mount.
+        Probes by writing: permission bits say nothing to root or on a read-only mount. A full disk
+        (or quota) is no reason: each write that fails fails alone, and space may come back.
         """
         for folder in (self.root, self.done_dir):
             if not folder.is_dir():
@@ -300,6 +278,8 @@ class OutputDir:
             with tempfile.TemporaryFile(dir=self.done_dir):
                 pass
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return None
             return f"the output directory {self.root} cannot be written any more: {exc.strerror or exc}"
         return None
 
@@ -350,18 +330,22 @@ class RunLock:
         if previous:
             self.taken_over = previous
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            os.fsync(fd)
+        except OSError as exc:  # a full disk: the lock holds all the same, only who holds it goes unsaid
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                os.close(fd)
+                raise
         self._fd = fd
         return self
 
     @staticmethod
     def holder_from_fd(fd: int) -> dict[str, Any] | None:
         try:
-            data = os.pread(fd, 4096, 0)
-            return json.loads(data) if data.strip() else None
-        except (OSError, ValueError):
+            return _json_object(os.pread(fd, 4096, 0))
+        except OSError:
             return None
 
     def held_elsewhere(self) -> bool:
@@ -381,8 +365,8 @@ class RunLock:
 
     def holder(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.path.read_bytes())
-        except (OSError, ValueError):
+            return _json_object(self.path.read_bytes())
+        except OSError:
             return None
 
     def release(self) -> None:
@@ -411,95 +395,6 @@ def file_stamp(path: Path | RemotePath) -> tuple | None:
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns)
-
-
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class HashCache:
-    """SHA-256 of input files, remembered by (path, size, mtime) so a rerun does not reread them.
-
-    A remote input's identity is its store's content tag (ETag and size, from the listing that
-    found it): no bytes are read for it, unless the store gives no tag.
-    """
-
-    def __init__(self, path: Path | None, out: "OutputDir | None" = None, rel: str = ""):
-        self.path, self.out, self.rel = path, out, rel
-        self.entries: dict[str, list] = {}
-        self.changed = False
-        try:
-            data = path.read_bytes() if path is not None else out.read_file(rel) if out is not None else None
-            self.entries = json.loads(data) if data else {}
-        except (OSError, ValueError):
-            self.entries = {}
-
-    @classmethod
-    def in_output(cls, out: "OutputDir") -> "HashCache":
-        return cls(None, out, f"{META}/hashes.json")
-
-    def digest(self, file: Path | RemotePath) -> str:
-        if isinstance(file, RemotePath):
-            return file.tag or hashlib.sha256(file.read_bytes()).hexdigest()
-        key = str(file.resolve())
-        st = file.stat()
-        cached = self.entries.get(key)
-        if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
-            return cached[2]
-        digest = _sha256_of(file)
-        self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
-        self.changed = True
-        return digest
-
-    def save(self) -> None:
-        if not self.changed:
-            return
-        data = json.dumps(self.entries).encode()
-        if self.path is not None:
-            atomic_write(self.path, data)
-        elif self.out is not None:
-            self.out.write_file(self.rel, data)
-        self.changed = False
-
-
-class HeaderCache:
-    """What the headers of remote input images said (size, problem, notes), by content tag, kept in
-    the output directory so that a resumed run plans from listings alone."""
-
-    REL = f"{META}/headers.json"
-
-    def __init__(self, out: "OutputDir"):
-        self.out = out
-        self._entries: dict[str, list] | None = None
-        self.changed = False
-
-    @property
-    def entries(self) -> dict[str, list]:
-        if self._entries is None:
-            try:
-                self._entries = json.loads(self.out.read_file(self.REL) or b"{}")
-            except ValueError:
-                self._entries = {}
-            except StorageError as exc:  # said of the output location, not of a file inside it
-                raise StorageError(self.out.url, exc.problem) from None
-        return self._entries
-
-    def get(self, tag: str) -> list | None:
-        return self.entries.get(tag) if tag else None
-
-    def put(self, tag: str, value: list) -> None:
-        if tag:
-            self.entries[tag] = value
-            self.changed = True
-
-    def save(self) -> None:
-        if self.changed:
-            self.out.write_file(self.REL, json.dumps(self.entries).encode())
-            self.changed = False
 
 
 __all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache", "HeaderCache",

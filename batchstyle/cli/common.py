@@ -53,6 +53,15 @@ def print_urls(console: Console, what: str, server: Any) -> None:
                       soft_wrap=True)
 
 
+def note_unreadable(console: Console, out: Any) -> None:
+    """One note per file of ``.batchstyle/`` that was read as absent (not JSON, or not of its shape)."""
+    from rich.markup import escape
+
+    for where, why in out.unreadable.items():
+        console.print(f"[cyan]note:[/] ignored {escape(where)}: {escape(why)}; it counts as absent (an image it "
+                      "recorded as done is made again)")
+
+
 def _off_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     try:
@@ -197,6 +206,6 @@ class user_errors:
         raise UserError(f"{flag}: {exc}" if flag else with_flag(str(exc))) from None
 
 
-__all__ = ["EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "UserError", "setting_options",
+__all__ = ["EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "UserError", "note_unreadable", "setting_options",
            "settings_from_options", "speed_options", "speed_from_options", "split_list", "user_errors", "with_flag",
            "max_pixels_option", "parse_pixels"]

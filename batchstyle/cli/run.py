@@ -13,8 +13,8 @@ from rich.console import Console
 from batchstyle.batch.make import BatchObserver
 
 from .batch_view import BatchView, web_options
-from .common import (EXIT_FAILED, EXIT_INTERRUPTED, UserError, max_pixels_option, setting_options,
-                     settings_from_options, speed_from_options, speed_options)
+from .common import (EXIT_FAILED, EXIT_INTERRUPTED, UserError, max_pixels_option, note_unreadable,
+                     setting_options, settings_from_options, speed_from_options, speed_options)
 
 NOTES_SHOWN = 20  # notes about input files printed before a run; all of them are in the records
 
@@ -172,6 +172,9 @@ class Terminal(BatchObserver):
         self.console.print("No VGG-19 weights given or cached: trying torchvision's download (548 MB, once)...")
 
     def planned(self, out, plan) -> None:
+        note_unreadable(self.console, out)
+        for note in plan.notes:
+            self.console.print(f"[cyan]note:[/] {note}")
         self.console.print(f"{len(plan.all)} image(s) in the manifest: {len(plan.done)} already done (skipped), "
                            f"{len(plan.todo)} to make, into {out.root}")
         _print_notes(self.console, plan.todo)

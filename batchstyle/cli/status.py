@@ -8,7 +8,7 @@ import time
 import click
 from rich.console import Console
 
-from .common import EXIT_FAILED, UserError
+from .common import EXIT_FAILED, UserError, note_unreadable
 from .display import entries_table, failed_table
 
 
@@ -29,6 +29,7 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
         out, plan, records, failures, done_ids = _read_state(outdir, show_all)
     except StorageError as exc:
         raise UserError(str(exc)) from None
+    note_unreadable(console, out)
     done = [e for e in plan if e.id in done_ids]
     failed = [e for e in plan if e.id in failures and e.id not in done_ids]
     pending = [e for e in plan if e.id not in done_ids and e.id not in failures]

@@ -472,14 +472,15 @@ def image_digest(image: Image.Image) -> str:
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that the final name only ever holds a complete file.
 
-    The bytes go to a hidden temporary file in the same directory (``.<name>.<random>.tmp``: same file
-    system, so the rename is atomic, and recognisable if a power cut leaves one behind), are flushed
-    to disk, and then renamed over ``path``. On any failure the temporary file is removed and the
-    exception propagates; an existing file at ``path`` is left untouched until the rename.
+    The bytes go to a hidden temporary file in the same directory (``.bs-<random>.tmp``: same file
+    system, so the rename is atomic; recognisable if a power cut leaves one behind; short, so that it
+    fits wherever the final name fits), are flushed to disk, and then renamed over ``path``. On any
+    failure the temporary file is removed and the exception propagates; an existing file at ``path``
+    is left untouched until the rename.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+    temp = final.with_name(f".bs-{secrets.token_hex(8)}.tmp")
     # os.open with 0o666 (not mkstemp's 0o600) so the result gets the user's usual permissions.
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:

@@ -64,10 +64,13 @@ class Thumbnails:
     def __init__(self, out, rel: str):
         self.out, self.rel = out, rel
         try:
-            self.index: dict[str, list] = json.loads(out.read_file(f"{rel}/index.json") or b"{}")
+            index = json.loads(out.read_file(f"{rel}/index.json") or b"{}")
         except ValueError:
-            self.index = {}
-        self.sizes = {entry[2]: (entry[3], entry[4]) for entry in self.index.values() if len(entry) == 5}
+            index = {}
+        # anything but {key: [size, time, hash, width, height]} is no index: those thumbnails are made again
+        self.index: dict[str, list] = {key: entry for key, entry in (index if isinstance(index, dict) else {}).items()
+                                       if isinstance(entry, list) and len(entry) == 5 and isinstance(entry[2], str)}
+        self.sizes = {entry[2]: (entry[3], entry[4]) for entry in self.index.values()}
         self.existing = out.file_names(rel)
         self.changed = False
 
