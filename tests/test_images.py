@@ -13,10 +13,9 @@ import tifffile
 import torch
 from PIL import Image, ImageCms, ImageFile, JpegImagePlugin
 
-from batchstyle.engine import images
-from batchstyle.engine.images import (
-    ImageError, atomic_write, encode_image, format_for, load_image, save_image, srgb_profile,
-)
+from batchstyle.engine import files, images
+from batchstyle.engine.files import atomic_write, is_temp_name
+from batchstyle.engine.images import ImageError, encode_image, format_for, load_image, save_image, srgb_profile
 
 # --- tiny ICC profiles built by hand (Pillow can only create sRGB, LAB and XYZ profiles) -----------
 
@@ -255,11 +254,12 @@ def test_atomic_write_writes_a_name_as_long_as_the_file_system_allows(tmp_path):
 
 def test_atomic_write_failure_leaves_neither_final_nor_temp_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
-        assert os.path.basename(src).startswith(".bs-") and str(src).endswith(".tmp")
+        name = os.path.basename(src)
+        assert name.startswith(files.TEMP_PREFIX) and is_temp_name(name)  # what the next run cleans up
         assert os.path.getsize(src) == 4  # the data was complete before the rename
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(images.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk on fire"):
         atomic_write(tmp_path / "out.png", b"data")
     assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from batchstyle.engine.images import MAX_PIXELS, ImageError, file_kind, image_notes, image_size, not_regular
+from batchstyle.engine.files import file_kind, not_regular
+from batchstyle.engine.images import MAX_PIXELS, ImageError, image_notes, image_size
 
 from .storage import RemotePath, StorageError, as_path, is_url
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from batchstyle.engine.images import MAX_PIXELS, file_kind
+from batchstyle.engine.files import file_kind
+from batchstyle.engine.images import MAX_PIXELS
 from batchstyle.engine.layers import LAYER_NAMES, layer_index, min_input_size
 from batchstyle.engine.schedule import ladder_note, scale_ladder, style_size_at, too_thin
 from batchstyle.engine.settings import (FIELDS_BY_NAME, SettingsError, StyleSettings, canonical_setting_name,

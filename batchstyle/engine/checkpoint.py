@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .images import atomic_write
+from .files import atomic_write
 from .optim import AdamMoments
 from .settings import StyleSettings
 

@@ -7,7 +7,7 @@ other colour space must be converted here, once, rather than silently mis-read.
 
 Saving writes 8-bit PNG/JPEG/WebP or 16-bit TIFF, always with the sRGB profile embedded so other
 programs show the colours we meant. Encoding (:func:`encode_image`) is separate from writing
-(:func:`atomic_write`) because workers on other machines return encoded bytes and the driver
+(:func:`files.atomic_write`) because workers on other machines return encoded bytes and the driver
 writes them; writing goes through a temporary file so an interrupted run never leaves a truncated
 image under the final name (which a resumed run would take for finished work).
 """
@@ -19,8 +19,6 @@ import functools
 import hashlib
 import io
 import os
-import secrets
-import stat
 import struct
 import sys
 import threading
@@ -35,10 +33,11 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
+from .files import atomic_write, file_kind, not_regular
+
 __all__ = [
     "ImageError", "ImageWarning", "MAX_PIXELS", "load_image", "image_size", "image_notes", "srgb_profile",
-    "encode_image", "save_image", "format_for", "atomic_write", "image_digest", "SUPPORTED_EXTENSIONS",
-    "file_kind", "not_regular",
+    "encode_image", "save_image", "format_for", "image_digest", "SUPPORTED_EXTENSIONS",
 ]
 
 #: Output formats by file extension.
@@ -113,26 +112,6 @@ def _proof_profile(proof: str | os.PathLike) -> ImageCms.ImageCmsProfile:
 
 
 # --- loading --------------------------------------------------------------------------------------
-
-# What a path may be other than a regular file; opening a named pipe waits for a writer forever.
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def file_kind(path: str | os.PathLike) -> str | None:
-    """What ``path`` (symlinks followed) is when it is not a regular file, such as "a named pipe (FIFO)";
-    None for a regular file. Looks at it with ``os.stat`` only, never opens it; raises what that raises."""
-    mode = os.stat(path).st_mode
-    if stat.S_ISREG(mode):
-        return None
-    return next((kind for test, kind in _KINDS if test(mode)), "not a file")
-
-
-def not_regular(kind: str) -> str:
-    """Why a file of this :func:`file_kind` is not read and what to do, to follow its name in a sentence."""
-    todo = "name an image file in it" if kind == "a folder" else "copy the image into a regular file and name that"
-    return f"is {kind}, not a regular file; {todo}"
-
 
 def load_image(
     source: str | os.PathLike | bytes,
@@ -467,42 +446,3 @@ def image_digest(image: Image.Image) -> str:
     digest = hashlib.sha256(f"{image.mode}{image.size}".encode())
     digest.update(image.tobytes())
     return digest.hexdigest()
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that the final name only ever holds a complete file.
-
-    The bytes go to a hidden temporary file in the same directory (``.bs-<random>.tmp``: same file
-    system, so the rename is atomic; recognisable if a power cut leaves one behind; short, so that it
-    fits wherever the final name fits), are flushed to disk, and then renamed over ``path``. On any
-    failure the temporary file is removed and the exception propagates; an existing file at ``path``
-    is left untouched until the rename.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.with_name(f".bs-{secrets.token_hex(8)}.tmp")
-    # os.open with 0o666 (not mkstemp's 0o600) so the result gets the user's usual permissions.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_directory(final.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX only; elsewhere directories cannot be opened for this)."""
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

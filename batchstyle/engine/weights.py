@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from .images import atomic_write
+from .files import atomic_write
 from .layers import CONV_INDICES, CONV_SHAPES
 
 ENV_WEIGHTS = "BATCHSTYLE_WEIGHTS"
