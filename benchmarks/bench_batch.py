@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 
 from batchstyle.batch.manifest import read_manifest
+from batchstyle.batch.outdir import ItemRecord, open_output_dir
 from batchstyle.batch.plan import make_plan
-from batchstyle.batch.store import ItemRecord, OutputDir
 
 # The fake backend lives with the tests; Ray's workers import it from there too.
 TESTS = Path(__file__).resolve().parents[1] / "tests"
@@ -60,7 +60,7 @@ def timed(fn) -> tuple[float, object]:
 
 
 def bench_planning(root: Path, manifest: Path, repeats: int) -> dict:
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     validate, plan_cold, plan_warm = [], [], []
     for _ in range(repeats):
         (out.meta / "hashes.json").unlink(missing_ok=True)
@@ -73,7 +73,7 @@ def bench_planning(root: Path, manifest: Path, repeats: int) -> dict:
 
 
 def bench_scan(root: Path, manifest: Path, repeats: int) -> dict:
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     items = read_manifest(manifest)
     plan = make_plan(items, out, "bench")
     for item in plan.todo:  # fill the directory with done items (tiny stand-in images)
@@ -112,7 +112,7 @@ def bench_dispatch(root: Path, n: int, workers: int, repeats: int) -> dict:
     per_item = []
     try:
         for r in range(repeats):
-            out = OutputDir(job / f"out{r}")
+            out = open_output_dir(job / f"out{r}")
             plan = make_plan(read_manifest(manifest), out, "bench")
             scheduler = Scheduler(plan.todo, 0, out, None, "bench",
                                   RunOptions(backend=Fake("iters=1,sleep=0,scales=1"), workers=workers), Quiet())

@@ -32,7 +32,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from batchstyle.batch.store import ItemRecord, OutputDir, PlanEntry  # noqa: E402
+from batchstyle.batch.outdir import ItemRecord, OutputDir, PlanEntry, open_output_dir  # noqa: E402
 from batchstyle.web.gallery import Gallery  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def make_outdir(root: Path, items: int) -> tuple[OutputDir, list[PlanEntry]]:
         (inputs / f"p{i:03d}.png").write_bytes(png(i))
     for k in range(3):
         (inputs / f"style{k}.png").write_bytes(png(1000 + k))
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     out.create()
     plan = [PlanEntry(f"{i:024x}", f"out/p{i:05d}__s{i % 3}.png", 2 + i % 50, str(inputs / f"p{i % 100:03d}.png"),
                       [str(inputs / f"style{i % 3}.png")], {"end_scale": 1024, "content_weight": 10})

@@ -39,8 +39,8 @@ sys.path.insert(0, str(TESTS))
 from moto_s3 import MotoServer, moto_environment  # noqa: E402
 
 from batchstyle.batch.manifest import read_manifest  # noqa: E402
+from batchstyle.batch.outdir import ItemRecord, open_output_dir  # noqa: E402
 from batchstyle.batch.plan import make_plan  # noqa: E402
-from batchstyle.batch.store import ItemRecord, OutputDir  # noqa: E402
 
 BUCKET = "bench"
 
@@ -83,13 +83,13 @@ def fresh() -> None:
 
 def plan_once(manifest: str, prefix: str):
     fresh()
-    out = OutputDir(prefix)
+    out = open_output_dir(prefix)
     return make_plan(read_manifest(manifest, headers=out.headers), out, "bench")
 
 
 def fill(prefix: str, plan) -> None:
     """A record (and a tiny stand-in image) for every item, written as a run writes them."""
-    out = OutputDir(prefix)
+    out = open_output_dir(prefix)
     out.create()
     out.done_ids()  # the listing the writes keep up to date
 
@@ -103,7 +103,7 @@ def fill(prefix: str, plan) -> None:
 
 def listing_seconds(prefix: str) -> float:
     """The part of a resume that is the store's listing: the inputs' folder and the output prefix."""
-    from batchstyle.batch.storage import remote_folder
+    from batchstyle.batch.outdir.object_stores import remote_folder
 
     folder = remote_folder(prefix)
     folder.listing(".batchstyle/lease.json")  # the client is made (not timed)
@@ -134,7 +134,7 @@ def bench_writes(root: Path, n: int, repeats: int) -> dict:
     for kind in ("local", "s3"):
         runs = []
         for r in range(repeats):
-            out = OutputDir(root / f"local{r}" if kind == "local" else f"s3://{BUCKET}/writes{r}")
+            out = open_output_dir(root / f"local{r}" if kind == "local" else f"s3://{BUCKET}/writes{r}")
             out.create()
             out.done_ids()
             per = []

@@ -116,8 +116,8 @@ def folder_job(root, folder: str, count: int, size: tuple[int, int], style_seed:
 
 _HOLD_LOCK = """
 import sys, time
-from batchstyle.batch.store import OutputDir
-lock = OutputDir(sys.argv[1]).lock().acquire()
+from batchstyle.batch.outdir import open_output_dir
+lock = open_output_dir(sys.argv[1]).lock().acquire()
 print("locked", flush=True)
 time.sleep(120)
 """

@@ -282,12 +282,12 @@ def forget_clients() -> None:
     """Drop the file systems fsspec and batchstyle keep, so that the next one reads the environment."""
     import fsspec
 
-    from batchstyle.batch import storage
+    from batchstyle.batch import remote_files
 
     for protocol in STORES:
         with contextlib.suppress(ImportError, ValueError):
             fsspec.get_filesystem_class(protocol).clear_instance_cache()
-    storage._CLIENTS.clear()
+    remote_files._CLIENTS.clear()
 
 
 @contextlib.contextmanager

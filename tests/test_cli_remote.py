@@ -111,8 +111,8 @@ def test_a_killed_driver_then_a_rerun_does_every_image_exactly_once(job, tmp_pat
 
 _HOLD_LEASE = """
 import sys, time
-from batchstyle.batch.store import OutputDir
-lease = OutputDir(sys.argv[1]).lock().acquire()
+from batchstyle.batch.outdir import open_output_dir
+lease = open_output_dir(sys.argv[1]).lock().acquire()
 print("locked", flush=True)
 time.sleep(120)
 """

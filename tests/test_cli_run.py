@@ -186,11 +186,11 @@ def test_failed_items_are_recorded_shown_by_status_and_retried(job, photo):
 
 def test_records_of_the_wrong_shape_are_noted_once_and_their_images_made_again(job):
     from batchstyle.batch.manifest import read_manifest
+    from batchstyle.batch.outdir import FailureRecord, ItemRecord, open_output_dir
     from batchstyle.batch.plan import make_plan
-    from batchstyle.batch.store import FailureRecord, ItemRecord, OutputDir
 
     root, manifest = job
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     items = make_plan(read_manifest(manifest), out, "fake").todo  # the ids the run gives them
     for item in items:
         out.write_result(ItemRecord(item.id, item.output, item.line, str(item.content), [], {}, "fake"),

@@ -110,11 +110,11 @@ def test_run_web_on_every_interface_warns_and_lists_the_addresses_it_is_reached_
 def _all_done_without_ray(manifest: Path, out: Path) -> None:
     """Make every image of the manifest as the fake backend's run would record it, here, without Ray."""
     from batchstyle.batch.manifest import read_manifest
+    from batchstyle.batch.outdir import ItemRecord, open_output_dir
     from batchstyle.batch.plan import make_plan
-    from batchstyle.batch.store import ItemRecord, OutputDir
     from conftest import make_photo
 
-    directory = OutputDir(out)
+    directory = open_output_dir(out)
     for item in make_plan(read_manifest(manifest), directory, "fake").todo:
         record = ItemRecord(id=item.id, output=item.output, line=item.line, content=str(item.content),
                             styles=[str(s) for s in item.styles], settings=item.settings.to_dict(), weights="fake")

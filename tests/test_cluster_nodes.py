@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from batchstyle.batch.manifest import read_manifest
+from batchstyle.batch.outdir import OutputDir, open_output_dir
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.scheduler import RunOptions, Scheduler
-from batchstyle.batch.store import OutputDir
 from conftest import folder_job
 from fake_backend import Fake
 
@@ -46,7 +46,7 @@ class Watcher:
 
 def scheduler_for(tmp_path, photo, count: int, display) -> tuple[Scheduler, OutputDir]:
     root, manifest = folder_job(tmp_path, "photos", count, (40, 30), 3, "m.csv")
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     plan = make_plan(read_manifest(manifest), out, "fake")
     return Scheduler(plan.todo, 0, out, None, "fake", RunOptions(backend=Fake(FAKE), group_size=1), display), out
 

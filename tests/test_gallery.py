@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from batchstyle.batch.store import FailureRecord, ItemRecord, OutputDir, PlanEntry
+from batchstyle.batch.outdir import FailureRecord, ItemRecord, OutputDir, PlanEntry, open_output_dir
 from batchstyle.web import thumbs as thumbs_module
 from batchstyle.web.gallery import Gallery, rebuild_gallery
 
@@ -49,7 +49,7 @@ def batch(tmp_path, photo):
     for i in range(6):
         photo(80, 60, i).save(inputs / f"p{i}.png")
     photo(50, 50, 99).save(inputs / "style.png")
-    out = OutputDir(tmp_path / "out")
+    out = open_output_dir(tmp_path / "out")
     out.create()
     plan = [PlanEntry(f"id{i}", f"p{i}__style.png", 2, str(inputs / f"p{i}.png"), [str(inputs / "style.png")],
                       {"end_scale": 256, "content_weight": 10}) for i in range(6)]
@@ -218,11 +218,11 @@ def test_the_dashboard_serves_the_running_state_and_previews():
 
 
 def test_huge_images_get_no_thumbnail(tmp_path, monkeypatch):
-    from batchstyle.batch.store import OutputDir
+    from batchstyle.batch.outdir import open_output_dir
     from batchstyle.web.thumbs import Thumbnails
 
     monkeypatch.setattr(thumbs_module, "MAX_SOURCE_PIXELS", 100 * 100)
-    thumbs = Thumbnails(OutputDir(tmp_path), ".batchstyle/thumbs")
+    thumbs = Thumbnails(open_output_dir(tmp_path), ".batchstyle/thumbs")
     assert thumbs.of_bytes(png(Image.new("RGB", (101, 100))), "big.png") is None
     assert thumbs.of_bytes(png(Image.new("RGB", (100, 100))), "fine.png") is not None
 
@@ -231,11 +231,12 @@ def test_huge_images_get_no_thumbnail(tmp_path, monkeypatch):
 def test_a_named_pipe_among_the_inputs_gets_no_thumbnail_and_is_never_opened(tmp_path, photo):
     import os
 
-    from batchstyle.batch.store import OutputDir, file_stamp
+    from batchstyle.batch.outdir import open_output_dir
+    from batchstyle.batch.remote_files import file_stamp
     from batchstyle.web.thumbs import Thumbnails
 
     os.mkfifo(tmp_path / "pipe.png")  # a failed image found in a folder
     photo(40, 30, 1).save(tmp_path / "fine.png")
-    thumbs = Thumbnails(OutputDir(tmp_path / "out"), ".batchstyle/thumbs")
+    thumbs = Thumbnails(open_output_dir(tmp_path / "out"), ".batchstyle/thumbs")
     assert thumbs.of_file("in:pipe.png", tmp_path / "pipe.png", file_stamp(tmp_path / "pipe.png")) is None
     assert thumbs.of_file("in:fine.png", tmp_path / "fine.png", file_stamp(tmp_path / "fine.png")) is not None

@@ -161,14 +161,15 @@ def test_quoted_cells_with_commas(job):
 
 
 def test_a_tile_column_sets_how_an_image_runs_not_which_image_it_is(job, tmp_path):
+    from batchstyle.batch.outdir import open_output_dir
     from batchstyle.batch.plan import make_plan
-    from batchstyle.batch.store import OutputDir
 
     _, write = job
     items = read_manifest(write("content,style,tile\nphotos/a.jpg,starry.jpg,512px\nphotos/b.png,starry.jpg,\n"))
     assert [i.tile for i in items] == [512, None]  # None: the command line's --tile
     plain = read_manifest(write("content,style\nphotos/a.jpg,starry.jpg\n", "plain.csv"))
-    ids = [make_plan(rows, OutputDir(tmp_path / f"out{k}"), "w").todo[0].id for k, rows in enumerate((items, plain))]
+    ids = [make_plan(rows, open_output_dir(tmp_path / f"out{k}"), "w").todo[0].id
+           for k, rows in enumerate((items, plain))]
     assert ids[0] == ids[1]  # tiles do not change the image: a done image is not made again
     (problem,) = problems(write("content,style,tile\nphotos/a.jpg,starry.jpg,32\n"))
     assert problem.endswith("manifest.csv:2: tile must be auto, off or a tile size in pixels of at least 64, not '32'")
@@ -220,8 +221,8 @@ def test_a_manifest_that_is_a_named_pipe_or_a_device_is_refused_without_reading_
 
 @QUICK
 def test_a_named_pipe_in_a_folder_fails_as_an_image_and_planning_never_opens_it(job, tmp_path):
+    from batchstyle.batch.outdir import open_output_dir
     from batchstyle.batch.plan import make_plan
-    from batchstyle.batch.store import OutputDir
 
     root, write = job
     os.mkfifo(root / "photos" / "pipe.png")
@@ -232,7 +233,7 @@ def test_a_named_pipe_in_a_folder_fails_as_an_image_and_planning_never_opens_it(
         ("a.jpg", ""), ("b.png", ""), ("c.PNG", ""), ("gone.jpg", "gone.jpg is a symbolic link to nothing"),
         ("pipe.png", "pipe.png is a named pipe (FIFO), not a regular file; copy the image into a regular file and "
                      "name that")]
-    plan = make_plan(items, OutputDir(tmp_path / "out"), "w")  # ids hash the inputs' bytes
+    plan = make_plan(items, open_output_dir(tmp_path / "out"), "w")  # ids hash the inputs' bytes
     assert len({i.id for i in plan.todo}) == 5
 
 

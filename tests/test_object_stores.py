@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from batchstyle.batch.lease import LeaseError
-from batchstyle.batch.storage import StorageError, remote_folder
-from batchstyle.batch.store import OutputDir
+from batchstyle.batch.outdir import LeaseError, open_output_dir
+from batchstyle.batch.outdir.object_stores import remote_folder
+from batchstyle.batch.remote_files import StorageError
 from store_servers import environment
 
 
@@ -49,15 +49,15 @@ def test_a_written_object_is_listed_with_the_tag_its_write_returned(store, bucke
 
 def test_the_lease_keeps_a_second_run_out_until_it_is_released(store, bucket):
     out = f"{store.scheme}://{bucket}/out"
-    first = OutputDir(out).lock().acquire()
+    first = open_output_dir(out).lock().acquire()
     try:
         with pytest.raises(LeaseError, match=rf"{out} is in use by another batchstyle run \(pid \d+ on "):
-            OutputDir(out).lock().acquire()
+            open_output_dir(out).lock().acquire()
         first.renew()
         assert not first.lost
     finally:
         first.release()
-    after = OutputDir(out).lock().acquire()
+    after = open_output_dir(out).lock().acquire()
     assert after.taken_over is None
     after.release()
 
@@ -67,7 +67,7 @@ def test_the_expired_lease_of_a_run_on_another_machine_is_taken_over_and_release
     lease = {"owner": "x", "host": "lost-node", "pid": 4242, "started": time.time() - 600, "expires": time.time() - 1,
              "ttl": 120, "released": False}
     store.put(bucket, "out/.batchstyle/lease.json", json.dumps(lease).encode())
-    taken = OutputDir(out).lock().acquire()
+    taken = open_output_dir(out).lock().acquire()
     assert taken.taken_over["host"] == "lost-node" and taken.taken_over["pid"] == 4242
     assert json.loads(store.get(bucket, "out/.batchstyle/lease.json"))["host"] != "lost-node"
     taken.release()
@@ -76,11 +76,11 @@ def test_the_expired_lease_of_a_run_on_another_machine_is_taken_over_and_release
 
 def test_a_missing_bucket_and_refused_credentials_are_one_line_each(store, bucket):
     with pytest.raises(StorageError) as err:
-        OutputDir(f"{store.scheme}://no-such-bucket-here/out").create()
+        open_output_dir(f"{store.scheme}://no-such-bucket-here/out").create()
     assert str(err.value) == f"{store.scheme}://no-such-bucket-here/out: the bucket does not exist; create it or " \
                              f"correct the URL"
     with environment(store.denied(bucket)), pytest.raises(StorageError) as err:
-        OutputDir(f"{store.scheme}://{bucket}/out").lock().acquire()
+        open_output_dir(f"{store.scheme}://{bucket}/out").lock().acquire()
     assert f"{store.scheme}://{bucket}/out" in str(err.value) and len(str(err.value).splitlines()) == 1
     assert ": access denied; give the credentials this machine uses" in str(err.value)
     assert store.secret not in str(err.value)

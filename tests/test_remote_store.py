@@ -11,11 +11,12 @@ import uuid
 
 import pytest
 
-from batchstyle.batch.lease import Lease, LeaseError
 from batchstyle.batch.manifest import ManifestError, read_manifest
+from batchstyle.batch.outdir import ItemRecord, open_output_dir
+from batchstyle.batch.outdir.lease import Lease, LeaseError
+from batchstyle.batch.outdir.object_stores import remote_folder
 from batchstyle.batch.plan import make_plan
-from batchstyle.batch.storage import RemotePath, StorageError, remote_folder
-from batchstyle.batch.store import ItemRecord, OutputDir
+from batchstyle.batch.remote_files import RemotePath, StorageError
 from conftest import make_photo
 from moto_s3 import bucket_with_a_job
 
@@ -38,7 +39,7 @@ def record_for(item) -> ItemRecord:
 
 def test_a_remote_manifest_expands_its_folder_relative_to_itself_and_plans_from_listings(bucket, monkeypatch):
     name, _ = bucket
-    out = OutputDir(f"s3://{name}/out")
+    out = open_output_dir(f"s3://{name}/out")
     items = read_manifest(f"s3://{name}/jobs/m.csv", headers=out.headers)
     assert [str(i.content) for i in items] == [f"s3://{name}/jobs/photos/p{i}.png" for i in range(4)]
     assert items[0].styles == (RemotePath(f"s3://{name}/jobs/style.png"),) and items[0].content_size == (40, 30)
@@ -48,24 +49,24 @@ def test_a_remote_manifest_expands_its_folder_relative_to_itself_and_plans_from_
     import batchstyle.batch.remote_inputs as remote_inputs
 
     monkeypatch.setattr(remote_inputs.RemoteInputs, "_read_headers", lambda self, paths: pytest.fail(str(paths)))
-    again = make_plan(read_manifest(f"s3://{name}/jobs/m.csv", headers=OutputDir(f"s3://{name}/out").headers),
-                      OutputDir(f"s3://{name}/out"), "w")
+    again = make_plan(read_manifest(f"s3://{name}/jobs/m.csv", headers=open_output_dir(f"s3://{name}/out").headers),
+                      open_output_dir(f"s3://{name}/out"), "w")
     assert [i.id for i in again.todo] == [i.id for i in plan.todo]  # ids from ETags: stable
 
 
 def test_a_record_follows_its_image_and_vouches_for_no_other_file(bucket):
     name, client = bucket
-    out = OutputDir(f"s3://{name}/out")
+    out = open_output_dir(f"s3://{name}/out")
     plan = make_plan(read_manifest(f"s3://{name}/jobs/m.csv", headers=out.headers), out, "w")
     first, second = plan.todo[:2]
     out.write_result(record_for(first), b"image bytes")
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=name, Prefix="out/")["Contents"]]
     assert f"out/{first.output}" in keys and any(k.startswith(f"out/.batchstyle/done/{first.id}.") for k in keys)
-    assert make_plan(read_manifest(f"s3://{name}/jobs/m.csv"), OutputDir(f"s3://{name}/out"), "w").done == [first]
+    assert make_plan(read_manifest(f"s3://{name}/jobs/m.csv"), open_output_dir(f"s3://{name}/out"), "w").done == [first]
     client.put_object(Bucket=name, Key=f"out/{first.output}", Body=b"another program wrote this")
-    replan = make_plan(read_manifest(f"s3://{name}/jobs/m.csv"), OutputDir(f"s3://{name}/out"), "w")
+    replan = make_plan(read_manifest(f"s3://{name}/jobs/m.csv"), open_output_dir(f"s3://{name}/out"), "w")
     assert replan.done == []  # the record no longer describes the file there: redo it
-    out = OutputDir(f"s3://{name}/out")
+    out = open_output_dir(f"s3://{name}/out")
     out.write_result(record_for(second), b"second image")
     record = out.records()[second.id]
     assert record.output_tag.startswith("etag:") and record.output_bytes == len(b"second image")
@@ -75,7 +76,7 @@ def test_a_record_follows_its_image_and_vouches_for_no_other_file(bucket):
 def test_changing_a_remote_input_changes_its_id(bucket, tmp_path):
     name, client = bucket
     before = {i.output: i.id for i in make_plan(read_manifest(f"s3://{name}/jobs/m.csv"),
-                                                OutputDir(f"s3://{name}/out"), "w").all}
+                                                open_output_dir(f"s3://{name}/out"), "w").all}
     image = make_photo(40, 30, 0)
     image.putpixel((1, 1), (255, 0, 0))
     image.save(tmp_path / "changed.png")
@@ -84,34 +85,34 @@ def test_changing_a_remote_input_changes_its_id(bucket, tmp_path):
 
     s3fs.S3FileSystem.clear_instance_cache()  # a new run: no listing remembered
     after = {i.output: i.id for i in make_plan(read_manifest(f"s3://{name}/jobs/m.csv"),
-                                               OutputDir(f"s3://{name}/out"), "w").all}
+                                               open_output_dir(f"s3://{name}/out"), "w").all}
     assert after["p0__style.png"] != before["p0__style.png"] and after["p1__style.png"] == before["p1__style.png"]
 
 
 def test_a_second_run_is_refused_while_the_lease_is_live(bucket):
     name, _ = bucket
-    first = OutputDir(f"s3://{name}/out").lock().acquire()
+    first = open_output_dir(f"s3://{name}/out").lock().acquire()
     try:
-        second = OutputDir(f"s3://{name}/out").lock()
+        second = open_output_dir(f"s3://{name}/out").lock()
         assert second.held_elsewhere()
         with pytest.raises(LeaseError, match=rf"s3://{name}/out is in use by another batchstyle run \(pid \d+ on "):
             second.acquire()
     finally:
         first.release()
-    after = OutputDir(f"s3://{name}/out").lock().acquire()  # a released lease is free at once
+    after = open_output_dir(f"s3://{name}/out").lock().acquire()  # a released lease is free at once
     assert after.taken_over is None
     after.release()
 
 
 def test_a_stale_lease_is_taken_over_and_its_run_stops_writing(bucket):
     name, _ = bucket
-    crashed_out = OutputDir(f"s3://{name}/out", lease_ttl=3.0)
+    crashed_out = open_output_dir(f"s3://{name}/out", lease_ttl=3.0)
     crashed = crashed_out.lock().acquire()
     crashed.abandon()  # stops renewing, as a frozen driver (or one on a lost machine) does
     with pytest.raises(LeaseError):  # its process lives: only expiry frees the lease
         Lease(remote_folder(f"s3://{name}/out"), ttl=3.0).acquire()
     time.sleep(max(0.0, crashed.expires - time.time()) + 0.2)
-    successor = OutputDir(f"s3://{name}/out").lock().acquire()
+    successor = open_output_dir(f"s3://{name}/out").lock().acquire()
     try:
         assert successor.taken_over["pid"] == os.getpid() and successor.taken_over["owner"] == crashed.owner
         crashed.renew()  # the frozen driver wakes up
@@ -131,7 +132,7 @@ def test_missing_bucket_denied_access_and_missing_files_are_one_line_each(s3, bu
     with pytest.raises(ManifestError, match=r"m2.csv: the manifest does not exist"):
         read_manifest(f"s3://{name}/jobs/m2.csv")
     with pytest.raises(StorageError, match="the bucket does not exist"):
-        OutputDir("s3://no-such-bucket-here/out").create()
+        open_output_dir("s3://no-such-bucket-here/out").create()
     client.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Deny", "Principal": "*", "Action": "s3:*",
          "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"]}]}))
@@ -139,7 +140,7 @@ def test_missing_bucket_denied_access_and_missing_files_are_one_line_each(s3, bu
         read_manifest(f"s3://{name}/jobs/m.csv")
     assert str(err.value).startswith(f"s3://{name}/jobs/m.csv: access denied; give the credentials this machine uses")
     with pytest.raises(StorageError, match="access denied"):
-        OutputDir(f"s3://{name}/out").lock().acquire()
+        open_output_dir(f"s3://{name}/out").lock().acquire()
 
 
 def test_urls_are_shown_without_credentials(s3):
@@ -208,7 +209,7 @@ def test_a_run_whose_lease_is_taken_over_stops_at_once_and_writes_nothing_more(b
     from test_scheduler import RecordingDisplay
 
     name, client = bucket
-    out = OutputDir(f"s3://{name}/out", lease_ttl=2.0)  # renewed every 0.5 s
+    out = open_output_dir(f"s3://{name}/out", lease_ttl=2.0)  # renewed every 0.5 s
     lease = out.lock().acquire()
     plan = make_plan(read_manifest(f"s3://{name}/jobs/m.csv", headers=out.headers), out, "fake")
 
@@ -224,7 +225,7 @@ def test_a_run_whose_lease_is_taken_over_stops_at_once_and_writes_nothing_more(b
                                            r"this run stops\."):
         scheduler.run()
     lease.release()
-    assert 1 <= len(OutputDir(f"s3://{name}/out").done_ids()) < 4  # it stopped before making the rest
+    assert 1 <= len(open_output_dir(f"s3://{name}/out").done_ids()) < 4  # it stopped before making the rest
     assert json.loads(client.get_object(Bucket=name, Key="out/.batchstyle/lease.json")["Body"].read())["owner"] == "other"
 
 

@@ -10,9 +10,9 @@ import os
 import pytest
 
 from batchstyle.batch.manifest import read_manifest
+from batchstyle.batch.outdir import OutputDir, open_output_dir
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.scheduler import RunOptions, Scheduler
-from batchstyle.batch.store import OutputDir
 from conftest import fill
 from fake_backend import Fake
 from test_scheduler import RecordingDisplay
@@ -41,7 +41,7 @@ def run_once(root, weights: str, force: bool = False, rows: str | None = None):
     """Write the manifest, plan and run it; the plan and the ids the fake started this time."""
     manifest = root / "m.csv"
     manifest.write_text(rows or f"content,style,style_weights,output\na.png,s1.png;s2.png,{weights},blend.png\n")
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     plan = make_plan(read_manifest(manifest), out, "fake", force=force)
     before = set(os.listdir(root / "log"))
     options = RunOptions(backend=Fake(f"iters=2,scales=2,log={root / 'log'}"), group_size=1, force=force)
@@ -63,7 +63,7 @@ def test_every_order_of_edits_ends_with_the_right_image_and_redoes_only_what_cha
         plan, state, started = run_once(job, weights)
         (item,) = plan.all
         assert state.failed == 0
-        assert file_is_the_image_of(OutputDir(job / "out"), item.id), weights
+        assert file_is_the_image_of(open_output_dir(job / "out"), item.id), weights
         assert started == ({item.id} if weights != previous else set()), (weights, previous)
         previous = weights
 
@@ -71,7 +71,7 @@ def test_every_order_of_edits_ends_with_the_right_image_and_redoes_only_what_cha
 def test_force_redoes_everything_but_keeps_the_records_until_replaced(ray_cpu, job):
     plan, _, _ = run_once(job, "2;1")
     (item,) = plan.all
-    out = OutputDir(job / "out")
+    out = open_output_dir(job / "out")
     forced_plan = make_plan(read_manifest(job / "m.csv"), out, "fake", force=True)
     assert forced_plan.todo == forced_plan.all and item.id in out.done_ids()  # planning forgets nothing
     _, state, started = run_once(job, "2;1", force=True)
@@ -85,7 +85,7 @@ def test_a_file_where_an_output_folder_should_be_fails_that_image_only(ray_cpu, 
     rows = "content,style,output\na.png,s1.png,blend/{content}.png\nb.png,s1.png,fine/{content}.png\n"
     plan, state, _ = run_once(job, "", rows=rows)
     assert state.done == 1 and state.failed == 1
-    (failure,) = OutputDir(job / "out").failures().values()
+    (failure,) = open_output_dir(job / "out").failures().values()
     assert failure.kind == "write" and failure.output == "blend/a.png"
     assert failure.error.startswith("cannot write blend/a.png: a file stands where a folder of its path should be")
     assert (job / "out" / "fine" / "b.png").is_file()
@@ -98,7 +98,7 @@ def test_an_output_directory_that_disappears_stops_the_run_with_one_line(ray_cpu
     rows = "content,style,output\na.png,s1.png,{content}.png\n"
     manifest = job / "m.csv"
     manifest.write_text(rows)
-    out = OutputDir(job / "out")
+    out = open_output_dir(job / "out")
     plan = make_plan(read_manifest(manifest), out, "fake")
     shutil.rmtree(job / "out")
     scheduler = Scheduler(plan.todo, 0, out, None, "fake", RunOptions(backend=Fake("iters=2"), group_size=1),
@@ -112,7 +112,7 @@ def test_a_full_disk_fails_the_images_it_stops_and_the_batch_goes_on(ray_cpu, jo
         photo(64, 48, 10 + i).save(job / f"p{i}.png")
     manifest = job / "m.csv"
     manifest.write_text("content,style,output\n" + "".join(f"p{i}.png,s1.png,{{content}}.png\n" for i in range(8)))
-    out = OutputDir(small_disk / "out")
+    out = open_output_dir(small_disk / "out")
     plan = make_plan(read_manifest(manifest), out, "fake")
     filler = fill(small_disk, 6 * 4096)  # room for an image or two, their records and a few failures
     display = RecordingDisplay()
@@ -141,4 +141,4 @@ def test_an_output_name_of_250_bytes_is_written(ray_cpu, job):
     name = "n" * 246 + ".png"
     plan, state, _ = run_once(job, "", rows=f"content,style,output\na.png,s1.png,{name}\n")
     assert state.done == 1 and state.failed == 0
-    assert (job / "out" / name).is_file() and file_is_the_image_of(OutputDir(job / "out"), plan.all[0].id)
+    assert (job / "out" / name).is_file() and file_is_the_image_of(open_output_dir(job / "out"), plan.all[0].id)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 
 from batchstyle.batch.manifest import read_manifest
+from batchstyle.batch.outdir import open_output_dir
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.policies import (Retry, after_out_of_memory, after_worker_lost, auto_group_size,
                                        desired_workers, fair_share, fit_to_cluster)
 from batchstyle.batch.scheduler import RunOptions, Scheduler
-from batchstyle.batch.store import OutputDir
 from fake_backend import Fake
 
 ray = pytest.importorskip("ray")
@@ -52,7 +52,7 @@ def batch(tmp_path, photo):
         manifest = tmp_path / "m.csv"
         header = options.pop("header", "content,style,gpus,output")
         manifest.write_text(header + "\n" + "".join(r + "\n" for r in rows))
-        out = OutputDir(tmp_path / "out")
+        out = open_output_dir(tmp_path / "out")
         plan = make_plan(read_manifest(manifest), out, "fake")
         (tmp_path / "markers").mkdir(exist_ok=True)
         (tmp_path / "log").mkdir(exist_ok=True)

@@ -9,8 +9,9 @@ import signal
 import pytest
 
 from batchstyle.batch.manifest import read_manifest
+from batchstyle.batch.outdir import FailureRecord, HashCache, ItemRecord, LockError, OutputDir, open_output_dir
 from batchstyle.batch.plan import item_id, make_plan
-from batchstyle.batch.store import FailureRecord, HashCache, ItemRecord, LockError, OutputDir
+from batchstyle.engine.files import temp_name
 from batchstyle.engine.settings import StyleSettings
 from conftest import fill, folder_job, hold_lock
 
@@ -65,7 +66,7 @@ def test_hash_cache_rereads_only_changed_files(job, monkeypatch):
 
 def test_plan_skips_done_items_only_while_their_image_exists(job):
     root, manifest = job
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     plan = make_plan(read_manifest(manifest), out, "w")
     assert len(plan.todo) == 3 and not plan.done
     item = plan.todo[0]
@@ -84,16 +85,16 @@ def test_plan_skips_done_items_only_while_their_image_exists(job):
 
 def test_result_clears_failure_and_checkpoint_and_writes_image_before_record(job, monkeypatch):
     root, manifest = job
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     item = make_plan(read_manifest(manifest), out, "w").todo[0]
     out.write_failure(FailureRecord(item.id, item.output, 2, "c", "boom", "error", 1, 0.0))
     out.write_checkpoint(item.id, b"state")
     assert out.checkpoint(item.id) == b"state" and item.id in out.failures()
     order = []
-    import batchstyle.batch.store as store
+    import batchstyle.batch.outdir.local as local
 
-    real = store.atomic_write
-    monkeypatch.setattr(store, "atomic_write", lambda path, data: (order.append(path.name), real(path, data)))
+    real = local.atomic_write
+    monkeypatch.setattr(local, "atomic_write", lambda path, data: (order.append(path.name), real(path, data)))
     out.write_result(record_for(item, out), b"png")
     assert order == [item.output, f"{item.id}.json"]
     assert out.checkpoint(item.id) is None and item.id not in out.failures()
@@ -102,7 +103,7 @@ def test_result_clears_failure_and_checkpoint_and_writes_image_before_record(job
 
 def test_unreadable_records_count_as_not_done(job):
     root, manifest = job
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     item = make_plan(read_manifest(manifest), out, "w").todo[0]
     out.write_result(record_for(item, out), b"png")
     (out.done_dir / f"{item.id}.json").write_text("{ half a record")
@@ -112,7 +113,7 @@ def test_unreadable_records_count_as_not_done(job):
 def real_record_and_failure(job):
     """An output directory with one done item (the first) and a failure of the second, both real."""
     root, manifest = job
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     done, failed, _ = make_plan(read_manifest(manifest), out, "w").todo
     out.write_result(record_for(done, out), b"png")
     out.write_failure(FailureRecord(failed.id, failed.output, 2, "c", "boom", "error", 1, 0.0))
@@ -133,7 +134,7 @@ def test_a_record_of_the_wrong_shape_counts_as_absent_with_one_note(job, shape):
         real, wrong = path.read_bytes(), WRONG_SHAPES[shape]
         path.write_bytes(real[:len(real) // 2] if wrong is None else wrong if isinstance(wrong, bytes)
                          else json.dumps({**json.loads(real), **wrong}).encode())
-    again = OutputDir(root / "out")
+    again = open_output_dir(root / "out")
     plan = make_plan(read_manifest(manifest), again, "w")  # planning, as every rerun does
     assert done.id in {i.id for i in plan.todo} and not plan.done  # its image is made again
     assert again.failures() == {} and again.records() == {}
@@ -149,18 +150,18 @@ def test_what_is_wrong_with_a_record_is_said_in_words(job):
                       (json.dumps({**json.loads(path.read_bytes()), "output": 3}).encode(),
                        "'output' is a number where a string belongs")):
         path.write_bytes(data)
-        again = OutputDir(root / "out")
+        again = open_output_dir(root / "out")
         again.records()
         assert why in again.unreadable[str(path)]
 
 
 def test_other_files_of_the_wrong_shape_are_absent_too(job):
     root, manifest = job
-    out = OutputDir(root / "out")
+    out = open_output_dir(root / "out")
     make_plan(read_manifest(manifest), out, "w")
     for name in ("plan.json", "hashes.json", "headers.json", "lock"):
         (out.meta / name).write_bytes(b"[]")
-    again = OutputDir(root / "out")
+    again = open_output_dir(root / "out")
     assert again.plan() == [] and list(again.unreadable) == [str(out.meta / "plan.json")]
     assert again.lock().holder() is None and again.headers.get("etag") is None
     assert len(make_plan(read_manifest(manifest), again, "w").todo) == 3  # hashes made again
@@ -174,7 +175,7 @@ def test_other_files_of_the_wrong_shape_are_absent_too(job):
 
 def test_planning_on_a_full_disk_notes_what_it_cannot_save_and_locks(job, small_disk):
     root, manifest = job
-    out = OutputDir(small_disk / "out")
+    out = open_output_dir(small_disk / "out")
     out.create()
     fill(small_disk, 0)
     with out.lock():
@@ -186,24 +187,25 @@ def test_planning_on_a_full_disk_notes_what_it_cannot_save_and_locks(job, small_
 
 
 def test_temporary_files_of_a_crashed_run_are_removed(tmp_path):
-    out = OutputDir(tmp_path / "out")
+    out = open_output_dir(tmp_path / "out")
     out.create()
     (out.root / "sub").mkdir()
-    leftovers = [out.root / ".a.png.1234abcd.tmp", out.root / "sub" / ".b.tif.99.tmp", out.done_dir / ".x.json.1.tmp"]
+    leftovers = [out.root / ".a.png.1234abcd.tmp", out.root / "sub" / ".b.tif.99.tmp", out.done_dir / ".x.json.1.tmp",
+                 out.root / "sub" / temp_name()]  # names of earlier versions, and the one atomic_write uses now
     for path in leftovers:
         path.write_bytes(b"half")
     keep = out.root / "keep.png"
     keep.write_bytes(b"whole")
-    assert out.remove_temp_files() == 3
+    assert out.remove_temp_files() == 4
     assert not any(p.exists() for p in leftovers) and keep.exists()
 
 
 def test_a_live_run_holds_the_lock(tmp_path):
     proc = hold_lock(tmp_path / "out")
     try:
-        assert OutputDir(tmp_path / "out").lock().held_elsewhere()
+        assert open_output_dir(tmp_path / "out").lock().held_elsewhere()
         with pytest.raises(LockError, match=rf"in use by another batchstyle run \(pid {proc.pid} on "):
-            OutputDir(tmp_path / "out").lock().acquire()
+            open_output_dir(tmp_path / "out").lock().acquire()
     finally:
         proc.kill()
         proc.wait()
@@ -213,22 +215,41 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
     proc = hold_lock(tmp_path / "out")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not OutputDir(tmp_path / "out").lock().held_elsewhere()
-    lock = OutputDir(tmp_path / "out").lock().acquire()
+    assert not open_output_dir(tmp_path / "out").lock().held_elsewhere()
+    lock = open_output_dir(tmp_path / "out").lock().acquire()
     try:
         assert lock.taken_over["pid"] == proc.pid
         assert json.loads((tmp_path / "out" / ".batchstyle" / "lock").read_text())["pid"] == os.getpid()
     finally:
         lock.release()
-    again = OutputDir(tmp_path / "out").lock().acquire()  # a clean release is no crash
+    again = open_output_dir(tmp_path / "out").lock().acquire()  # a clean release is no crash
     assert again.taken_over is None
     again.release()
 
 
 def test_lock_is_exclusive_within_one_process_too(tmp_path):
-    first = OutputDir(tmp_path).lock().acquire()
+    first = open_output_dir(tmp_path).lock().acquire()
     try:
         with pytest.raises(LockError):
-            OutputDir(tmp_path).lock().acquire()
+            open_output_dir(tmp_path).lock().acquire()
     finally:
         first.release()
+
+
+def test_a_local_and_a_remote_output_directory_offer_the_same_methods(tmp_path):
+    """What the rest of batchstyle asks of an output directory (``OutputDir``), each of the two answers,
+    with the same parameters."""
+    import inspect
+
+    from batchstyle.batch.outdir import LocalOutputDir, RemoteOutputDir
+
+    local, remote = open_output_dir(tmp_path / "out"), open_output_dir("s3://some-bucket/out", lease_ttl=5.0)
+    assert type(local) is LocalOutputDir and type(remote) is RemoteOutputDir and remote.lease_ttl == 5.0
+    assert type(open_output_dir(f"file://{tmp_path}/out")) is LocalOutputDir
+    members = [name for name in vars(OutputDir) if not name.startswith("_")] + list(OutputDir.__annotations__)
+    for out in (local, remote):
+        assert not [name for name in members if not hasattr(out, name)], type(out).__name__
+        for name, wanted in vars(OutputDir).items():
+            if inspect.isfunction(wanted) and not name.startswith("_"):
+                assert list(inspect.signature(getattr(out, name)).parameters) == \
+                    list(inspect.signature(wanted).parameters)[1:], f"{type(out).__name__}.{name}"

@@ -256,7 +256,7 @@ def gallery_rows(out) -> list[dict]:
 
 def planned_output(tmp: Path, photos: int, done: int):
     """An output directory planned for ``photos`` images in one style, the first ``done`` of them made."""
-    from batchstyle.batch.store import ItemRecord, OutputDir, PlanEntry
+    from batchstyle.batch.outdir import ItemRecord, PlanEntry, open_output_dir
     from conftest import make_photo
 
     inputs = tmp / "inputs-path-that-only-the-records-know"
@@ -264,7 +264,7 @@ def planned_output(tmp: Path, photos: int, done: int):
     for i in range(photos):
         make_photo(40, 30, i).save(inputs / f"p{i}.png")
     make_photo(20, 20, 9).save(inputs / "style.png")
-    out = OutputDir(tmp / "out")
+    out = open_output_dir(tmp / "out")
     out.create()
     plan = [PlanEntry(f"id{i}", f"p{i}__style.png", 2, str(inputs / f"p{i}.png"), [str(inputs / "style.png")])
             for i in range(photos)]
@@ -403,14 +403,14 @@ def test_a_remote_output_directory_is_served_by_the_same_rules(s3, tmp_path):
     """An output directory in object storage is read through the dashboard: the same allow-list."""
     import uuid
 
-    from batchstyle.batch.store import ItemRecord, OutputDir, PlanEntry
+    from batchstyle.batch.outdir import ItemRecord, PlanEntry, open_output_dir
     from batchstyle.web.gallery import rebuild_gallery
     from conftest import make_photo
 
     bucket = f"b-{uuid.uuid4().hex[:12]}"
     s3.client().create_bucket(Bucket=bucket)
     local, records = planned_output(tmp_path, 2, 0)
-    out = OutputDir(f"s3://{bucket}/out")
+    out = open_output_dir(f"s3://{bucket}/out")
     out.write_plan([PlanEntry(r.id, r.output, r.line, r.content, r.styles) for r in records], {})
     image = png_bytes(make_photo(40, 30, 50))
     out.write_result(records[0], image)

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 from batchstyle.engine.files import file_kind, not_regular
 from batchstyle.engine.images import MAX_PIXELS, ImageError, image_notes, image_size
 
-from .storage import RemotePath, StorageError, as_path, is_url
+from .remote_files import RemotePath, StorageError, as_path, is_url
 
 # Image files a folder or glob row expands to (Pillow reads them all).
 INPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
@@ -38,7 +38,7 @@ class InputChecker:
 
     max_pixels: int = MAX_PIXELS
     files: dict[Path | RemotePath, InputFile] = field(default_factory=dict)
-    headers: Any = None  # a store.HeaderCache for remote inputs, or None
+    headers: Any = None  # an outdir.HeaderCache for remote inputs, or None
     _remote: Any = None
 
     @property

@@ -29,8 +29,8 @@ from batchstyle.engine.settings import StyleSettings
 
 from .manifest import MAX_PIXELS, read_manifest
 from .plan import Plan, make_plan
-from .storage import RemotePath, StorageError, as_path, redact
-from .store import LockError, OutputDir
+from .outdir import LockError, OutputDir, open_output_dir
+from .remote_files import RemotePath, StorageError, as_path, redact
 
 if TYPE_CHECKING:  # the scheduler imports Ray: only when a batch is made
     from .scheduler import BatchState, RunOptions, Scheduler
@@ -119,7 +119,7 @@ def output_dir_for(outdir: str | None, manifest: str) -> OutputDir:
         parent = as_path(manifest).parent
         target = parent.url + "/output" if isinstance(parent, RemotePath) else str(parent / "output")
     try:
-        return OutputDir(target)
+        return open_output_dir(target)
     except StorageError as exc:
         raise BatchError(str(exc)) from None
     except ValueError as exc:

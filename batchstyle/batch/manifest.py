@@ -22,7 +22,7 @@ from batchstyle.engine.settings import (FIELDS_BY_NAME, SettingsError, StyleSett
 from batchstyle.engine.speed import parse_tile
 
 from .inputs import INPUT_EXTENSIONS, InputChecker, resolve
-from .storage import RemotePath, StorageError, as_path
+from .remote_files import RemotePath, StorageError, as_path
 from .outputs import DEFAULT_OUTPUT, NAME_MAX, OUTPUT_EXTENSIONS, OutputClaims, name_too_long, output_path
 
 BATCH_COLUMNS = ("content", "style", "output", "gpus", "tile")  # and every setting, by its field name
@@ -113,7 +113,7 @@ def read_manifest(path: str | os.PathLike, defaults: StyleSettings | None = None
 
     ``path`` and the files it names may be local or URLs (``s3://bucket/jobs/manifest.csv``);
     relative paths resolve against the manifest's own folder. ``max_pixels`` is the largest input
-    image accepted (a header claiming more is refused). ``headers`` (a ``store.HeaderCache``)
+    image accepted (a header claiming more is refused). ``headers`` (a ``outdir.HeaderCache``)
     remembers what remote images' headers said, so that a resumed run reads none of them again.
     ``name_max`` is the most bytes the output directory's file system allows in one file name
     (``OutputDir.name_max()``; None: no limit): a longer output name is a problem of its line.

@@ -13,7 +13,7 @@ from batchstyle.engine.schedule import scale_ladder
 from batchstyle.engine.settings import StyleSettings, group_key
 
 from .manifest import Item
-from .store import HashCache, OutputDir, PlanEntry
+from .outdir import HashCache, OutputDir, PlanEntry
 
 # Bumped whenever the engine would make a different image from the same inputs and settings,
 # so that outputs of an older engine are not taken for current ones.

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from batchstyle.engine.images import ImageError, image_notes, image_size
 
-from .storage import RemotePath, _no_bucket, content_tag, filesystem, storage_error
+from .remote_files import RemotePath, _no_bucket, content_tag, filesystem, storage_error
 
 HEADER_BYTES = 64 * 1024  # enough for the header of nearly every image; the whole file otherwise
 READERS = 16  # concurrent header reads: batches of 4 x this
@@ -23,7 +23,7 @@ class RemoteInputs:
 
     def __init__(self, inputs_extensions: tuple[str, ...], headers: Any = None):
         self.extensions = inputs_extensions
-        self.headers = headers  # a store.HeaderCache, or None
+        self.headers = headers  # an outdir.HeaderCache, or None
         self.listings: dict[str, dict[str, dict]] = {}  # folder (fs path) -> {fs path: info}
         self.header: dict[str, list] = {}  # content tag -> [width, height, problem, notes]
         self.infos: dict[str, dict | None] = {}  # url -> its listing details

@@ -26,7 +26,7 @@ from .manifest import Item
 from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult
 from .policies import after_out_of_memory, after_worker_lost, auto_group_size, fair_share, fit_to_cluster
 from .pool import Call, Worker, WorkerPool, WorkerSetup, cause_of
-from .store import FailureRecord, ItemRecord, OutputDir
+from .outdir import FailureRecord, ItemRecord, OutputDir
 from .worker import BackendFactory
 
 TICK = 0.2  # seconds: how often the display refreshes and Ctrl-C is noticed

@@ -22,7 +22,7 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
 
     Exits with 1 when images of the latest run failed, so that scripts can tell.
     """
-    from batchstyle.batch.storage import StorageError
+    from batchstyle.batch.remote_files import StorageError
 
     console = Console(highlight=False, soft_wrap=True)
     try:
@@ -70,9 +70,9 @@ def _write_gallery(console: Console, out) -> None:
 def _read_state(outdir: str, show_all: bool):
     """The output directory, its latest plan, records, failures and done ids. On object storage one
     listing of the prefix tells what is done; the records themselves are read only for --all."""
-    from batchstyle.batch.store import OutputDir
+    from batchstyle.batch.outdir import open_output_dir
 
-    out = OutputDir(outdir)
+    out = open_output_dir(outdir)
     if not out.exists():
         raise UserError(f"{outdir} is not a batchstyle output directory (no {out.meta.name}/ in it)")
     plan, failures = out.plan(), out.failures()

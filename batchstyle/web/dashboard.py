@@ -31,7 +31,7 @@ from batchstyle.batch.messages import ItemPreview
 from batchstyle.batch.pool import Worker
 from batchstyle.batch.progress import BatchProgress, images_per_hour, units_done
 from batchstyle.batch.scheduler import BatchState, Display
-from batchstyle.batch.store import OutputDir
+from batchstyle.batch.outdir import OutputDir
 
 from .contract import DATA_FOLDER, GALLERY_PAGE, LIVE_MARK, LIVE_PREFIX, PAGE_ASSETS, PREVIEW_ROUTE, STATE_ROUTE
 from .files import PAGE_TYPES, Refused, content_type, image_type, relative_name

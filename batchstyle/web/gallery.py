@@ -29,8 +29,8 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from batchstyle.batch.storage import as_path
-from batchstyle.batch.store import FailureRecord, ItemRecord, OutputDir, PlanEntry, file_stamp
+from batchstyle.batch.outdir import FailureRecord, ItemRecord, OutputDir, PlanEntry
+from batchstyle.batch.remote_files import as_path, file_stamp
 
 from .contract import DATA_FOLDER, DATA_GLOBAL, GALLERY_PAGE, PAGE_ASSETS, SUMMARY_FILE, THUMBS_FOLDER, shard_file
 from .gallery_data import entry, public

@@ -12,7 +12,7 @@ from pathlib import PurePath
 from typing import Any
 
 from batchstyle.batch.plan import changed_settings
-from batchstyle.batch.store import FailureRecord, ItemRecord, PlanEntry
+from batchstyle.batch.outdir import FailureRecord, ItemRecord, PlanEntry
 
 DETAIL_CHARS = 2000  # of a failure's traceback: its end, where the cause is
 

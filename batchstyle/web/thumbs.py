@@ -1,7 +1,7 @@
 """Thumbnails for the gallery: small JPEGs in ``.batchstyle/thumbs/``, named by the hash of the image's bytes.
 
 A style shared by 10,000 rows has one thumbnail. ``index.json`` there remembers, per file, its
-stamp (:func:`batch.store.file_stamp`: size and modification time, or a remote store's content
+stamp (:func:`batch.remote_files.file_stamp`: size and modification time, or a remote store's content
 tag), hash and pixel size, so that a rerun neither rereads nor decodes unchanged files;
 a file that cannot be reached any more (a relative path seen from elsewhere) keeps its last
 thumbnail. Only the driver makes thumbnails: it reads the inputs and writes the outputs anyway.
@@ -59,7 +59,7 @@ def _pixels(data: bytes) -> int:
 
 class Thumbnails:
     """The thumbnails folder of one output directory (local or remote: every read and write goes
-    through the :class:`~batch.store.OutputDir`). Not thread-safe: one thread uses it."""
+    through the :class:`~batch.outdir.OutputDir`). Not thread-safe: one thread uses it."""
 
     def __init__(self, out, rel: str):
         self.out, self.rel = out, rel
@@ -76,8 +76,8 @@ class Thumbnails:
 
     def of_file(self, key: str, path, stamp: tuple | None, make: bool = True) -> Thumb | None:
         """The thumbnail of the file at ``path`` (remembered under ``key``), whose ``stamp`` (from
-        :func:`batch.store.file_stamp`) says whether it changed; None if it cannot be read, or, with ``make`` false,
-        if it would have to be made."""
+        :func:`batch.remote_files.file_stamp`) says whether it changed; None if it cannot be read, or, with
+        ``make`` false, if it would have to be made."""
         entry = self.index.get(key)
         known = entry is not None and len(entry) == 5 and self._file_name(entry[2]) in self.existing
         if stamp is None:  # cannot be reached from here: its last thumbnail

@@ -10,7 +10,8 @@ content tag from the response, and makes :meth:`create` (only if there is no suc
   content tag and the upload is made with ``ifGenerationMatch=<that generation>``, so a change in
   between makes it fail (:class:`GCSFolder`).
 
-Other fsspec stores use :class:`storage.RemoteFolder`: check, then write (best effort).
+Other fsspec stores use :class:`folders.RemoteFolder`: check, then write (best effort).
+:func:`remote_folder` gives the folder of a URL, of the class its store calls for.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from .storage import NO_BUCKET, SINGLE_PUT_LIMIT, Entry, RemoteFolder, StorageError, _error_code, content_tag
+from ..remote_files import NO_BUCKET, SINGLE_PUT_LIMIT, StorageError, _error_code, content_tag, protocol
+from .folders import Entry, RemoteFolder
 
 CONFLICTS = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409",  # S3, GCS
              "ConditionNotMet", "BlobAlreadyExists", "BlobNotFound")  # Azure
@@ -172,8 +174,10 @@ _FOLDERS = {"s3": S3Folder, "s3a": S3Folder, "az": AzureFolder, "abfs": AzureFol
             "gs": GCSFolder, "gcs": GCSFolder}
 
 
-def folder_class(protocol: str) -> type[RemoteFolder]:
-    return _FOLDERS.get(protocol, RemoteFolder)
+def remote_folder(url: str) -> RemoteFolder:
+    """The folder at ``url``, with the conditional writes of its store where batchstyle knows them
+    (S3, Azure Blob, GCS); any other fsspec store checks, then writes."""
+    return _FOLDERS.get(protocol(url), RemoteFolder)(url)
 
 
-__all__ = ["S3Folder", "AzureFolder", "GCSFolder", "folder_class"]
+__all__ = ["S3Folder", "AzureFolder", "GCSFolder", "remote_folder"]

@@ -1,9 +1,11 @@
-"""Where a batch's files live when they are not on this machine: any fsspec URL (``s3://``,
-``gs://``, ``az://``, ``http(s)://`` for inputs), a file's path there (:class:`RemotePath`), a folder
-there (:class:`RemoteFolder`: read, write, list with details, delete, conditional create and
-replace), and errors that name the URL and say what to do, never a credential.
+"""Files at URLs, for inputs and outputs alike: any fsspec URL (``s3://``, ``gs://``, ``az://``,
+``http(s)://`` for inputs), a file's path there (:class:`RemotePath`), the one file system client
+kept per protocol, content tags from listings, and errors that name the URL and say what to do,
+never a credential. Folders on object storage that an output directory writes to are
+:mod:`batch.outdir.folders` and :mod:`batch.outdir.object_stores`.
 
-Local paths never come here: they keep using :mod:`pathlib` and :mod:`os` directly. Credentials
+Local paths only pass through here (:func:`as_path`, :func:`file_stamp`): they keep using
+:mod:`pathlib` and :mod:`os` directly. Credentials
 come from each store's standard chain (environment, profile, instance role); nothing here takes,
 prints or stores them.
 """
@@ -14,9 +16,8 @@ import errno
 import hashlib
 import posixpath
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -24,6 +25,11 @@ _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure",
           "adl": "azure", "http": "http", "https": "http"}
 SINGLE_PUT_LIMIT = 5 * 2**30  # S3 takes one PUT up to 5 GiB: every image is all-or-nothing below that
+
+
+def protocol(url: str) -> str:
+    """The protocol of a URL (``s3``), in lower case."""
+    return _URL.match(url).group(1).lower()
 
 
 def is_url(target: Any) -> bool:
@@ -125,10 +131,10 @@ def filesystem(url: str):
     the listings it needs itself, so the file system keeps none (an output prefix changes under
     the run).
     """
-    protocol = _URL.match(url).group(1).lower()
-    fs = _CLIENTS.get(protocol)
+    scheme = protocol(url)
+    fs = _CLIENTS.get(scheme)
     if fs is None or not any(fs is kept for kept in type(fs)._cache.values()):  # fsspec's cache was cleared
-        fs = _CLIENTS[protocol] = _new_filesystem(protocol, url)
+        fs = _CLIENTS[scheme] = _new_filesystem(scheme, url)
     return fs, fs._strip_protocol(url)
 
 
@@ -220,16 +226,6 @@ class RemotePath:
             raise storage_error(exc, self.url) from None
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One object of a listing: its name relative to the listed folder, size and content tag."""
-
-    name: str
-    size: int
-    tag: str  # the store's ETag (or MD5, or modification time), "" when it gives none
-    folder: bool = False
-
-
 def content_tag(info: dict) -> str:
     """The store's identity of an object's content, from its listing details ("" when there is none).
 
@@ -251,122 +247,18 @@ def fingerprint(tag: str) -> str:
     return hashlib.sha256(tag.encode()).hexdigest()[:16]
 
 
-class RemoteFolder:
-    """A folder (prefix) on a remote store: whole-object reads and writes, listings with details.
-
-    Every write is one object written whole: a reader sees the old object or the new, never half.
-    ``conditional`` says whether :meth:`create` and :meth:`replace` are atomic on this store (S3,
-    Azure and GCS: :mod:`batch.object_stores`); elsewhere they check, then write: best effort.
-    """
-
-    conditional = False
-
-    def __init__(self, url: str):
-        self.url = url.rstrip("/")
-        self.shown = redact(self.url)  # what messages say
-        self.fs, root = filesystem(self.url)
-        self.root = root.rstrip("/")
-
-    def key(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if rel else self.root
-
-    def where(self, rel: str = "") -> str:
-        return f"{self.url}/{rel}" if rel else self.url
-
-    def _fail(self, exc: BaseException, rel: str = "") -> StorageError:
-        return storage_error(exc, self.where(rel))
-
-    def _if_there(self, rel: str, call):
-        """``call()``'s answer about the object ``rel``; None when there is no such object (a missing
-        bucket, like every other problem, is a :class:`StorageError`)."""
-        try:
-            return call()
-        except FileNotFoundError as exc:
-            if _no_bucket(exc):  # about the folder, not one object in it
-                raise StorageError(self.url, NO_BUCKET) from None
-            return None
-        except Exception as exc:  # noqa: BLE001 - every store raises its own; one line each
-            raise self._fail(exc, rel) from None
-
-    def read(self, rel: str) -> bytes | None:
-        """The object's bytes, or None when there is none."""
-        return self._if_there(rel, lambda: self.fs.cat_file(self.key(rel)))
-
-    def read_many(self, rels: Iterable[str]) -> dict[str, bytes]:
-        """Several objects at once (concurrently on asynchronous stores); missing ones are left out."""
-        keys = {self.key(rel): rel for rel in rels}
-        if not keys:
-            return {}
-        try:
-            found = self.fs.cat(list(keys), on_error="omit")
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc) from None
-        return {keys[k]: v for k, v in found.items() if isinstance(v, bytes)}
-
-    def stat(self, rel: str) -> Entry | None:
-        info = self._if_there(rel, lambda: self.fs.info(self.key(rel)))
-        if info is None:
-            return None
-        return Entry(rel, int(info.get("size") or 0), content_tag(info), info.get("type") == "directory")
-
-    def write(self, rel: str, data: bytes) -> str:
-        """Write the object whole; its new content tag."""
-        try:
-            self.fs.pipe_file(self.key(rel), data)
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, rel) from None
-        entry = self.stat(rel)
-        return entry.tag if entry else ""
-
-    def create(self, rel: str, data: bytes) -> str | None:
-        """Write the object only if there is none: its tag, or None when one exists (best effort here)."""
-        if self.stat(rel) is not None:
-            return None
-        return self.write(rel, data)
-
-    def replace(self, rel: str, data: bytes, tag: str) -> str | None:
-        """Write the object only if it is still the one with ``tag``: its new tag, or None (best effort here)."""
-        entry = self.stat(rel)
-        if entry is None or entry.tag != tag:
-            return None
-        return self.write(rel, data)
-
-    def delete(self, rel: str) -> None:
-        try:
-            self.fs.rm_file(self.key(rel))
-        except FileNotFoundError:
-            pass
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, rel) from None
-
-    def listing(self, rel: str = "") -> dict[str, Entry]:
-        """Every object under ``rel`` (recursively), by name relative to this folder, in one listing."""
-        try:
-            found = self.fs.find(self.key(rel), detail=True)
-            if not isinstance(found, dict):  # adlfs answers a single file's name as a list
-                found = {name: self.fs.info(name) for name in found}
-        except FileNotFoundError as exc:
-            if _no_bucket(exc):  # about the folder, not one object in it
-                raise StorageError(self.url, NO_BUCKET) from None
-            return {}
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, rel) from None
-        start = len(self.root) + 1
-        return {name[start:]: Entry(name[start:], int(info.get("size") or 0), content_tag(info))
-                for name, info in found.items() if info.get("type") != "directory" and name.startswith(self.root + "/")}
-
-    def abort_uploads(self) -> int:
-        """Abort unfinished multipart uploads under this folder (none on stores without them)."""
-        return 0
+def file_stamp(path: Path | RemotePath) -> tuple | None:
+    """What tells whether a file changed without reading it: its size and modification time; for a
+    file at a URL, its store's content tag (or the URL itself when no listing gave one); None when it
+    cannot be reached."""
+    if isinstance(path, RemotePath):
+        return (0, path.tag or path.url)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
 
 
-def remote_folder(url: str) -> RemoteFolder:
-    """The folder at ``url``, with the conditional writes of its store where batchstyle knows them
-    (:mod:`batch.object_stores`: S3, Azure Blob, GCS)."""
-    from .object_stores import folder_class
-
-    return folder_class(_URL.match(url).group(1).lower())(url)
-
-
-__all__ = ["RemotePath", "RemoteFolder", "Entry", "StorageError", "as_path", "content_tag", "fingerprint",
-           "filesystem", "is_url", "redact", "remote_folder", "storage_error", "EXTRAS"]
+__all__ = ["RemotePath", "StorageError", "as_path", "content_tag", "fingerprint", "file_stamp", "filesystem", "is_url",
+           "protocol", "redact", "storage_error", "EXTRAS"]

@@ -25,6 +25,15 @@ class BadRecord(ValueError):
     """A file of ``.batchstyle/`` that is no record of the kind expected; the text says why."""
 
 
+def _json_object(data: bytes | None) -> dict | None:
+    """The JSON object in ``data``; None for nothing, for what is not JSON and for any other value."""
+    try:
+        value = json.loads(data) if data and data.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
 

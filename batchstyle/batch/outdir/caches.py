@@ -9,22 +9,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchstyle.engine.images import atomic_write
+from batchstyle.engine.files import atomic_write
 
-from .records import META
-from .storage import RemotePath, StorageError
+from ..remote_files import RemotePath, StorageError
+from .records import META, _json_object
 
 if TYPE_CHECKING:
-    from .store import OutputDir
-
-
-def _json_object(data: bytes | None) -> dict | None:
-    """The JSON object in ``data``; None for nothing, for what is not JSON and for any other value."""
-    try:
-        value = json.loads(data) if data and data.strip() else None
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
+    from .base import OutputDir
 
 
 def _sha256_of(path: Path) -> str:

@@ -8,7 +8,7 @@ Layout (``PREFIX`` is the URL given as the output directory)::
     PREFIX/.batchstyle/failed/<id>.json              the last failure of an item that is not done
     PREFIX/.batchstyle/checkpoints/<id>.ckpt         engine state after the last finished scale
     PREFIX/.batchstyle/plan.json, hashes.json, headers.json
-    PREFIX/.batchstyle/lease.json                    who runs here now (see :mod:`batch.lease`)
+    PREFIX/.batchstyle/lease.json                    who runs here now (see :mod:`batch.outdir.lease`)
 
 There is no rename: every object is written whole in one PUT (S3: every image below 5 GiB), so a
 reader sees an object complete or not at all, and a crash leaves no half-written file under a final
@@ -26,20 +26,23 @@ import time
 from dataclasses import asdict
 from typing import Any, Iterable
 
+from ..remote_files import RemotePath, StorageError, fingerprint
+from .caches import HeaderCache
+from .common import Shared
+from .folders import Entry
 from .lease import DEFAULT_TTL, Lease
-from .records import BadRecord, plan_from
-from .storage import Entry, RemotePath, StorageError, fingerprint, remote_folder
-from .store import META, FailureRecord, HeaderCache, ItemRecord, OutputDir, PlanEntry, _json_bytes
+from .object_stores import remote_folder
+from .records import META, BadRecord, FailureRecord, ItemRecord, PlanEntry, _json_bytes, plan_from
 
 DONE, FAILED, CHECKPOINTS = f"{META}/done/", f"{META}/failed/", f"{META}/checkpoints/"
 
 
-class RemoteOutputDir(OutputDir):
+class RemoteOutputDir(Shared):
     """An output directory at an fsspec URL. The driver alone reads and writes it."""
 
     remote = True
 
-    def __init__(self, root: str, lease_ttl: float = DEFAULT_TTL, **options):
+    def __init__(self, root: str, lease_ttl: float = DEFAULT_TTL):
         self.folder = remote_folder(str(root))
         self.root = RemotePath(self.folder.url)
         self.url = str(self.root)
@@ -153,6 +156,10 @@ class RemoteOutputDir(OutputDir):
     def name(self) -> str:
         return self.root.name
 
+    def name_max(self) -> int | None:
+        """No limit on object storage: a key is a whole path."""
+        return None
+
     # -- writing -----------------------------------------------------------------------------------
 
     def _guard(self) -> None:
@@ -182,7 +189,7 @@ class RemoteOutputDir(OutputDir):
         self._put(rel, data)
 
     def write_plan(self, entries: Iterable[PlanEntry], info: dict[str, Any]) -> None:
-        self._put(f"{META}/plan.json", _json_bytes({**info, "items": [asdict(e) for e in entries]}))
+        self._put(f"{META}/plan.json", self._plan_bytes(entries, info))
 
     def write_result(self, record: ItemRecord, image: bytes) -> None:
         """The image (one PUT), then its record, named by the image's fingerprint; then old records of

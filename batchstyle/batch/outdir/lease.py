@@ -3,7 +3,7 @@
 Object stores have no flock and no rename. The run holds ``<prefix>/.batchstyle/lease.json``
 (owner, host, pid, since, expiry), created only if absent and renewed every ``ttl / 4`` seconds only
 if it is still the object this run last wrote (S3 and Azure: ``If-None-Match: *`` and
-``If-Match: <ETag>``; GCS: ``ifGenerationMatch``; see :mod:`batch.object_stores`).
+``If-Match: <ETag>``; GCS: ``ifGenerationMatch``; see :mod:`batch.outdir.object_stores`).
 A second run is refused while the lease is live; a crashed run's lease is taken over once it has
 expired (or at once on the same host when its process is gone). A run whose renewal finds someone
 else's lease, or that could not renew before its own expiry, has lost it and must stop writing.
@@ -22,8 +22,9 @@ import time
 import uuid
 from typing import Any
 
-from .storage import RemoteFolder, StorageError
-from .store import LockError
+from ..remote_files import StorageError
+from .folders import RemoteFolder
+from .lock import LockError
 
 LEASE = ".batchstyle/lease.json"
 DEFAULT_TTL = 120.0  # seconds a crashed run's lease keeps others out
@@ -51,7 +52,7 @@ def _process_gone(holder: dict[str, Any]) -> bool:
 
 
 class Lease:
-    """The lease of one output location; the interface of :class:`store.RunLock` (acquire, release,
+    """The lease of one output location; the interface of :class:`lock.RunLock` (acquire, release,
     holder, held_elsewhere, taken_over) plus :attr:`lost`."""
 
     def __init__(self, folder: RemoteFolder, ttl: float = DEFAULT_TTL):

@@ -1,4 +1,4 @@
-"""The output directory: finished images, their records, failures, checkpoints, the lock and resume.
+"""A local output directory: finished images, their records, failures, checkpoints, the lock and resume.
 
 Layout::
 
@@ -12,12 +12,14 @@ Layout::
     OUTDIR/.batchstyle/lock                  who runs here now
 
 What the records hold, and the check of their shape that every reader applies, is
-:mod:`batch.records`; the hash and header caches are :mod:`batch.caches`. A file of the wrong shape
-counts as absent and is noted once in :attr:`OutputDir.unreadable`.
+:mod:`batch.outdir.records`; the hash and header caches are :mod:`batch.outdir.caches`; the lock is
+:mod:`batch.outdir.lock`. A file of the wrong shape counts as absent and is noted once in
+:attr:`LocalOutputDir.unreadable`.
 
-Other files (a gallery, thumbnails) go through :meth:`OutputDir.write_file`, which writes them the
+Other files (a gallery, thumbnails) go through :meth:`LocalOutputDir.write_file`, which writes them the
 same safe way here and on object storage. An output directory at a URL (``s3://bucket/prefix``)
-is a :class:`remote_store.RemoteOutputDir`: same methods, a lease instead of the lock.
+is a :class:`remote.RemoteOutputDir`: the same methods (:class:`base.OutputDir`), a lease instead of
+the lock.
 
 Every file is written under a temporary name and renamed into place, so a crash never leaves a
 half-written file under a final name. A record means a complete image; no record means redo. A
@@ -29,51 +31,28 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
-import socket
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from batchstyle.engine.images import atomic_write
+from batchstyle.engine.files import atomic_write, is_temp_name
 
-from .caches import HashCache, HeaderCache, _json_object, _sha256_of
-from .outputs import NAME_MAX
-from .records import META, BadRecord, FailureRecord, ItemRecord, PlanEntry, _json_bytes, plan_from, record_from
-from .storage import RemotePath, as_path, is_url
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
-
-TMP_SUFFIX = ".tmp"  # atomic_write's temporary files are ".bs-<random>.tmp" (before: ".<name>.<random>.tmp")
+from ..outputs import NAME_MAX
+from ..remote_files import as_path, file_stamp
+from .caches import HeaderCache, _sha256_of
+from .common import Shared
+from .lock import RunLock
+from .records import META, BadRecord, FailureRecord, ItemRecord, PlanEntry, _json_bytes, plan_from
 
 
-class LockError(RuntimeError):
-    """Another live run holds the output directory."""
-
-
-class OutputDir:
-    """Reads and writes one output directory; safe against crashes at any instant.
-
-    ``OutputDir("s3://bucket/prefix")`` (any fsspec URL) gives a :class:`remote_store.RemoteOutputDir`
-    with the same methods, designed for object storage; a local path keeps this class's fast path.
-    """
-
-    def __new__(cls, root: str | os.PathLike, **options):
-        if cls is OutputDir and is_url(root):
-            from .remote_store import RemoteOutputDir
-
-            cls = RemoteOutputDir
-        return super().__new__(cls)
+class LocalOutputDir(Shared):
+    """Reads and writes one output directory on this machine; safe against crashes at any instant."""
 
     remote = False  # on object storage (RemoteOutputDir): records are listed, not read
 
-    def __init__(self, root: str | os.PathLike, **options):
+    def __init__(self, root: str | os.PathLike):
         self.root = as_path(os.fspath(root))
         self.url = str(self.root)  # what messages show
         self.meta = self.root / META
@@ -83,19 +62,6 @@ class OutputDir:
         self._by_output: dict[str, set[str]] | None = None
         self.observers: list[Any] = []  # see watch()
         self.headers = HeaderCache(self)
-
-    @property
-    def unreadable(self) -> dict[str, str]:
-        """The files of ``.batchstyle/`` read as absent so far, each once: where -> why (for one note each)."""
-        return self.__dict__.setdefault("_unreadable", {})
-
-    def _record_of(self, where: str, data: bytes, cls):
-        """The record in a file's bytes, or None (noted once in :attr:`unreadable`) when it is none."""
-        try:
-            return record_from(data, cls, where.rsplit("/", 1)[-1])
-        except BadRecord as exc:
-            self.unreadable.setdefault(where, str(exc))
-            return None
 
     def create(self) -> None:
         for d in (self.done_dir, self.failed_dir, self.checkpoint_dir):
@@ -135,9 +101,7 @@ class OutputDir:
         return file_stamp(self.root / rel)
 
     def name_max(self) -> int | None:
-        """The most bytes one file name may have here (the file system's limit; None on object storage)."""
-        if self.remote:
-            return None
+        """The most bytes one file name may have here (the file system's limit)."""
         folder = Path(os.path.abspath(self.root))
         while not folder.is_dir() and folder != folder.parent:  # not made yet: the folder it will be made in
             folder = folder.parent
@@ -216,7 +180,7 @@ class OutputDir:
     # -- writing ---------------------------------------------------------------------------------
 
     def write_plan(self, entries: Iterable[PlanEntry], info: dict[str, Any]) -> None:
-        atomic_write(self.meta / "plan.json", _json_bytes({**info, "items": [asdict(e) for e in entries]}))
+        atomic_write(self.meta / "plan.json", self._plan_bytes(entries, info))
 
     def write_result(self, record: ItemRecord, image: bytes) -> None:
         """The image first, then its record; then forget the failure and checkpoint of that item.
@@ -260,7 +224,7 @@ class OutputDir:
         removed = 0
         for folder, _, files in os.walk(self.root):
             for name in files:
-                if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                if is_temp_name(name):
                     Path(folder, name).unlink(missing_ok=True)
                     removed += 1
         return removed
@@ -283,119 +247,8 @@ class OutputDir:
             return f"the output directory {self.root} cannot be written any more: {exc.strerror or exc}"
         return None
 
-    def lock(self) -> "RunLock":
+    def lock(self) -> RunLock:
         return RunLock(self.meta / "lock")
 
-    # -- observers -------------------------------------------------------------------------------
 
-    def watch(self, observer: Any) -> None:
-        """After each write, call ``observer.on_result(record, image)`` or ``observer.on_failure(failure)``
-        (the gallery follows the run this way); an observer must return quickly."""
-        self.observers.append(observer)
-
-    def _notify(self, event: str, *args: Any) -> None:
-        for observer in self.observers:
-            getattr(observer, event)(*args)
-
-
-class RunLock:
-    """An exclusive lock on an output directory, released by the kernel when its process dies.
-
-    The lock file holds who took it, for the message shown to a second run; a file whose lock is no
-    longer held was left by a crashed run and is taken over.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._fd: int | None = None
-        self.taken_over: dict[str, Any] | None = None
-
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            holder = self.holder()
-            who = (f"pid {holder.get('pid')} on {holder.get('host')}, started "
-                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))}"
-                   if holder else "another process")
-            raise LockError(f"{self.path.parent.parent} is in use by another batchstyle run ({who}). "
-                            f"Wait for it to finish or stop it, or use another output directory.") from None
-        previous = self.holder_from_fd(fd)
-        if previous:
-            self.taken_over = previous
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
-            os.fsync(fd)
-        except OSError as exc:  # a full disk: the lock holds all the same, only who holds it goes unsaid
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                os.close(fd)
-                raise
-        self._fd = fd
-        return self
-
-    @staticmethod
-    def holder_from_fd(fd: int) -> dict[str, Any] | None:
-        try:
-            return _json_object(os.pread(fd, 4096, 0))
-        except OSError:
-            return None
-
-    def held_elsewhere(self) -> bool:
-        """Whether a live process holds this lock (probing it without taking it)."""
-        if fcntl is None or not self.path.exists():
-            return False
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        finally:
-            os.close(fd)
-
-    def holder(self) -> dict[str, Any] | None:
-        try:
-            return _json_object(self.path.read_bytes())
-        except OSError:
-            return None
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)  # an empty lock file: nobody to report as crashed
-            if fcntl is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def file_stamp(path: Path | RemotePath) -> tuple | None:
-    """What tells whether a file changed without reading it: its size and modification time; for a
-    file at a URL, its store's content tag (or the URL itself when no listing gave one); None when it
-    cannot be reached."""
-    if isinstance(path, RemotePath):
-        return (0, path.tag or path.url)
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
-
-
-__all__ = ["OutputDir", "ItemRecord", "FailureRecord", "PlanEntry", "RunLock", "LockError", "HashCache", "HeaderCache",
-           "META", "file_stamp"]
+__all__ = ["LocalOutputDir"]
