@@ -162,7 +162,7 @@ def test_a_broken_gallery_never_stops_the_batch(batch, photo):
 # --- the dashboard's live routes ---------------------------------------------------------------------------
 
 def running_state(item_id: str = "abc"):
-    from batchstyle.batch.manifest import Item
+    from batchstyle.batch.items import Item
     from batchstyle.batch.messages import ItemPreview, WorkerInfo
     from batchstyle.batch.pool import Call, Worker
     from batchstyle.batch.scheduler import BatchState

@@ -275,7 +275,7 @@ def test_retry_and_escalation_policy():
 def test_big_images_run_on_one_gpu_with_tiles_unless_two_are_asked_for():
     from pathlib import Path
 
-    from batchstyle.batch.manifest import Item
+    from batchstyle.batch.items import Item
     from batchstyle.batch.plan import route
     from batchstyle.engine.settings import StyleSettings
 

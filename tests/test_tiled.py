@@ -287,7 +287,7 @@ def test_the_engine_backend_says_which_tile_ran_out_of_memory(random_weights, ph
     from pathlib import Path
 
     from batchstyle.batch.engine_backend import EngineBackend
-    from batchstyle.batch.manifest import Item
+    from batchstyle.batch.items import Item
     from batchstyle.batch.messages import ItemFailure, ItemInputs
     from batchstyle.engine import objective, tiled_objective
 

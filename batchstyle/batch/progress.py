@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from batchstyle.engine.events import Progress
 from batchstyle.engine.schedule import Scale, scale_ladder
 
-from .manifest import Item
+from .items import Item
 from .scheduler import BatchState
 
 

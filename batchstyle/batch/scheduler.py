@@ -22,7 +22,7 @@ from ray.exceptions import RayError, RayTaskError
 
 from batchstyle.engine.events import Progress
 
-from .manifest import Item
+from .items import Item
 from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult
 from .policies import after_out_of_memory, after_worker_lost, auto_group_size, fair_share, fit_to_cluster
 from .pool import Call, Worker, WorkerPool, WorkerSetup, cause_of
