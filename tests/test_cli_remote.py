@@ -16,9 +16,9 @@ import uuid
 import pytest
 from PIL import Image
 
-from conftest import make_photo
-from moto_s3 import bucket_with_a_job
-from test_cli_run import batchstyle, kill_session, start, wait_for
+from support.moto_s3 import bucket_with_a_job
+from support.photos import make_photo
+from support.processes import batchstyle, kill_session, start, wait_for
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")

@@ -16,6 +16,7 @@ from PIL import Image
 from batchstyle.batch import thumbs as thumbs_module
 from batchstyle.batch.gallery import Gallery, rebuild_gallery
 from batchstyle.batch.store import FailureRecord, ItemRecord, OutputDir, PlanEntry
+from support.dashboard import running_state
 
 PREFIX = b"(window.batchstyleGallery=window.batchstyleGallery||{shards:{}})"
 
@@ -160,28 +161,6 @@ def test_a_broken_gallery_never_stops_the_batch(batch, photo):
 
 
 # --- the dashboard's live routes ---------------------------------------------------------------------------
-
-def running_state(item_id: str = "abc"):
-    from batchstyle.batch.manifest import Item
-    from batchstyle.batch.messages import ItemPreview, WorkerInfo
-    from batchstyle.batch.pool import Call, Worker
-    from batchstyle.batch.scheduler import BatchState
-    from batchstyle.engine.events import Progress
-    from batchstyle.engine.settings import StyleSettings
-
-    from batchstyle.engine.schedule import scale_ladder
-
-    settings = StyleSettings(end_scale=256, initial_iterations=120, iterations=60)
-    ladder = scale_ladder((64, 48), settings)
-    item = Item(line=3, content=Path("a.png"), styles=(Path("s.png"),), settings=settings, output="a__s.png",
-                content_size=(64, 48), id=item_id, units=sum(s.units for s in ladder))
-    progress = Progress(1, 3, *ladder[1].size, 40, 60, 2.5, 12.0, 0, time.time())
-    preview = ItemPreview(b"\xff\xd8fake-jpeg", *ladder[1].size, *ladder[1].size, 1, 40)
-    call = Call([item], None, time.time() - 12, progress={item_id: progress}, previews={item_id: preview})
-    worker = Worker(None, 0, None, WorkerInfo("n1", "node", [], ["cpu"]), call)
-    return BatchState(total=5, skipped=1, done=2, failed=1, units_total=3 * item.units, units_done=2 * item.units,
-                      workers=[worker])
-
 
 def test_the_dashboard_serves_the_running_state_and_previews():
     from batchstyle.batch.dashboard import Dashboard
