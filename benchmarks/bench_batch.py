@@ -1,6 +1,6 @@
 """Scheduling must cost nothing next to stylization: planning, resume scans and dispatch, measured.
 
-    python benchmarks/bench_batch.py [--rows 10000] [--dispatch-items 300] [--repeats 3]
+    python -m benchmarks.bench_batch [--rows 10000] [--dispatch-items 300] [--repeats 3]
 
 1. validate a manifest of ``--rows`` rows (one distinct photo each) and plan it (hash inputs, item
    ids), cold and with the hash cache warm;
@@ -29,12 +29,9 @@ from PIL import Image
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.store import ItemRecord, OutputDir
-
-# The fake backend lives with the tests; Ray's workers import it from there too.
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
-from fake_backend import Fake  # noqa: E402
+# The fake backend of the tests; Ray's workers import it from the repository root as well (the driver's
+# working directory is on their path).
+from tests.support.fake_backend import Fake
 
 
 def make_job(root: Path, rows: int) -> Path:

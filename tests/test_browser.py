@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import make_photo
+from support.photos import make_photo
+from support.processes import FAKE_CLI
 
 pytestmark = pytest.mark.browser
-FAKE_CLI = str(Path(__file__).with_name("fake_batchstyle.py"))
 CHROMIUM = os.environ.get("BATCHSTYLE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = os.environ.get("BATCHSTYLE_CHROMEDRIVER") or shutil.which("chromedriver")
 WAIT = 60

@@ -9,8 +9,8 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.scheduler import RunOptions, Scheduler
 from batchstyle.batch.store import OutputDir
-from conftest import folder_job
-from fake_backend import Fake
+from support.fake_backend import Fake
+from support.photos import folder_job
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray

@@ -11,7 +11,8 @@ import time
 from importlib import resources
 from types import SimpleNamespace
 
-from test_gallery import batch, data_of, follow, png, record, running_state  # noqa: F401 - batch is a fixture
+from support.dashboard import running_state
+from support.gallery import data_of, follow, png, record
 
 from batchstyle.web import LivePreview, contract as c
 from batchstyle.web.dashboard import Dashboard

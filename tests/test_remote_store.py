@@ -16,8 +16,8 @@ from batchstyle.batch.manifest import ManifestError, read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.storage import RemotePath, StorageError, remote_folder
 from batchstyle.batch.store import ItemRecord, OutputDir
-from conftest import make_photo
-from moto_s3 import bucket_with_a_job
+from support.moto_s3 import bucket_with_a_job
+from support.photos import make_photo
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
@@ -204,8 +204,8 @@ def ray_cpu():
 @pytest.mark.ray
 def test_a_run_whose_lease_is_taken_over_stops_at_once_and_writes_nothing_more(bucket, ray_cpu):
     from batchstyle.batch.scheduler import RunOptions, Scheduler
-    from fake_backend import Fake
-    from test_scheduler import RecordingDisplay
+    from support.display import RecordingDisplay
+    from support.fake_backend import Fake
 
     name, client = bucket
     out = OutputDir(f"s3://{name}/out", lease_ttl=2.0)  # renewed every 0.5 s

@@ -13,9 +13,9 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.scheduler import RunOptions, Scheduler
 from batchstyle.batch.store import OutputDir
-from conftest import fill
-from fake_backend import Fake
-from test_scheduler import RecordingDisplay
+from support.display import RecordingDisplay
+from support.disk import fill
+from support.fake_backend import Fake
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray

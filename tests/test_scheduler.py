@@ -14,7 +14,8 @@ from batchstyle.batch.policies import (Retry, after_out_of_memory, after_worker_
                                        desired_workers, fair_share, fit_to_cluster)
 from batchstyle.batch.scheduler import RunOptions, Scheduler
 from batchstyle.batch.store import OutputDir
-from fake_backend import Fake
+from support.display import RecordingDisplay
+from support.fake_backend import Fake
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -26,19 +27,6 @@ def ray_gpus():
              log_to_driver=False)
     yield
     ray.shutdown()
-
-
-class RecordingDisplay:
-    def __init__(self, on_update=None):
-        self.lines: list[str] = []
-        self.on_update = on_update
-
-    def update(self, state) -> None:
-        if self.on_update:
-            self.on_update(state)
-
-    def log(self, text: str) -> None:
-        self.lines.append(text)
 
 
 @pytest.fixture
@@ -188,7 +176,7 @@ def test_compatible_items_are_grouped_and_each_gets_its_own_result(ray_gpus, bat
     from PIL import Image
 
     from batchstyle.engine.images import load_image
-    from fake_backend import fake_image
+    from support.fake_backend import fake_image
     ids = {item.output: item.id for item in plan.all}
     for i in range(5):
         made = Image.open(out.root / f"p{i}__style.png").convert("RGB")

@@ -12,7 +12,9 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import item_id, make_plan
 from batchstyle.batch.store import FailureRecord, HashCache, ItemRecord, LockError, OutputDir
 from batchstyle.engine.settings import StyleSettings
-from conftest import fill, folder_job, hold_lock
+from support.disk import fill
+from support.photos import folder_job
+from support.processes import hold_lock
 
 
 @pytest.fixture

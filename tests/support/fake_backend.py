@@ -1,5 +1,5 @@
 """A fast stand-in for the engine behind a worker, for scheduler and CLI tests and the dispatch
-benchmark: ``RunOptions(backend=Fake("iters=20,sleep=0.01"))`` or ``fake_batchstyle.py``.
+benchmark: ``RunOptions(backend=Fake("iters=20,sleep=0.01"))`` or ``support/fake_batchstyle.py``.
 
 Options ``iters=20,sleep=0.01,scales=2,die_marker=DIR,log=DIR,tiles_fit=PX``. It decodes the content
 (so a bad file fails as with the engine) and returns it, shrunk, as the "stylized" image. Items of

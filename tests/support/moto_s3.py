@@ -88,7 +88,7 @@ def bucket_with_a_job(client, name: str, photos: int, size: tuple[int, int], man
     ``jobs/style.png`` and a manifest at ``manifest_key`` with one folder row over them."""
     import io
 
-    from conftest import make_photo
+    from .photos import make_photo
 
     def png(image) -> bytes:
         buffer = io.BytesIO()
