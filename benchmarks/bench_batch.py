@@ -92,7 +92,7 @@ def bench_scan(root: Path, manifest: Path, repeats: int) -> dict:
 def bench_dispatch(root: Path, n: int, workers: int, repeats: int) -> dict:
     import ray
 
-    from batchstyle.batch.scheduler import RunOptions, Scheduler
+    from batchstyle.batch.scheduler import BatchOptions, Scheduler
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     job = root / "dispatch"
@@ -112,7 +112,7 @@ def bench_dispatch(root: Path, n: int, workers: int, repeats: int) -> dict:
             out = OutputDir(job / f"out{r}")
             plan = make_plan(read_manifest(manifest), out, "bench")
             scheduler = Scheduler(plan.todo, 0, out, None, "bench",
-                                  RunOptions(backend=Fake("iters=1,sleep=0,scales=1"), workers=workers), Quiet())
+                                  BatchOptions(backend=Fake("iters=1,sleep=0,scales=1"), workers=workers), Quiet())
             # start the workers first so that their start-up is not counted
             scheduler.pool.adjust(scheduler._need())
             ray.get([w.info_ref for w in scheduler.workers])

@@ -7,7 +7,7 @@ import pytest
 
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
-from batchstyle.batch.scheduler import RunOptions, Scheduler
+from batchstyle.batch.scheduler import BatchOptions, Scheduler
 from batchstyle.batch.store import OutputDir
 from support.fake_backend import Fake
 from support.photos import folder_job
@@ -48,7 +48,7 @@ def scheduler_for(tmp_path, photo, count: int, display) -> tuple[Scheduler, Outp
     root, manifest = folder_job(tmp_path, "photos", count, (40, 30), 3, "m.csv")
     out = OutputDir(root / "out")
     plan = make_plan(read_manifest(manifest), out, "fake")
-    return Scheduler(plan.todo, 0, out, None, "fake", RunOptions(backend=Fake(FAKE), group_size=1), display), out
+    return Scheduler(plan.todo, 0, out, None, "fake", BatchOptions(backend=Fake(FAKE), group_size=1), display), out
 
 
 def running_nodes(state) -> set[str]:

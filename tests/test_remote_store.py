@@ -203,7 +203,7 @@ def ray_cpu():
 
 @pytest.mark.ray
 def test_a_run_whose_lease_is_taken_over_stops_at_once_and_writes_nothing_more(bucket, ray_cpu):
-    from batchstyle.batch.scheduler import RunOptions, Scheduler
+    from batchstyle.batch.scheduler import BatchOptions, Scheduler
     from support.display import RecordingDisplay
     from support.fake_backend import Fake
 
@@ -218,7 +218,7 @@ def test_a_run_whose_lease_is_taken_over_stops_at_once_and_writes_nothing_more(b
             taken.append(client.put_object(Bucket=name, Key="out/.batchstyle/lease.json", Body=json.dumps(other)))
 
     taken: list = []
-    options = RunOptions(backend=Fake("iters=40,sleep=0.05,scales=2"), group_size=1, workers=1)
+    options = BatchOptions(backend=Fake("iters=40,sleep=0.05,scales=2"), group_size=1, workers=1)
     scheduler = Scheduler(plan.todo, 0, out, None, "fake", options, RecordingDisplay(take_over))
     with pytest.raises(RuntimeError, match=rf"another batchstyle run \(pid 77 on other-host\) took over s3://{name}/out; "
                                            r"this run stops\."):

@@ -11,7 +11,7 @@ import pytest
 
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
-from batchstyle.batch.scheduler import RunOptions, Scheduler
+from batchstyle.batch.scheduler import BatchOptions, Scheduler
 from batchstyle.batch.store import OutputDir
 from support.display import RecordingDisplay
 from support.disk import fill
@@ -44,7 +44,7 @@ def run_once(root, weights: str, force: bool = False, rows: str | None = None):
     out = OutputDir(root / "out")
     plan = make_plan(read_manifest(manifest), out, "fake", force=force)
     before = set(os.listdir(root / "log"))
-    options = RunOptions(backend=Fake(f"iters=2,scales=2,log={root / 'log'}"), group_size=1, force=force)
+    options = BatchOptions(backend=Fake(f"iters=2,scales=2,log={root / 'log'}"), group_size=1, force=force)
     state = Scheduler(plan.todo, len(plan.done), out, None, "fake", options, RecordingDisplay()).run()
     started = {name.split(".")[0] for name in set(os.listdir(root / "log")) - before}
     return plan, state, started
@@ -101,7 +101,7 @@ def test_an_output_directory_that_disappears_stops_the_run_with_one_line(ray_cpu
     out = OutputDir(job / "out")
     plan = make_plan(read_manifest(manifest), out, "fake")
     shutil.rmtree(job / "out")
-    scheduler = Scheduler(plan.todo, 0, out, None, "fake", RunOptions(backend=Fake("iters=2"), group_size=1),
+    scheduler = Scheduler(plan.todo, 0, out, None, "fake", BatchOptions(backend=Fake("iters=2"), group_size=1),
                           RecordingDisplay())
     with pytest.raises(RuntimeError, match=f"the output directory {job / 'out'} is gone"):
         scheduler.run()
@@ -116,7 +116,7 @@ def test_a_full_disk_fails_the_images_it_stops_and_the_batch_goes_on(ray_cpu, jo
     plan = make_plan(read_manifest(manifest), out, "fake")
     filler = fill(small_disk, 6 * 4096)  # room for an image or two, their records and a few failures
     display = RecordingDisplay()
-    options = RunOptions(backend=Fake("iters=2,scales=1"), group_size=1)
+    options = BatchOptions(backend=Fake("iters=2,scales=1"), group_size=1)
     state = Scheduler(plan.todo, 0, out, None, "fake", options, display).run()  # no error: the batch ran to its end
     assert state.failed >= 1 and state.done + state.failed == 8 and len(state.failures) == state.failed
     assert {f.kind for f in state.failures} == {"write"}

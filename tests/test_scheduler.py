@@ -12,7 +12,7 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.policies import (Retry, after_out_of_memory, after_worker_lost, auto_group_size,
                                        desired_workers, fair_share, fit_to_cluster)
-from batchstyle.batch.scheduler import RunOptions, Scheduler
+from batchstyle.batch.scheduler import BatchOptions, Scheduler
 from batchstyle.batch.store import OutputDir
 from support.display import RecordingDisplay
 from support.fake_backend import Fake
@@ -49,7 +49,7 @@ def batch(tmp_path, photo):
         display = options.pop("display", RecordingDisplay())
         options.setdefault("group_size", 1)
         scheduler = Scheduler(plan.todo, len(plan.done), out, None, "fake",
-                              RunOptions(backend=Fake(spec), **options), display)
+                              BatchOptions(backend=Fake(spec), **options), display)
         return scheduler, out, plan, display
 
     return make

@@ -33,7 +33,7 @@ from .storage import RemotePath, StorageError, as_path, redact
 from .store import LockError, OutputDir
 
 if TYPE_CHECKING:  # the scheduler imports Ray: only when a batch is made
-    from .scheduler import BatchState, RunOptions, Scheduler
+    from .scheduler import BatchState, BatchOptions, Scheduler
 
 
 class BatchError(Exception):
@@ -50,7 +50,7 @@ class BatchRequest:
     weights: str | None = None  # a weights file; None: $BATCHSTYLE_WEIGHTS, the cache or torchvision's download
     address: str | None = None  # a Ray cluster to join; None: start Ray on this machine
     two_gpu_pixels: int | None = None  # items larger than this run on two GPUs
-    options: RunOptions | None = None  # how the scheduler runs; None: its defaults
+    options: BatchOptions | None = None  # how the scheduler runs; None: its defaults
 
 
 @dataclass
@@ -88,10 +88,10 @@ class BatchObserver:
 
 def make_batch(request: BatchRequest, observer: BatchObserver | None = None) -> BatchOutcome:
     """Make every missing image of ``request.manifest``; see the module's documentation."""
-    from .scheduler import RunOptions
+    from .scheduler import BatchOptions
 
     observer = observer or BatchObserver()
-    options = request.options = request.options or RunOptions()
+    options = request.options = request.options or BatchOptions()
     out = output_dir_for(request.outdir, request.manifest)
     try:
         items = read_manifest(request.manifest, request.defaults, max_pixels=options.max_pixels or MAX_PIXELS,

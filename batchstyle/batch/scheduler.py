@@ -33,7 +33,9 @@ TICK = 0.2  # seconds: how often the display refreshes and Ctrl-C is noticed
 
 
 @dataclass
-class RunOptions:
+class BatchOptions:
+    """How the scheduler makes a batch: its workers, retries, groups and the engine's speed options."""
+
     backend: BackendFactory | None = None  # what makes the images; None: the engine
     device: str = "auto"  # auto | gpu | cpu
     workers: int | None = None  # most workers at once; None: as many as the cluster's resources allow
@@ -84,7 +86,7 @@ class Scheduler:
     """Runs planned items on Ray workers and writes results into the output directory."""
 
     def __init__(self, todo: list[Item], skipped: int, out: OutputDir, weights_ref: Any, weights_identity: str,
-                 options: RunOptions, display: Display):
+                 options: BatchOptions, display: Display):
         self.out, self.options, self.display = out, options, display
         self.weights_identity = weights_identity
         self.queue: deque[Item] = deque(sorted(todo, key=lambda i: -i.route))  # big items first
@@ -465,4 +467,4 @@ def _why_not_written(exc: OSError) -> str:
     return f"{exc.strerror or exc} ({where})" if where else str(exc.strerror or exc)
 
 
-__all__ = ["Scheduler", "RunOptions", "BatchState"]
+__all__ = ["Scheduler", "BatchOptions", "BatchState"]
