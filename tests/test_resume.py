@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from batchstyle.batch.make import BatchError, BatchObserver, BatchRequest, make_batch
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.scheduler import BatchOptions, Scheduler
@@ -16,6 +17,8 @@ from batchstyle.batch.store import OutputDir
 from support.display import RecordingDisplay
 from support.disk import fill
 from support.fake_backend import Fake
+from support.photos import folder_job
+from support.processes import hold_lock
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -142,3 +145,44 @@ def test_an_output_name_of_250_bytes_is_written(ray_cpu, job):
     plan, state, _ = run_once(job, "", rows=f"content,style,output\na.png,s1.png,{name}\n")
     assert state.done == 1 and state.failed == 0
     assert (job / "out" / name).is_file() and file_is_the_image_of(OutputDir(job / "out"), plan.all[0].id)
+
+
+class Heard(BatchObserver):
+    """What a library caller of make_batch hears, in order."""
+
+    def __init__(self):
+        self.heard: list[str] = []
+
+    def opened(self, out):
+        self.heard.append("opened")
+
+    def planned(self, out, plan):
+        self.heard.append(f"planned {len(plan.done)} done {len(plan.todo)} to do")
+
+    def scheduling(self, plan):
+        self.heard.append("scheduling")
+        return super().scheduling(plan)
+
+    def stopped(self, scheduler):
+        self.heard.append("stopped")
+
+
+def test_make_batch_makes_a_manifest_for_a_library_caller_and_a_second_call_only_what_is_missing(ray_cpu, tmp_path):
+    root, manifest = folder_job(tmp_path, "photos", 3, (40, 30), 9, "m.csv")
+    out = tmp_path / "out"
+    request = BatchRequest(str(manifest), str(out), options=BatchOptions(backend=Fake("iters=2,scales=1"), group_size=1))
+    first, heard = make_batch(request, observer := Heard()), observer.heard
+    assert first.state.done == 3 and first.state.failed == 0 and not first.interrupted
+    assert heard == ["opened", "planned 0 done 3 to do", "scheduling", "stopped"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["p0__style.png", "p1__style.png", "p2__style.png"]
+    assert ray.is_initialized()  # the caller's Ray, used and left running
+    (out / "p1__style.png").unlink()
+    second = make_batch(request, observer := Heard())
+    assert observer.heard == ["opened", "planned 2 done 1 to do", "scheduling", "stopped"] and second.state.done == 1
+    holder = hold_lock(out)
+    try:
+        with pytest.raises(BatchError, match="in use by another batchstyle run"):
+            make_batch(request)
+    finally:
+        holder.kill()
+        holder.wait()
