@@ -92,7 +92,8 @@ def bench_scan(root: Path, manifest: Path, repeats: int) -> dict:
 def bench_dispatch(root: Path, n: int, workers: int, repeats: int) -> dict:
     import ray
 
-    from batchstyle.batch.scheduler import BatchOptions, Scheduler
+    from batchstyle.batch.scheduler import Scheduler
+    from batchstyle.batch.state import BatchOptions
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     job = root / "dispatch"

@@ -112,7 +112,7 @@ def running_state(workers: int = 8, per_worker: int = 4):
     template = state.workers[0]
     from dataclasses import replace
 
-    from batchstyle.batch.scheduler import Call
+    from batchstyle.batch.pool import Call
 
     state.workers = []
     for w in range(workers):

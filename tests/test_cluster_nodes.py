@@ -7,7 +7,8 @@ import pytest
 
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
-from batchstyle.batch.scheduler import BatchOptions, Scheduler
+from batchstyle.batch.scheduler import Scheduler
+from batchstyle.batch.state import BatchOptions
 from batchstyle.batch.store import OutputDir
 from support.fake_backend import Fake
 from support.photos import folder_job

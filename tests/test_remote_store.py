@@ -203,7 +203,8 @@ def ray_cpu():
 
 @pytest.mark.ray
 def test_a_run_whose_lease_is_taken_over_stops_at_once_and_writes_nothing_more(bucket, ray_cpu):
-    from batchstyle.batch.scheduler import BatchOptions, Scheduler
+    from batchstyle.batch.scheduler import Scheduler
+    from batchstyle.batch.state import BatchOptions
     from support.display import RecordingDisplay
     from support.fake_backend import Fake
 

@@ -12,7 +12,8 @@ import pytest
 from batchstyle.batch.make import BatchError, BatchObserver, BatchRequest, make_batch
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
-from batchstyle.batch.scheduler import BatchOptions, Scheduler
+from batchstyle.batch.scheduler import Scheduler
+from batchstyle.batch.state import BatchOptions
 from batchstyle.batch.store import OutputDir
 from support.display import RecordingDisplay
 from support.disk import fill

@@ -12,7 +12,8 @@ from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.policies import (Retry, after_out_of_memory, after_worker_lost, auto_group_size,
                                        desired_workers, fair_share, fit_to_cluster)
-from batchstyle.batch.scheduler import BatchOptions, Scheduler
+from batchstyle.batch.scheduler import Scheduler
+from batchstyle.batch.state import BatchOptions
 from batchstyle.batch.store import OutputDir
 from support.display import RecordingDisplay
 from support.fake_backend import Fake

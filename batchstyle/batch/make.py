@@ -37,7 +37,8 @@ from .storage import RemotePath, StorageError, as_path, redact
 from .store import LockError, OutputDir
 
 if TYPE_CHECKING:  # the scheduler imports Ray: only when a batch is made
-    from .scheduler import BatchState, BatchOptions, Scheduler
+    from .scheduler import Scheduler
+    from .state import BatchOptions, BatchState
 
 
 class BatchError(Exception):
@@ -104,7 +105,7 @@ class BatchObserver:
 
 def make_batch(request: BatchRequest, observer: BatchObserver | None = None) -> BatchOutcome:
     """Make every missing image of ``request.manifest``; see the module's documentation."""
-    from .scheduler import BatchOptions
+    from .state import BatchOptions
 
     observer = observer or BatchObserver()
     options = request.options = request.options or BatchOptions()

@@ -14,7 +14,7 @@ from batchstyle.engine.events import Progress
 from batchstyle.engine.schedule import Scale, scale_ladder
 
 from .items import Item
-from .scheduler import BatchState
+from .state import BatchState
 
 
 def duration(seconds: float | None) -> str:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from batchstyle.batch.progress import BatchProgress, duration, images_per_hour
-from batchstyle.batch.scheduler import BatchState
+from batchstyle.batch.state import BatchState
 
 PLAIN_INTERVAL = 10.0  # seconds between summary lines when output is not a terminal
 

@@ -75,7 +75,7 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     OUTDIR/index.html shows every image (open it in a browser); --web shows the running batch too.
     """
     from batchstyle.batch.make import BatchRequest
-    from batchstyle.batch.scheduler import BatchOptions
+    from batchstyle.batch.state import BatchOptions
 
     console = Console(highlight=False, soft_wrap=True)  # log lines are never wrapped
     if old_group_size is not None:

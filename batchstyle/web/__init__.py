@@ -14,7 +14,7 @@ The batch's pages (they import :mod:`batchstyle.batch`, never the other way roun
 * ``gallery.py`` keeps ``OUTDIR/index.html`` and its data current; ``gallery_data.py`` makes each
   image's entry, ``thumbs.py`` its thumbnails;
 * ``dashboard.py`` is the provider of ``batchstyle run --web``: the scheduler's display (through
-  :class:`batchstyle.batch.scheduler.Display`, wired by the CLI) and the routes of the running batch.
+  :class:`batchstyle.batch.state.Display`, wired by the CLI) and the routes of the running batch.
 
 ``assets/``: the pages (plain HTML, CSS and JavaScript; nothing loaded from elsewhere). ``live.js``
 draws a running image's progress, for both the single-image page and the batch dashboard;

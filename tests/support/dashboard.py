@@ -12,7 +12,7 @@ def running_state(item_id: str = "abc"):
     from batchstyle.batch.items import Item
     from batchstyle.batch.messages import ItemPreview, WorkerInfo
     from batchstyle.batch.pool import Call, Worker
-    from batchstyle.batch.scheduler import BatchState
+    from batchstyle.batch.state import BatchState
     from batchstyle.engine.events import Progress
     from batchstyle.engine.schedule import scale_ladder
     from batchstyle.engine.settings import StyleSettings
