@@ -1,6 +1,6 @@
 """Scheduling must cost nothing next to stylization: planning, resume scans and dispatch, measured.
 
-    python benchmarks/bench_batch.py [--rows 10000] [--dispatch-items 300] [--repeats 3]
+    python -m benchmarks.bench_batch [--rows 10000] [--dispatch-items 300] [--repeats 3]
 
 1. validate a manifest of ``--rows`` rows (one distinct photo each) and plan it (hash inputs, item
    ids), cold and with the hash cache warm;
@@ -29,12 +29,9 @@ from PIL import Image
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.outdir import ItemRecord, open_output_dir
 from batchstyle.batch.plan import make_plan
-
-# The fake backend lives with the tests; Ray's workers import it from there too.
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
-from fake_backend import Fake  # noqa: E402
+# The fake backend of the tests; Ray's workers import it from the repository root as well (the driver's
+# working directory is on their path).
+from tests.support.fake_backend import Fake
 
 
 def make_job(root: Path, rows: int) -> Path:
@@ -95,7 +92,8 @@ def bench_scan(root: Path, manifest: Path, repeats: int) -> dict:
 def bench_dispatch(root: Path, n: int, workers: int, repeats: int) -> dict:
     import ray
 
-    from batchstyle.batch.scheduler import RunOptions, Scheduler
+    from batchstyle.batch.scheduler import Scheduler
+    from batchstyle.batch.state import BatchOptions
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     job = root / "dispatch"
@@ -115,7 +113,7 @@ def bench_dispatch(root: Path, n: int, workers: int, repeats: int) -> dict:
             out = open_output_dir(job / f"out{r}")
             plan = make_plan(read_manifest(manifest), out, "bench")
             scheduler = Scheduler(plan.todo, 0, out, None, "bench",
-                                  RunOptions(backend=Fake("iters=1,sleep=0,scales=1"), workers=workers), Quiet())
+                                  BatchOptions(backend=Fake("iters=1,sleep=0,scales=1"), workers=workers), Quiet())
             # start the workers first so that their start-up is not counted
             scheduler.pool.adjust(scheduler._need())
             ray.get([w.info_ref for w in scheduler.workers])

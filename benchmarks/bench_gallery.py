@@ -1,6 +1,6 @@
 """What looking at a batch costs the batch: gallery updates at 10,000 images, the dashboard per tick.
 
-    python benchmarks/bench_gallery.py [--items 10000] [--updates 100] [--clients 100] [--json]
+    python -m benchmarks.bench_gallery [--items 10000] [--updates 100] [--clients 100] [--json]
 
 1. An output directory planned for ``--items`` images, half of them done. The gallery is written once
    (thumbnails made), then a second gallery starts on it as a rerun would (the start: every data file
@@ -20,7 +20,6 @@ import argparse
 import io
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -30,10 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from batchstyle.batch.outdir import ItemRecord, OutputDir, PlanEntry, open_output_dir  # noqa: E402
-from batchstyle.web.gallery import Gallery  # noqa: E402
+from batchstyle.batch.outdir import ItemRecord, OutputDir, PlanEntry, open_output_dir
+from batchstyle.web.gallery import Gallery
 
 
 def png(seed: int, size=(64, 48)) -> bytes:
@@ -109,13 +106,13 @@ def bench_updates(items: int, updates: int) -> dict:
 
 
 def running_state(workers: int = 8, per_worker: int = 4):
-    from test_gallery import running_state as one_worker
+    from tests.support.dashboard import running_state as one_worker
 
     state = one_worker("x0")
     template = state.workers[0]
     from dataclasses import replace
 
-    from batchstyle.batch.scheduler import Call
+    from batchstyle.batch.pool import Call
 
     state.workers = []
     for w in range(workers):

@@ -3,7 +3,7 @@ in a bucket, ``batchstyle status`` on a prefix full of records, and the per-imag
 results to a bucket instead of a local directory. The bucket is moto's S3 server on 127.0.0.1,
 started here: request latency is that of a local server, not of a cloud region.
 
-    python benchmarks/bench_remote.py [--rows 10000] [--writes 50] [--repeats 3] [--json]
+    python -m benchmarks.bench_remote [--rows 10000] [--writes 50] [--repeats 3] [--json]
 
 1. plan a ``--rows``-row manifest (one distinct photo per row, all in one folder of the bucket)
    into an empty prefix: one listing of the folder, a 64 KiB range read per image (16 at a time);
@@ -34,13 +34,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
-from moto_s3 import MotoServer, moto_environment  # noqa: E402
-
-from batchstyle.batch.manifest import read_manifest  # noqa: E402
-from batchstyle.batch.outdir import ItemRecord, open_output_dir  # noqa: E402
-from batchstyle.batch.plan import make_plan  # noqa: E402
+from batchstyle.batch.manifest import read_manifest
+from batchstyle.batch.outdir import ItemRecord, open_output_dir
+from batchstyle.batch.plan import make_plan
+from tests.support.moto_s3 import MotoServer, moto_environment
 
 BUCKET = "bench"
 

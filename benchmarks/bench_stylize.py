@@ -1,6 +1,6 @@
 """Wall time and peak memory of ``batchstyle stylize``, optionally side by side with another command.
 
-    python benchmarks/bench_stylize.py [--repeats 3] [--compare "python other_impl.py ..."] [-- STYLIZE ARGS]
+    python -m benchmarks.bench_stylize [--repeats 3] [--compare "python other_impl.py ..."] [-- STYLIZE ARGS]
 
 Without arguments it measures ``-s 256 -ii 150 -i 75`` (scales 128, 181, 256) on the CPU, with the
 demo batch's chelsea_cat.jpg and van_gogh_starry_night.jpg (``jobs/demo/``). Runs

@@ -1,7 +1,7 @@
 """Does watching a batch slow it down? Images per hour of a batch with ``--web`` and a browser watching
 the dashboard, against the same batch without, alternating, in fresh output directories.
 
-    python benchmarks/bench_web.py [--manifest jobs/demo/manifest.csv] [--repeats 3] [-- extra run options]
+    python -m benchmarks.bench_web [--manifest jobs/demo/manifest.csv] [--repeats 3] [-- extra run options]
 
 Each run is ``python -m batchstyle run MANIFEST -o TMPDIR --plain --force [extra options]``, with
 ``--web --port 0`` and a headless Chromium (Debian's ``chromium`` + ``chromedriver``, driven by Selenium)

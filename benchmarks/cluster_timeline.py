@@ -1,8 +1,8 @@
 """A batch on a real multi-node Ray cluster on this machine, while nodes leave and join: the
 driver's own log, with the moments the nodes changed.
 
-    python benchmarks/cluster_timeline.py lose    # two nodes; the second is removed mid-batch
-    python benchmarks/cluster_timeline.py join    # one node; a second joins 15 s into the batch
+    python -m benchmarks.cluster_timeline lose    # two nodes; the second is removed mid-batch
+    python -m benchmarks.cluster_timeline join    # one node; a second joins 15 s into the batch
 
 The driver is ``batchstyle run --address ... --plain`` with the fake backend of the tests (about
 two seconds an image), so the timeline is the scheduler's, not the engine's.
@@ -18,15 +18,14 @@ import threading
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from conftest import folder_job  # noqa: E402
+from tests.support.photos import folder_job  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(scenario: str) -> None:
@@ -35,12 +34,12 @@ def main(scenario: str) -> None:
     cluster.wait_for_nodes()
     with tempfile.TemporaryDirectory() as tmp:
         root, manifest = folder_job(Path(tmp), "photos", 8, (48, 36), 5, "manifest.csv")
-        command = [sys.executable, str(TESTS / "fake_batchstyle.py"), "iters=20,sleep=0.2,scales=1", "run",
+        command = [sys.executable, "-m", "tests.support.fake_batchstyle", "iters=20,sleep=0.2,scales=1", "run",
                    str(manifest), "-o", str(root / "out"), "--plain", "--address", cluster.address, "--group-size", "1",
                    "-s", "48", "-ms", "48", "-ii", "20"]  # the ladder the fake walks: ETAs that mean something
         print("$", " ".join(command[1:]))
         started = time.monotonic()
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
         def echo() -> None:
             for line in proc.stdout:

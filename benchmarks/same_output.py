@@ -1,6 +1,6 @@
 """Does the engine still make the same images, bit for bit, as at another revision?
 
-    python benchmarks/same_output.py [REV] [--weights PATH] [--threads N]
+    python -m benchmarks.same_output [REV] [--weights PATH] [--threads N]
 
 Checks REV (default ``HEAD``, the last commit) out into a temporary git worktree, runs the same small
 float32 CPU stylizations in a fresh Python process against that tree and against this working tree,

@@ -1,6 +1,6 @@
 """Does a run with tiles make the image of a run without? (README "Big images: tiles")
 
-    python benchmarks/tiled_same_image.py [--size 256] [--tile 128] [--style-loss gram] [--weights PATH]
+    python -m benchmarks.tiled_same_image [--size 256] [--tile 128] [--style-loss gram] [--weights PATH]
 
 Runs the same float32 multi-scale stylization on the CPU twice, whole (``tile=off``) and with tiles
 of ``--tile`` px at every scale larger than that, with the real VGG-19 weights and a demo photo

@@ -1,5 +1,6 @@
 """Shared fixtures: real weights from ../shared (skipped when absent), the demo job's public-domain
-images, tiny random weights."""
+images, tiny random weights, synthetic photos, moto's S3 server. Helpers shared by test modules live
+in the ``support`` package beside this file (tests/support/), never in a test module."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from support.photos import make_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_FILE = Path(os.environ.get("BATCHSTYLE_WEIGHTS") or ROOT.parent / "shared" / "models" /
@@ -55,10 +58,10 @@ def random_weights():
 
 @pytest.fixture(scope="module")
 def s3():
-    """moto's S3 server for a test module, with the module's process pointed at it (tests/moto_s3.py)."""
+    """moto's S3 server for a test module, with the module's process pointed at it (support/moto_s3.py)."""
     pytest.importorskip("s3fs")
     pytest.importorskip("moto")
-    from moto_s3 import running_moto
+    from support.moto_s3 import running_moto
 
     with running_moto() as server:
         yield server
@@ -68,10 +71,10 @@ def s3():
 def store(request):
     """A real server of each object store the README names (S3: moto, Azure: Azurite, GCS:
     fake-gcs-server), one per test module, with the module's process pointed at it
-    (tests/store_servers.py); a store that cannot be had here is skipped, saying why."""
+    (tests/support/store_servers.py); a store that cannot be had here is skipped, saying why."""
     import contextlib
 
-    from store_servers import Unavailable, running
+    from support.store_servers import Unavailable, running
 
     with contextlib.ExitStack() as stack:
         try:
@@ -81,62 +84,26 @@ def store(request):
         yield server
 
 
-def make_photo(w: int, h: int, seed: int = 0):
-    """A smooth synthetic RGB 'photo' (gradients plus a few shapes) as a PIL image."""
-    import numpy as np
-    from PIL import Image
+@pytest.fixture
+def batch(tmp_path, photo):
+    """An output directory planned for six photos in one style: two done before, one failed, three
+    pending (support/gallery.py)."""
+    from support.gallery import planned_batch
 
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w] / max(w, h)
-    base = np.stack([x, y, 1 - x * y], axis=-1)
-    for _ in range(4):
-        cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
-        mask = (x - cx) ** 2 + (y - cy) ** 2 < r * r
-        base[mask] = rng.uniform(0, 1, 3)
-    noise = rng.normal(0, 0.02, base.shape)
-    return Image.fromarray(np.clip((base + noise) * 255, 0, 255).astype(np.uint8), "RGB")
+    return planned_batch(tmp_path, photo)
 
 
 @pytest.fixture
 def photo():
+    """``make_photo(w, h, seed=0)``: a smooth synthetic RGB photo (support/photos.py)."""
     return make_photo
-
-
-def folder_job(root, folder: str, count: int, size: tuple[int, int], style_seed: int, manifest: str,
-               comment: str = ""):
-    """``count`` photos in ``root/folder``, one style image and a one-row manifest over the folder."""
-    (root / folder).mkdir()
-    for i in range(count):
-        make_photo(*size, i).save(root / folder / f"p{i}.png")
-    make_photo(32, 32, style_seed).save(root / "style.png")
-    path = root / manifest
-    path.write_text(comment + f"content,style\n{folder},style.png\n")
-    return root, path
-
-
-_HOLD_LOCK = """
-import sys, time
-from batchstyle.batch.outdir import open_output_dir
-lock = open_output_dir(sys.argv[1]).lock().acquire()
-print("locked", flush=True)
-time.sleep(120)
-"""
-
-
-def hold_lock(outdir):
-    """A separate process that holds the run lock of ``outdir`` until killed (a live run, to the lock)."""
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(outdir)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
 
 
 def pytest_configure(config):
     # Ray must never see a CUDA_VISIBLE_DEVICES that lists fewer GPUs than tests declare.
     os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-    # Ray's worker processes (and CLI subprocesses) import the fake backend from this folder.
+    # Ray's worker processes (and CLI subprocesses) import the fake backend from this folder, as
+    # ``support.fake_backend`` (the module path a pickled ``Fake`` names).
     tests = str(Path(__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -160,17 +127,3 @@ def small_disk(tmp_path):
         yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk, leave: int):
-    """Fill ``disk`` up, then give back ``leave`` bytes; returns the filler file."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while f.write(b"\0" * 4096):
-                pass
-        except OSError:  # full
-            pass
-    size = filler.stat().st_size
-    os.truncate(filler, max(size - leave, 0))
-    return filler

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import make_photo
+from support.photos import make_photo
+from support.processes import FAKE_CLI
 
 pytestmark = pytest.mark.browser
-FAKE_CLI = str(Path(__file__).with_name("fake_batchstyle.py"))
 CHROMIUM = os.environ.get("BATCHSTYLE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = os.environ.get("BATCHSTYLE_CHROMEDRIVER") or shutil.which("chromedriver")
 WAIT = 60
@@ -302,7 +302,7 @@ def test_the_dashboard_follows_a_live_run_until_it_finishes(browser, tmp_path):
 def test_the_single_image_view_draws_the_image_large_with_its_true_size(browser, tmp_path):
     from io import BytesIO
 
-    from batchstyle.web import LivePreview
+    from batchstyle.web import LiveView
 
     def png(w, h):
         buffer = BytesIO()
@@ -311,7 +311,7 @@ def test_the_single_image_view_draws_the_image_large_with_its_true_size(browser,
 
     status = {"scale": 2, "scales": 5, "width": 181, "height": 136, "iteration": 37, "iterations": 500,
               "loss": 1.2345678, "its_per_sec": 5.1, "elapsed": 12.3, "done": False}
-    preview = LivePreview(port=0)
+    preview = LiveView(port=0)
     preview.start()
     try:
         browser.set_window_size(1200, 1000)

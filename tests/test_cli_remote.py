@@ -1,7 +1,7 @@
 """``batchstyle run`` and ``status`` with the manifest, the inputs and the output directory in a
 bucket, as a user runs them, on every object store the README names: real processes, real Ray, a
 real server of each store (moto's S3, Azurite, fake-gcs-server; one per store for the module,
-reached through the store's standard environment variables, tests/store_servers.py), the fake
+reached through the store's standard environment variables, tests/support/store_servers.py), the fake
 backend."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import uuid
 import pytest
 from PIL import Image
 
-from conftest import make_photo
-from store_servers import bucket_with_a_job
-from test_cli_run import batchstyle, kill_session, start, wait_for
+from support.store_servers import bucket_with_a_job
+from support.photos import make_photo
+from support.processes import batchstyle, kill_session, start, wait_for
 
 pytestmark = pytest.mark.ray
 FAKE = "iters=8,sleep=0.03,scales=2"

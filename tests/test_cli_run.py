@@ -10,51 +10,16 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import folder_job, hold_lock
+from support.photos import folder_job
+from support.processes import FAKE, batchstyle, hold_lock, kill_session, start, wait_for
 
 pytestmark = pytest.mark.ray
-FAKE = "iters=8,sleep=0.03,scales=2"  # the fake backend's options (tests/fake_backend.py)
-FAKE_CLI = str(Path(__file__).with_name("fake_batchstyle.py"))
-
-
-def command(args, fake: str | None) -> list[str]:
-    """``batchstyle ARGS``, or with ``fake`` the same command with the fake backend."""
-    return [sys.executable, *(["-m", "batchstyle"] if fake is None else [FAKE_CLI, fake]), *map(str, args)]
-
-
-def batchstyle(*args: str, env: dict | None = None, timeout: float = 240, fake: str | None = None
-               ) -> subprocess.CompletedProcess:
-    return subprocess.run(command(args, fake), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
-
-def start(*args: str, fake: str | None = None) -> subprocess.Popen:
-    """A driver in its own session, so that everything it started can be cleaned up after a SIGKILL."""
-    return subprocess.Popen(command(args, fake), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-
-
-def kill_session(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # Ray's helper processes outlive a killed driver
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -541,10 +541,10 @@ def test_web_live_view_serves_status_and_image(inputs, weights_file, tmp_path):
 
 @pytest.mark.weights
 def test_web_view_stays_up_long_enough_to_show_finished(inputs, weights_file, tmp_path, monkeypatch):
-    from batchstyle.web import LivePreview
+    from batchstyle.web import LiveView
 
     times, seen = {}, []
-    original_finish, original_stop = LivePreview.finish, LivePreview.stop
+    original_finish, original_stop = LiveView.finish, LiveView.stop
 
     def finish(self, status=None):
         original_finish(self, status)
@@ -555,8 +555,8 @@ def test_web_view_stays_up_long_enough_to_show_finished(inputs, weights_file, tm
         seen.append(self.snapshot())
         original_stop(self)
 
-    monkeypatch.setattr(LivePreview, "finish", finish)
-    monkeypatch.setattr(LivePreview, "stop", stop)
+    monkeypatch.setattr(LiveView, "finish", finish)
+    monkeypatch.setattr(LiveView, "stop", stop)
     result = stylize(*base_args(inputs, weights_file, tmp_path / "out.png", "--web", "--port", "0", "-q"))
     assert result.exit_code == 0, result.stderr
     assert seen and seen[0]["done"] is True and seen[0]["has_image"] is True

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import folder_job, hold_lock
-from test_web_server import _addresses_of_this_machine, png_bytes
+from support.network import addresses_of_this_machine
+from support.photos import folder_job, png_bytes
+from support.processes import FAKE_CLI, hold_lock
 
 pytestmark = pytest.mark.ray
-FAKE_CLI = str(Path(__file__).with_name("fake_batchstyle.py"))
 
 
 def batchstyle(*args, fake: str | None = "iters=4,sleep=0.01,scales=2", timeout: float = 240):
@@ -101,7 +101,7 @@ def test_run_web_on_every_interface_warns_and_lists_the_addresses_it_is_reached_
     port = urls[0].rstrip("/").rsplit(":", 1)[1]
     assert urls[0] == f"http://127.0.0.1:{port}/" and f"on port {port}" in warning
     assert lines.index(warning) < lines.index(f"Live dashboard at {urls[0]}")  # said before the address
-    addresses = _addresses_of_this_machine(4)
+    addresses = addresses_of_this_machine(4)
     assert {f"http://{a}:{port}/" for a in addresses} <= set(urls[1:]), (addresses, urls)
     if not addresses:
         assert any("none could be found here" in ln for ln in lines)
@@ -112,7 +112,7 @@ def _all_done_without_ray(manifest: Path, out: Path) -> None:
     from batchstyle.batch.manifest import read_manifest
     from batchstyle.batch.outdir import ItemRecord, open_output_dir
     from batchstyle.batch.plan import make_plan
-    from conftest import make_photo
+    from support.photos import make_photo
 
     directory = open_output_dir(out)
     for item in make_plan(read_manifest(manifest), directory, "fake").todo:

@@ -8,9 +8,10 @@ import pytest
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.outdir import OutputDir, open_output_dir
 from batchstyle.batch.plan import make_plan
-from batchstyle.batch.scheduler import RunOptions, Scheduler
-from conftest import folder_job
-from fake_backend import Fake
+from batchstyle.batch.scheduler import Scheduler
+from batchstyle.batch.state import BatchOptions
+from support.fake_backend import Fake
+from support.photos import folder_job
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -48,7 +49,7 @@ def scheduler_for(tmp_path, photo, count: int, display) -> tuple[Scheduler, Outp
     root, manifest = folder_job(tmp_path, "photos", count, (40, 30), 3, "m.csv")
     out = open_output_dir(root / "out")
     plan = make_plan(read_manifest(manifest), out, "fake")
-    return Scheduler(plan.todo, 0, out, None, "fake", RunOptions(backend=Fake(FAKE), group_size=1), display), out
+    return Scheduler(plan.todo, 0, out, None, "fake", BatchOptions(backend=Fake(FAKE), group_size=1), display), out
 
 
 def running_nodes(state) -> set[str]:

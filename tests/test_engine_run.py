@@ -24,7 +24,7 @@ def tiny_stylizer(random_weights):
 
 @pytest.fixture(scope="module")
 def pair():
-    from conftest import make_photo
+    from support.photos import make_photo
 
     return make_photo(60, 45, seed=1), make_photo(50, 50, seed=2)
 

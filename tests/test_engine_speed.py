@@ -26,7 +26,7 @@ def fp32_stylizer(random_weights):
 
 @pytest.fixture(scope="module")
 def images():
-    from conftest import make_photo
+    from support.photos import make_photo
 
     return [make_photo(60, 45, seed=k) for k in range(3)], [make_photo(50, 50, seed=10 + k) for k in range(2)]
 
@@ -86,7 +86,7 @@ def test_a_group_gives_each_job_the_loss_and_gradient_it_has_alone(fp32_stylizer
 def test_a_jobs_run_does_not_depend_on_the_other_jobs_of_its_group(fp32_stylizer, images):
     """Exactly: the convolutions of a group of a given size run the same kernels whatever its images,
     so a job's losses and image are bit for bit the same beside any other jobs, in any place."""
-    from conftest import make_photo
+    from support.photos import make_photo
 
     jobs = jobs_of(images)
     other = Job(make_photo(60, 45, seed=3), [images[1][0]], TINY.replace(seed=3, init="gray", style_weight=3.0))
@@ -135,7 +135,7 @@ def test_group_checkpoints_belong_to_their_jobs_and_resume_in_any_group(fp32_sty
 
 def test_jobs_that_cannot_share_a_group_are_refused(fp32_stylizer, images):
     contents, styles = images
-    from conftest import make_photo
+    from support.photos import make_photo
 
     with pytest.raises(ValueError, match="job 2 cannot share a group with job 1"):
         fp32_stylizer.run_group([Job(contents[0], [styles[0]], TINY), Job(make_photo(45, 60), [styles[0]], TINY)])

@@ -13,69 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from batchstyle.batch.outdir import FailureRecord, ItemRecord, OutputDir, PlanEntry, open_output_dir
 from batchstyle.web import thumbs as thumbs_module
 from batchstyle.web.gallery import Gallery, rebuild_gallery
-
-PREFIX = b"(window.batchstyleGallery=window.batchstyleGallery||{shards:{}})"
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def data_of(script: Path):
-    """The JSON a data script assigns (``...summary=`` or ``...shards[k]=``)."""
-    text = script.read_bytes()
-    assert text.startswith(PREFIX)
-    rest = text[len(PREFIX):]
-    return json.loads(rest[rest.index(b"=") + 1:].rstrip(b";\n"))
-
-
-def page_data(out: OutputDir) -> tuple[dict, list[dict]]:
-    folder = out.meta / "gallery"
-    summary = data_of(folder / "summary.js")
-    rows = [row for k in range(len(summary["shards"])) for row in data_of(folder / f"shard-{k:05d}.js")]
-    return summary, rows
-
-
-@pytest.fixture
-def batch(tmp_path, photo):
-    """An output directory planned for six photos in one style: two done before, one failed, three pending."""
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for i in range(6):
-        photo(80, 60, i).save(inputs / f"p{i}.png")
-    photo(50, 50, 99).save(inputs / "style.png")
-    out = open_output_dir(tmp_path / "out")
-    out.create()
-    plan = [PlanEntry(f"id{i}", f"p{i}__style.png", 2, str(inputs / f"p{i}.png"), [str(inputs / "style.png")],
-                      {"end_scale": 256, "content_weight": 10}) for i in range(6)]
-    out.write_plan(plan, {})
-    for i in (0, 1):
-        out.write_result(record(plan[i], inputs), png(photo(80, 60, 50 + i)))
-    out.write_failure(failure(plan[2], "p2.png: cannot be read"))
-    return out, plan, inputs
-
-
-def record(entry: PlanEntry, inputs: Path) -> ItemRecord:
-    settings = {"end_scale": 256, "content_weight": 10, "style_weights": None, "seed": 0}
-    return ItemRecord(id=entry.id, output=entry.output, line=entry.line, content=entry.content, styles=entry.styles,
-                      settings=settings, weights="w", worker="node GPU 0", seconds=12.5, finished=time.time())
-
-
-def failure(entry: PlanEntry, error: str) -> FailureRecord:
-    return FailureRecord(id=entry.id, output=entry.output, line=entry.line, content=entry.content, error=error,
-                         kind="error", attempts=1, time=time.time(), worker="node GPU 0", detail="Traceback ...")
-
-
-def follow(out: OutputDir, shard_size: int = 100) -> Gallery:
-    gallery = Gallery(out, shard_size=shard_size).start()
-    out.watch(gallery)
-    return gallery
-
+from support.dashboard import running_state
+from support.gallery import PREFIX, data_of, failure, follow, page_data, png, record
 
 def test_the_gallery_shows_every_image_with_inputs_state_and_thumbnails(batch, photo):
     out, plan, inputs = batch
@@ -160,28 +101,6 @@ def test_a_broken_gallery_never_stops_the_batch(batch, photo):
 
 
 # --- the dashboard's live routes ---------------------------------------------------------------------------
-
-def running_state(item_id: str = "abc"):
-    from batchstyle.batch.manifest import Item
-    from batchstyle.batch.messages import ItemPreview, WorkerInfo
-    from batchstyle.batch.pool import Call, Worker
-    from batchstyle.batch.scheduler import BatchState
-    from batchstyle.engine.events import Progress
-    from batchstyle.engine.settings import StyleSettings
-
-    from batchstyle.engine.schedule import scale_ladder
-
-    settings = StyleSettings(end_scale=256, initial_iterations=120, iterations=60)
-    ladder = scale_ladder((64, 48), settings)
-    item = Item(line=3, content=Path("a.png"), styles=(Path("s.png"),), settings=settings, output="a__s.png",
-                content_size=(64, 48), id=item_id, units=sum(s.units for s in ladder))
-    progress = Progress(1, 3, *ladder[1].size, 40, 60, 2.5, 12.0, 0, time.time())
-    preview = ItemPreview(b"\xff\xd8fake-jpeg", *ladder[1].size, *ladder[1].size, 1, 40)
-    call = Call([item], None, time.time() - 12, progress={item_id: progress}, previews={item_id: preview})
-    worker = Worker(None, 0, None, WorkerInfo("n1", "node", [], ["cpu"]), call)
-    return BatchState(total=5, skipped=1, done=2, failed=1, units_total=3 * item.units, units_done=2 * item.units,
-                      workers=[worker])
-
 
 def test_the_dashboard_serves_the_running_state_and_previews():
     from batchstyle.web import WebServer

@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-import hostile
-from conftest import make_photo
-from test_cli_run import FAKE, batchstyle
+from support import hostile
+from support.photos import make_photo
+from support.processes import FAKE, batchstyle
 
 pytestmark = pytest.mark.ray
 

@@ -146,3 +146,19 @@ def test_every_relative_link_of_the_docs_leads_to_a_file(doc):
     missing = [target for target in LINK.findall((ROOT / doc).read_text())
                if not (ROOT / doc).parent.joinpath(target).exists()]
     assert not missing, f"{doc} links to files that do not exist: {missing}"
+
+
+def test_test_modules_take_shared_helpers_from_support_only():
+    """Helpers the tests share live in tests/support/ (fixtures in conftest.py): a test module never
+    imports another test module or conftest, and the benchmarks import tests.support only."""
+    wrong = []
+    for path in [*ROOT.glob("tests/*.py"), *ROOT.glob("tests/support/*.py"), *ROOT.glob("benchmarks/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            wrong += [f"{path.relative_to(ROOT)} imports {name}" for name in names
+                      if name.split(".")[-1].startswith("test_") or name.split(".")[-1] == "conftest"
+                      or (path.parent.name == "benchmarks" and name.split(".")[0] in {"support", "fake_backend"})]
+        if path.parent.name == "benchmarks" and "sys.path" in path.read_text():
+            wrong.append(f"{path.relative_to(ROOT)} changes sys.path")
+    assert not wrong, "\n".join(wrong)

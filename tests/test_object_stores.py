@@ -1,5 +1,5 @@
 """What the lease and the records rely on, on every object store the README names, each against a
-real server of that store (moto's S3, Azurite, fake-gcs-server; tests/store_servers.py): create
+real server of that store (moto's S3, Azurite, fake-gcs-server; tests/support/store_servers.py): create
 only if absent and replace only if unchanged, as single requests; a written object's tag is the one
 its listing gives; the lease keeps a second run out; a missing bucket and refused credentials are one
 line each."""
@@ -15,7 +15,7 @@ import pytest
 from batchstyle.batch.outdir import LeaseError, open_output_dir
 from batchstyle.batch.outdir.object_stores import remote_folder
 from batchstyle.batch.remote_files import StorageError
-from store_servers import environment
+from support.store_servers import environment
 
 
 @pytest.fixture

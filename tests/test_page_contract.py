@@ -11,9 +11,10 @@ import time
 from importlib import resources
 from types import SimpleNamespace
 
-from test_gallery import batch, data_of, follow, png, record, running_state  # noqa: F401 - batch is a fixture
+from support.dashboard import running_state
+from support.gallery import data_of, follow, png, record
 
-from batchstyle.web import LivePreview, contract as c
+from batchstyle.web import LiveView, contract as c
 from batchstyle.web.dashboard import Dashboard
 from batchstyle.web.gallery import GLOBAL
 from batchstyle.web.server import asset
@@ -90,12 +91,12 @@ def test_the_dashboard_serves_exactly_the_contracts_live_state(batch):  # noqa: 
 
 
 def test_the_single_image_status_has_exactly_the_contracts_fields():
-    from batchstyle.cli.stylize import _update_preview
+    from batchstyle.cli.stylize import _update_live_view
     from batchstyle.engine.events import Progress
 
-    preview = LivePreview(port=0)
+    preview = LiveView(port=0)
     event = Progress(0, 2, 64, 48, 1, 10, 3.5, 0.5, 2**20, time.time())
-    _update_preview(preview, SimpleNamespace(image=lambda: None), event, SimpleNamespace(rate=4.0), 0.0)
+    _update_live_view(preview, SimpleNamespace(image=lambda: None), event, SimpleNamespace(rate=4.0), 0.0)
     status = json.loads(preview.reply(c.STATUS_ROUTE, "").body)
     assert set(status) == set(c.STYLIZE_STATUS_FIELDS) and status["has_image"] is True
     assert preview.reply(c.IMAGE_ROUTE, "") is not None

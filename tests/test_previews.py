@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from batchstyle.batch.engine_backend import PREVIEW_SIDE, EngineBackend, live_preview
-from batchstyle.batch.manifest import Item
+from batchstyle.batch.items import Item
 from batchstyle.batch.messages import ItemInputs, ItemPreview, ItemResult
 from batchstyle.engine.events import Progress
 from batchstyle.engine.settings import StyleSettings

@@ -17,8 +17,8 @@ from batchstyle.batch.outdir.lease import Lease, LeaseError
 from batchstyle.batch.outdir.object_stores import remote_folder
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.remote_files import RemotePath, StorageError
-from conftest import make_photo
-from moto_s3 import bucket_with_a_job
+from support.moto_s3 import bucket_with_a_job
+from support.photos import make_photo
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
@@ -204,9 +204,10 @@ def ray_cpu():
 
 @pytest.mark.ray
 def test_a_run_whose_lease_is_taken_over_stops_at_once_and_writes_nothing_more(bucket, ray_cpu):
-    from batchstyle.batch.scheduler import RunOptions, Scheduler
-    from fake_backend import Fake
-    from test_scheduler import RecordingDisplay
+    from batchstyle.batch.scheduler import Scheduler
+    from batchstyle.batch.state import BatchOptions
+    from support.display import RecordingDisplay
+    from support.fake_backend import Fake
 
     name, client = bucket
     out = open_output_dir(f"s3://{name}/out", lease_ttl=2.0)  # renewed every 0.5 s
@@ -219,7 +220,7 @@ def test_a_run_whose_lease_is_taken_over_stops_at_once_and_writes_nothing_more(b
             taken.append(client.put_object(Bucket=name, Key="out/.batchstyle/lease.json", Body=json.dumps(other)))
 
     taken: list = []
-    options = RunOptions(backend=Fake("iters=40,sleep=0.05,scales=2"), group_size=1, workers=1)
+    options = BatchOptions(backend=Fake("iters=40,sleep=0.05,scales=2"), group_size=1, workers=1)
     scheduler = Scheduler(plan.todo, 0, out, None, "fake", options, RecordingDisplay(take_over))
     with pytest.raises(RuntimeError, match=rf"another batchstyle run \(pid 77 on other-host\) took over s3://{name}/out; "
                                            r"this run stops\."):

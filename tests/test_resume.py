@@ -9,13 +9,17 @@ import os
 
 import pytest
 
+from batchstyle.batch.make import BatchError, BatchObserver, BatchRequest, make_batch
 from batchstyle.batch.manifest import read_manifest
 from batchstyle.batch.outdir import OutputDir, open_output_dir
 from batchstyle.batch.plan import make_plan
-from batchstyle.batch.scheduler import RunOptions, Scheduler
-from conftest import fill
-from fake_backend import Fake
-from test_scheduler import RecordingDisplay
+from batchstyle.batch.scheduler import Scheduler
+from batchstyle.batch.state import BatchOptions
+from support.display import RecordingDisplay
+from support.disk import fill
+from support.fake_backend import Fake
+from support.photos import folder_job
+from support.processes import hold_lock
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -44,7 +48,7 @@ def run_once(root, weights: str, force: bool = False, rows: str | None = None):
     out = open_output_dir(root / "out")
     plan = make_plan(read_manifest(manifest), out, "fake", force=force)
     before = set(os.listdir(root / "log"))
-    options = RunOptions(backend=Fake(f"iters=2,scales=2,log={root / 'log'}"), group_size=1, force=force)
+    options = BatchOptions(backend=Fake(f"iters=2,scales=2,log={root / 'log'}"), group_size=1, force=force)
     state = Scheduler(plan.todo, len(plan.done), out, None, "fake", options, RecordingDisplay()).run()
     started = {name.split(".")[0] for name in set(os.listdir(root / "log")) - before}
     return plan, state, started
@@ -101,7 +105,7 @@ def test_an_output_directory_that_disappears_stops_the_run_with_one_line(ray_cpu
     out = open_output_dir(job / "out")
     plan = make_plan(read_manifest(manifest), out, "fake")
     shutil.rmtree(job / "out")
-    scheduler = Scheduler(plan.todo, 0, out, None, "fake", RunOptions(backend=Fake("iters=2"), group_size=1),
+    scheduler = Scheduler(plan.todo, 0, out, None, "fake", BatchOptions(backend=Fake("iters=2"), group_size=1),
                           RecordingDisplay())
     with pytest.raises(RuntimeError, match=f"the output directory {job / 'out'} is gone"):
         scheduler.run()
@@ -116,7 +120,7 @@ def test_a_full_disk_fails_the_images_it_stops_and_the_batch_goes_on(ray_cpu, jo
     plan = make_plan(read_manifest(manifest), out, "fake")
     filler = fill(small_disk, 6 * 4096)  # room for an image or two, their records and a few failures
     display = RecordingDisplay()
-    options = RunOptions(backend=Fake("iters=2,scales=1"), group_size=1)
+    options = BatchOptions(backend=Fake("iters=2,scales=1"), group_size=1)
     state = Scheduler(plan.todo, 0, out, None, "fake", options, display).run()  # no error: the batch ran to its end
     assert state.failed >= 1 and state.done + state.failed == 8 and len(state.failures) == state.failed
     assert {f.kind for f in state.failures} == {"write"}
@@ -142,3 +146,44 @@ def test_an_output_name_of_250_bytes_is_written(ray_cpu, job):
     plan, state, _ = run_once(job, "", rows=f"content,style,output\na.png,s1.png,{name}\n")
     assert state.done == 1 and state.failed == 0
     assert (job / "out" / name).is_file() and file_is_the_image_of(open_output_dir(job / "out"), plan.all[0].id)
+
+
+class Heard(BatchObserver):
+    """What a library caller of make_batch hears, in order."""
+
+    def __init__(self):
+        self.heard: list[str] = []
+
+    def opened(self, out):
+        self.heard.append("opened")
+
+    def planned(self, out, plan):
+        self.heard.append(f"planned {len(plan.done)} done {len(plan.todo)} to do")
+
+    def scheduling(self, plan):
+        self.heard.append("scheduling")
+        return super().scheduling(plan)
+
+    def stopped(self, scheduler):
+        self.heard.append("stopped")
+
+
+def test_make_batch_makes_a_manifest_for_a_library_caller_and_a_second_call_only_what_is_missing(ray_cpu, tmp_path):
+    root, manifest = folder_job(tmp_path, "photos", 3, (40, 30), 9, "m.csv")
+    out = tmp_path / "out"
+    request = BatchRequest(str(manifest), str(out), options=BatchOptions(backend=Fake("iters=2,scales=1"), group_size=1))
+    first, heard = make_batch(request, observer := Heard()), observer.heard
+    assert first.state.done == 3 and first.state.failed == 0 and not first.interrupted
+    assert heard == ["opened", "planned 0 done 3 to do", "scheduling", "stopped"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["p0__style.png", "p1__style.png", "p2__style.png"]
+    assert ray.is_initialized()  # the caller's Ray, used and left running
+    (out / "p1__style.png").unlink()
+    second = make_batch(request, observer := Heard())
+    assert observer.heard == ["opened", "planned 2 done 1 to do", "scheduling", "stopped"] and second.state.done == 1
+    holder = hold_lock(out)
+    try:
+        with pytest.raises(BatchError, match="in use by another batchstyle run"):
+            make_batch(request)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -13,8 +13,10 @@ from batchstyle.batch.outdir import open_output_dir
 from batchstyle.batch.plan import make_plan
 from batchstyle.batch.policies import (Retry, after_out_of_memory, after_worker_lost, auto_group_size,
                                        desired_workers, fair_share, fit_to_cluster)
-from batchstyle.batch.scheduler import RunOptions, Scheduler
-from fake_backend import Fake
+from batchstyle.batch.scheduler import Scheduler
+from batchstyle.batch.state import BatchOptions
+from support.display import RecordingDisplay
+from support.fake_backend import Fake
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -26,19 +28,6 @@ def ray_gpus():
              log_to_driver=False)
     yield
     ray.shutdown()
-
-
-class RecordingDisplay:
-    def __init__(self, on_update=None):
-        self.lines: list[str] = []
-        self.on_update = on_update
-
-    def update(self, state) -> None:
-        if self.on_update:
-            self.on_update(state)
-
-    def log(self, text: str) -> None:
-        self.lines.append(text)
 
 
 @pytest.fixture
@@ -61,7 +50,7 @@ def batch(tmp_path, photo):
         display = options.pop("display", RecordingDisplay())
         options.setdefault("group_size", 1)
         scheduler = Scheduler(plan.todo, len(plan.done), out, None, "fake",
-                              RunOptions(backend=Fake(spec), **options), display)
+                              BatchOptions(backend=Fake(spec), **options), display)
         return scheduler, out, plan, display
 
     return make
@@ -188,7 +177,7 @@ def test_compatible_items_are_grouped_and_each_gets_its_own_result(ray_gpus, bat
     from PIL import Image
 
     from batchstyle.engine.images import load_image
-    from fake_backend import fake_image
+    from support.fake_backend import fake_image
     ids = {item.output: item.id for item in plan.all}
     for i in range(5):
         made = Image.open(out.root / f"p{i}__style.png").convert("RGB")
@@ -275,7 +264,7 @@ def test_retry_and_escalation_policy():
 def test_big_images_run_on_one_gpu_with_tiles_unless_two_are_asked_for():
     from pathlib import Path
 
-    from batchstyle.batch.manifest import Item
+    from batchstyle.batch.items import Item
     from batchstyle.batch.plan import route
     from batchstyle.engine.settings import StyleSettings
 

@@ -13,7 +13,9 @@ from batchstyle.batch.outdir import FailureRecord, HashCache, ItemRecord, LockEr
 from batchstyle.batch.plan import item_id, make_plan
 from batchstyle.engine.files import temp_name
 from batchstyle.engine.settings import StyleSettings
-from conftest import fill, folder_job, hold_lock
+from support.disk import fill
+from support.photos import folder_job
+from support.processes import hold_lock
 
 
 @pytest.fixture

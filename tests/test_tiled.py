@@ -227,7 +227,7 @@ def test_auto_tiles_only_the_scales_that_do_not_fit(random_weights, monkeypatch)
     """With a budget that the top scale does not fit whole, auto tiles it (as large as fits) and
     keeps the lower scales whole; off never tiles; a size tiles what is larger than it."""
     import batchstyle.engine.memory as memory
-    from conftest import make_photo
+    from support.photos import make_photo
 
     stylizer = Stylizer(random_weights, ["cpu"], speed=FP32)
     run = stylizer.run(make_photo(64, 48), [make_photo(64, 64, 1)], StyleSettings(end_scale=2048, min_scale=512))
@@ -287,7 +287,7 @@ def test_the_engine_backend_says_which_tile_ran_out_of_memory(random_weights, ph
     from pathlib import Path
 
     from batchstyle.batch.engine_backend import EngineBackend
-    from batchstyle.batch.manifest import Item
+    from batchstyle.batch.items import Item
     from batchstyle.batch.messages import ItemFailure, ItemInputs
     from batchstyle.engine import objective, tiled_objective
 

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from batchstyle.web import LivePreview, image_content_type
+from batchstyle.web import LiveView, image_content_type
 
 TIMEOUT = 5
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32 + b"fake-png"
@@ -27,7 +27,7 @@ STATUS = {"scale": 2, "scales": 5, "width": 256, "height": 192, "iteration": 37,
 
 @pytest.fixture
 def preview():
-    p = LivePreview(host="127.0.0.1", port=0)
+    p = LiveView(host="127.0.0.1", port=0)
     p.start()
     try:
         yield p
@@ -46,7 +46,7 @@ def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
             return e.code, dict(e.headers), e.read()
 
 
-def get_status(p: LivePreview) -> dict:
+def get_status(p: LiveView) -> dict:
     code, headers, body = get(p.url + "status")
     assert code == 200
     assert headers["Content-Type"].startswith("application/json")
@@ -54,7 +54,7 @@ def get_status(p: LivePreview) -> dict:
     return json.loads(body)
 
 
-def port_of(p: LivePreview) -> int:
+def port_of(p: LiveView) -> int:
     return int(p.url.rstrip("/").rsplit(":", 1)[1])
 
 
@@ -234,7 +234,7 @@ def test_raising_callable_gives_500_and_server_keeps_serving(preview):
 
 def test_port_in_use_raises_oserror_naming_port(preview):
     port = port_of(preview)
-    other = LivePreview(host="127.0.0.1", port=port)
+    other = LiveView(host="127.0.0.1", port=port)
     with pytest.raises(OSError) as info:
         other.start()
     assert str(port) in str(info.value)
@@ -244,7 +244,7 @@ def test_port_in_use_raises_oserror_naming_port(preview):
 
 
 def test_stop_is_idempotent_and_frees_port():
-    p = LivePreview(port=0)
+    p = LiveView(port=0)
     url = p.start()
     assert p.start() == url  # starting twice is harmless
     port = port_of(p)
@@ -256,7 +256,7 @@ def test_stop_is_idempotent_and_frees_port():
 
 
 def test_stop_is_prompt_with_a_client_connected():
-    with LivePreview(port=0) as p:
+    with LiveView(port=0) as p:
         port = port_of(p)
         idle = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)  # a browser that never asks
         half = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
@@ -269,7 +269,7 @@ def test_stop_is_prompt_with_a_client_connected():
 
 
 def test_context_manager_returns_started_preview():
-    with LivePreview(port=0) as p:
+    with LiveView(port=0) as p:
         assert p.running and p.url
         assert get(p.url + "status")[0] == 200
     assert not p.running
@@ -283,7 +283,7 @@ def test_image_content_type():
     assert image_content_type(b"hello") == "application/octet-stream"
 
 
-SERVER_MODULES = ("__init__", "server", "files", "addresses", "preview", "contract")  # standard library only
+SERVER_MODULES = ("__init__", "server", "files", "addresses", "live_view", "contract")  # standard library only
 PAGE_MODULES = ("gallery", "gallery_data", "thumbs", "dashboard")  # the batch's pages: they import the batch
 
 
@@ -311,7 +311,7 @@ def test_no_heavy_imports():
 
 
 def test_server_does_not_keep_process_alive():
-    code = ("from batchstyle.web import LivePreview; p = LivePreview(port=0); p.start(); "
+    code = ("from batchstyle.web import LiveView; p = LiveView(port=0); p.start(); "
             "import urllib.request; urllib.request.urlopen(p.url + 'status', timeout=5).read(); "
             "print('ok')")  # exits without stop()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)

@@ -19,6 +19,8 @@ import pytest
 from batchstyle.web import server as web_server
 from batchstyle.web.files import content_type
 from batchstyle.web.server import Reply, WebServer
+from support.network import addresses_of_this_machine
+from support.photos import png_bytes
 
 SECRET = b"the secret outside the folder"
 TIMEOUT = 5
@@ -233,14 +235,6 @@ def test_port_in_use_names_the_port_and_the_option(tmp_path):
 PLAN_SECRET = "/inputs-path-that-only-the-records-know"
 
 
-def png_bytes(image) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def gallery_rows(out) -> list[dict]:
     """The rows of the gallery's data as written (``...shards[k]=JSON;``)."""
     import json
@@ -257,7 +251,7 @@ def gallery_rows(out) -> list[dict]:
 def planned_output(tmp: Path, photos: int, done: int):
     """An output directory planned for ``photos`` images in one style, the first ``done`` of them made."""
     from batchstyle.batch.outdir import ItemRecord, PlanEntry, open_output_dir
-    from conftest import make_photo
+    from support.photos import make_photo
 
     inputs = tmp / "inputs-path-that-only-the-records-know"
     inputs.mkdir()
@@ -387,7 +381,7 @@ def test_a_live_gallery_names_each_image_once_it_is_recorded(tmp_path):
             assert get(server, "/p0__style.png")[0] == 200
             (Path(out.root) / "p1__style.png").write_bytes(b"\x89PNG" + SECRET)  # its name, no record
             assert_private(*get(server, "/p1__style.png")[::2], "/p1__style.png")
-            from conftest import make_photo
+            from support.photos import make_photo
 
             image = png_bytes(make_photo(40, 30, 51))
             out.write_result(records[1], image)
@@ -405,7 +399,7 @@ def test_a_remote_output_directory_is_served_by_the_same_rules(s3, tmp_path):
 
     from batchstyle.batch.outdir import ItemRecord, PlanEntry, open_output_dir
     from batchstyle.web.gallery import rebuild_gallery
-    from conftest import make_photo
+    from support.photos import make_photo
 
     bucket = f"b-{uuid.uuid4().hex[:12]}"
     s3.client().create_bucket(Bucket=bucket)
@@ -450,18 +444,6 @@ def test_a_server_on_every_interface_says_so_and_where_it_is_reached():
             host = url.split("//")[1].rsplit(":", 1)[0]
             with socket.socket() as probe:
                 probe.bind((host, 0))
-        expected = _addresses_of_this_machine(4)
+        expected = addresses_of_this_machine(4)
         assert {f"http://{a}:{port(anywhere)}/" for a in expected} <= set(urls)
 
-
-def _addresses_of_this_machine(version: int) -> set[str]:
-    """This machine's network addresses as ``hostname -I`` lists them (its name's, where that is missing)."""
-    import ipaddress
-    import subprocess
-
-    try:
-        words = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        words = [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)]
-    found = {ipaddress.ip_address(w.split("%")[0]) for w in words}
-    return {str(a) for a in found if a.version == version and not a.is_loopback and not a.is_link_local}

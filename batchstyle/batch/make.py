@@ -9,11 +9,14 @@ The one use case behind ``batchstyle run``, the benchmarks and library users::
 
 In order: the output directory (as given, else ``output/`` beside the manifest), the manifest read
 and checked, the VGG-19 weights resolved, the output directory created and locked (a lease on object
-storage), what a crashed run left cleaned up, the observer told it is open, the plan (what is done, what to make), Ray started or
-joined, the weights put into its object store once, and the scheduler run until every item is made,
-failed or interrupted. An observer hears of each step, so that a terminal, a log or the pages can show
-it; it prints nothing itself. Problems that stop the batch before any image is made raise
-:class:`BatchError` (or :class:`~batchstyle.batch.manifest.ManifestError`, with every problem's line).
+storage), what a crashed run left cleaned up, the observer told it is open, the plan (what is done,
+what to make), Ray started or joined (or the caller's, when it has started Ray already), the weights
+put into its object store once, and the scheduler run until every item is made, failed or
+interrupted. An observer hears of each step, so that a terminal, a log or the pages can show it; it
+prints nothing itself (without one, the scheduler's lines go to the ``batchstyle`` logger). Problems
+that stop the batch before any image is made raise :class:`BatchError` (or
+:class:`~batchstyle.batch.manifest.ManifestError`, with every problem's line). An image that fails
+does not raise: it is counted in ``outcome.state.failed`` and recorded in the output directory.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ContextManager
@@ -33,7 +37,8 @@ from .outdir import LockError, OutputDir, open_output_dir
 from .remote_files import RemotePath, StorageError, as_path, redact
 
 if TYPE_CHECKING:  # the scheduler imports Ray: only when a batch is made
-    from .scheduler import BatchState, RunOptions, Scheduler
+    from .scheduler import Scheduler
+    from .state import BatchOptions, BatchState
 
 
 class BatchError(Exception):
@@ -50,7 +55,7 @@ class BatchRequest:
     weights: str | None = None  # a weights file; None: $BATCHSTYLE_WEIGHTS, the cache or torchvision's download
     address: str | None = None  # a Ray cluster to join; None: start Ray on this machine
     two_gpu_pixels: int | None = None  # items larger than this run on two GPUs
-    options: RunOptions | None = None  # how the scheduler runs; None: its defaults
+    options: BatchOptions | None = None  # how the scheduler runs; None: its defaults
 
 
 @dataclass
@@ -58,6 +63,17 @@ class BatchOutcome:
     plan: Plan
     state: BatchState | None = None  # None: nothing was left to make
     interrupted: bool = False
+
+
+class LoggedDisplay:
+    """The scheduler's display for a caller that draws none: each line it logs goes to the
+    ``batchstyle`` logger (at INFO), without the terminal's colour markup."""
+
+    def update(self, state: BatchState) -> None:
+        pass
+
+    def log(self, text: str) -> None:
+        logging.getLogger("batchstyle").info(re.sub(r"\[/?[a-z ]*\]", "", text))
 
 
 class BatchObserver:
@@ -79,8 +95,9 @@ class BatchObserver:
         """Every item has its id; ``plan.done`` are skipped, ``plan.todo`` are to make."""
 
     def scheduling(self, plan: Plan) -> ContextManager[Any]:
-        """A context around the scheduler's loop that gives the display the scheduler reports to."""
-        return contextlib.nullcontext(None)
+        """A context around the scheduler's loop that gives the display the scheduler reports to
+        (here: its lines go to the ``batchstyle`` logger)."""
+        return contextlib.nullcontext(LoggedDisplay())
 
     def stopped(self, scheduler: Scheduler) -> None:
         """The scheduler has stopped, normally, interrupted or aborted (``scheduler.aborting``)."""
@@ -88,10 +105,10 @@ class BatchObserver:
 
 def make_batch(request: BatchRequest, observer: BatchObserver | None = None) -> BatchOutcome:
     """Make every missing image of ``request.manifest``; see the module's documentation."""
-    from .scheduler import RunOptions
+    from .state import BatchOptions
 
     observer = observer or BatchObserver()
-    options = request.options = request.options or RunOptions()
+    options = request.options = request.options or BatchOptions()
     out = output_dir_for(request.outdir, request.manifest)
     try:
         items = read_manifest(request.manifest, request.defaults, max_pixels=options.max_pixels or MAX_PIXELS,
@@ -166,8 +183,7 @@ def _schedule(request: BatchRequest, out: OutputDir, plan: Plan, resolved, ident
     from .scheduler import Scheduler
 
     with contextlib.ExitStack() as stack:
-        ray = start_ray(request.address)
-        stack.callback(ray.shutdown)
+        ray = _ray(request.address, stack)
         weights_ref = ray.put(resolved.to_numpy()) if resolved is not None else None
         display = stack.enter_context(observer.scheduling(plan))
         scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, request.options, display)
@@ -176,6 +192,19 @@ def _schedule(request: BatchRequest, out: OutputDir, plan: Plan, resolved, ident
         finally:
             observer.stopped(scheduler)
         return BatchOutcome(plan, state, scheduler.interrupted)
+
+
+def _ray(address: str | None, stack: contextlib.ExitStack):
+    """Ray as the caller started it (a library user's, used as it is and left running), or started
+    here (or joined at ``address``) for this batch and shut down after it."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    ray = start_ray(address)
+    stack.callback(ray.shutdown)
+    return ray
 
 
 def start_ray(address: str | None):
@@ -203,4 +232,4 @@ def start_ray(address: str | None):
     return ray
 
 
-__all__ = ["BatchError", "BatchObserver", "BatchOutcome", "BatchRequest", "make_batch", "output_dir_for", "start_ray"]
+__all__ = ["BatchError", "BatchObserver", "LoggedDisplay", "BatchOutcome", "BatchRequest", "make_batch", "output_dir_for", "start_ray"]

@@ -22,35 +22,11 @@ from batchstyle.engine.settings import (FIELDS_BY_NAME, SettingsError, StyleSett
 from batchstyle.engine.speed import parse_tile
 
 from .inputs import INPUT_EXTENSIONS, InputChecker, resolve
-from .remote_files import RemotePath, StorageError, as_path
+from .items import Item
 from .outputs import DEFAULT_OUTPUT, NAME_MAX, OUTPUT_EXTENSIONS, OutputClaims, name_too_long, output_path
+from .remote_files import RemotePath, StorageError, as_path
 
 BATCH_COLUMNS = ("content", "style", "output", "gpus", "tile")  # and every setting, by its field name
-
-
-@dataclass(frozen=True)
-class Item:
-    """One image to make: its manifest line, inputs, resolved settings and where the result goes.
-
-    Planning (:func:`batch.plan.make_plan`) fills in the rest: its id, its route and its cost. An
-    item with a ``problem`` (an unreadable file found in a folder) is not made: it fails as it is.
-    """
-
-    line: int
-    content: Path | RemotePath  # a local file, or one at a URL (with its content tag)
-    styles: tuple[Path | RemotePath, ...]
-    settings: StyleSettings
-    output: str  # relative to the output directory, with / separators
-    gpus: int | None = None  # 1 or 2 from the manifest, None = decided by size
-    content_size: tuple[int, int] = (0, 0)
-    problem: str = ""  # why it cannot be made, e.g. "photos/x.png cannot be read: ..."
-    notes: tuple[str, ...] = ()  # what the user should know (library warnings, a shortened ladder)
-    id: str = ""
-    route: int = 1  # GPUs of the worker it goes to (1 or 2)
-    units: int = 0  # pixel-iterations of the whole run (for ETAs)
-    group_key: str | None = None  # items with equal keys may be optimised together; None: alone
-    pixels: int = 0  # of the final image
-    tile: str | int | None = None  # the manifest's tile (auto, off or a core size); None: the run's --tile
 
 
 @dataclass(frozen=True)
@@ -370,5 +346,5 @@ def _style_too_small(style_size: tuple[int, int] | None, content_size: tuple[int
     return None
 
 
-__all__ = ["Item", "Problem", "ManifestError", "read_manifest", "DEFAULT_OUTPUT", "INPUT_EXTENSIONS",
+__all__ = ["Problem", "ManifestError", "read_manifest", "DEFAULT_OUTPUT", "INPUT_EXTENSIONS",
            "OUTPUT_EXTENSIONS"]

@@ -10,7 +10,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .manifest import Item
+from .items import Item
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 from batchstyle.engine.schedule import scale_ladder
 from batchstyle.engine.settings import StyleSettings, group_key
 
-from .manifest import Item
+from .items import Item
 from .outdir import HashCache, OutputDir, PlanEntry
 
 # Bumped whenever the engine would make a different image from the same inputs and settings,

@@ -19,7 +19,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from batchstyle.engine.events import Progress
 
-from .manifest import Item
+from .items import Item
 from .messages import ItemPreview, WorkerInfo
 from .policies import desired_workers
 from .worker import BackendFactory, StyleWorker

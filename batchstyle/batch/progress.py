@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from batchstyle.engine.events import Progress
 from batchstyle.engine.schedule import Scale, scale_ladder
 
-from .manifest import Item
-from .scheduler import BatchState
+from .items import Item
+from .state import BatchState
 
 
 def duration(seconds: float | None) -> str:

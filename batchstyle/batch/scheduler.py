@@ -13,78 +13,29 @@ import errno
 import signal
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import ray
 from ray.exceptions import RayError, RayTaskError
 
 from batchstyle.engine.events import Progress
 
-from .manifest import Item
+from .items import Item
 from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult
+from .outdir import FailureRecord, ItemRecord, OutputDir
 from .policies import after_out_of_memory, after_worker_lost, auto_group_size, fair_share, fit_to_cluster
 from .pool import Call, Worker, WorkerPool, WorkerSetup, cause_of
-from .outdir import FailureRecord, ItemRecord, OutputDir
-from .worker import BackendFactory
+from .state import BatchOptions, BatchState, Display
 
 TICK = 0.2  # seconds: how often the display refreshes and Ctrl-C is noticed
-
-
-@dataclass
-class RunOptions:
-    backend: BackendFactory | None = None  # what makes the images; None: the engine
-    device: str = "auto"  # auto | gpu | cpu
-    workers: int | None = None  # most workers at once; None: as many as the cluster's resources allow
-    retries: int = 2  # extra attempts for an item whose worker was lost
-    cpu_threads: int | None = None
-    stall_timeout: float | None = 1800.0  # seconds without any event from an item before its worker is replaced
-    group_size: int | None = None  # items optimised together per call; None: automatic by size and memory
-    speed: dict | None = None  # engine Speed options for every worker
-    force: bool = False  # redo from the start: saved checkpoints are not used
-    max_pixels: int | None = None  # the largest input image the workers accept (None: the engine's default)
-    preview_interval: float = 0.0  # seconds between live previews of a running item (--web); 0: none
-
-
-@dataclass
-class BatchState:
-    """What the display shows: counts, the workers and their calls, failures."""
-
-    total: int
-    skipped: int
-    done: int = 0
-    failed: int = 0
-    started: float = field(default_factory=time.time)
-    queued: int = 0
-    units_total: int = 0
-    units_done: int = 0
-    draining: bool = False
-    interrupted: int = 0  # images stopped mid-way by a second Ctrl-C (they resume from their checkpoints)
-    message: str = ""
-    failures: list[FailureRecord] = field(default_factory=list)
-    workers: list[Worker] = field(default_factory=list)
-
-    @property
-    def running(self) -> list[tuple[Item, Worker]]:
-        """Every item being made now, with its worker (whose call has its progress)."""
-        return [(item, w) for w in self.workers if w.call for item in w.call.items]
-
-    @property
-    def pending(self) -> int:
-        return self.total - self.skipped - self.done - self.failed - len(self.running)
-
-
-class Display(Protocol):
-    def update(self, state: BatchState) -> None: ...
-    def log(self, text: str) -> None: ...
 
 
 class Scheduler:
     """Runs planned items on Ray workers and writes results into the output directory."""
 
     def __init__(self, todo: list[Item], skipped: int, out: OutputDir, weights_ref: Any, weights_identity: str,
-                 options: RunOptions, display: Display):
+                 options: BatchOptions, display: Display):
         self.out, self.options, self.display = out, options, display
         self.weights_identity = weights_identity
         self.queue: deque[Item] = deque(sorted(todo, key=lambda i: -i.route))  # big items first
@@ -465,4 +416,4 @@ def _why_not_written(exc: OSError) -> str:
     return f"{exc.strerror or exc} ({where})" if where else str(exc.strerror or exc)
 
 
-__all__ = ["Scheduler", "RunOptions", "BatchState"]
+__all__ = ["Scheduler", "BatchOptions", "BatchState"]

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from batchstyle.batch.progress import BatchProgress, duration, images_per_hour
-from batchstyle.batch.scheduler import BatchState
+from batchstyle.batch.state import BatchState
 
 PLAIN_INTERVAL = 10.0  # seconds between summary lines when output is not a terminal
 
@@ -210,23 +210,23 @@ def bench_table(results, full: bool) -> Table:
 
 def failed_table(failed, failures) -> Table:
     table = Table("line", "image", "error", title="failed", title_justify="left", show_lines=False)
-    for entry in failed:
-        f = failures[entry.id]
-        table.add_row(str(entry.line), entry.output, f"{f.error} ({f.kind}, {f.attempts} attempt(s))")
+    for item in failed:
+        f = failures[item.id]
+        table.add_row(str(item.line), item.output, f"{f.error} ({f.kind}, {f.attempts} attempt(s))")
     return table
 
 
-def entries_table(title: str, entries, records) -> Table:
-    done = any(entry.id in records for entry in entries)
+def items_table(title: str, items, records) -> Table:
+    done = any(item.id in records for item in items)
     table = Table("line", "image", "content", *(("time", "worker") if done else ()), title=title,
                   title_justify="left")
-    for entry in entries:
-        record = records.get(entry.id)
-        cells = [str(entry.line), entry.output, entry.content]
+    for item in items:
+        record = records.get(item.id)
+        cells = [str(item.line), item.output, item.content]
         if done:
             cells += [duration(record.seconds), record.worker] if record else ["", ""]
         table.add_row(*cells)
     return table
 
 
-__all__ = ["BatchDisplay", "summary_table", "StylizeDisplay", "bench_table", "failed_table", "entries_table"]
+__all__ = ["BatchDisplay", "summary_table", "StylizeDisplay", "bench_table", "failed_table", "items_table"]

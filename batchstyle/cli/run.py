@@ -75,7 +75,7 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     OUTDIR/index.html shows every image (open it in a browser); --web shows the running batch too.
     """
     from batchstyle.batch.make import BatchRequest
-    from batchstyle.batch.scheduler import RunOptions
+    from batchstyle.batch.state import BatchOptions
 
     console = Console(highlight=False, soft_wrap=True)  # log lines are never wrapped
     if old_group_size is not None:
@@ -84,7 +84,7 @@ def run(obj: dict | None, manifest: str, outdir: str | None, address: str | None
     backend = (obj or {}).get("backend")
     request = BatchRequest(
         manifest, outdir, settings_from_options(options), weights, address, two_gpu_pixels,
-        RunOptions(backend=backend, device=device, workers=workers, retries=retries, cpu_threads=cpu_threads,
+        BatchOptions(backend=backend, device=device, workers=workers, retries=retries, cpu_threads=cpu_threads,
                    stall_timeout=stall_timeout or None, group_size=_group_size(group_size),
                    speed=speed_from_options(options).to_dict(), force=force, max_pixels=max_input_pixels,
                    preview_interval=_preview_interval(web)))

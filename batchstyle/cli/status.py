@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from .common import EXIT_FAILED, UserError, note_unreadable
-from .display import entries_table, failed_table
+from .display import items_table, failed_table
 
 
 @click.command()
@@ -42,11 +42,11 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
     if failed:
         console.print(failed_table(failed, failures))
     limit = None if show_all else 20
-    for title, entries in (("pending", pending), ("done", done if show_all else [])):
-        if entries:
-            console.print(entries_table(title, entries[:limit], records))
-            if limit is not None and len(entries) > limit:
-                console.print(f"... and {len(entries) - limit} more (--all lists them)")
+    for title, items in (("pending", pending), ("done", done if show_all else [])):
+        if items:
+            console.print(items_table(title, items[:limit], records))
+            if limit is not None and len(items) > limit:
+                console.print(f"... and {len(items) - limit} more (--all lists them)")
     if html:
         _write_gallery(console, out)
     if failed:

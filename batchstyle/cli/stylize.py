@@ -103,11 +103,11 @@ def run_stylize(console: Console, opts: StylizeOptions) -> int:
     from batchstyle.engine.images import save_image
 
     run = _prepare(console, opts)
-    preview = _start_preview(console, opts) if opts.web else None
+    live_view = _start_live_view(console, opts) if opts.web else None
     display, trace, finished = StylizeDisplay(console, opts.quiet), [], False
     try:
         with display:
-            _optimise(run, opts, display, preview, trace)
+            _optimise(run, opts, display, live_view, trace)
         finished = True
     except KeyboardInterrupt:
         save_image(run.image(), opts.output)
@@ -116,12 +116,12 @@ def run_stylize(console: Console, opts: StylizeOptions) -> int:
     finally:
         if opts.trace:
             Path(opts.trace).write_text(json.dumps({"settings": opts.settings.to_dict(), "iterates": trace}, indent=1))
-        if preview is not None and not finished:
-            preview.stop()
+        if live_view is not None and not finished:
+            live_view.stop()
     final = run.image()
     save_image(final, opts.output)
-    if preview is not None:
-        _show_final(preview, final)
+    if live_view is not None:
+        _show_final(live_view, final)
     if not opts.quiet:
         console.print(f"Wrote {opts.output} ({display.summary()})")
     return 0
@@ -173,7 +173,7 @@ def _describe_devices(devices) -> str:
     return ", ".join(parts)
 
 
-def _optimise(run, opts: StylizeOptions, display: StylizeDisplay, preview, trace: list[dict]) -> None:
+def _optimise(run, opts: StylizeOptions, display: StylizeDisplay, live_view, trace: list[dict]) -> None:
     """Iterate the run: display, trace, live view, intermediate images and checkpoints."""
     from batchstyle.engine import Progress
     from batchstyle.engine.images import save_image
@@ -190,26 +190,26 @@ def _optimise(run, opts: StylizeOptions, display: StylizeDisplay, preview, trace
         if opts.trace:
             trace.append({"w": event.width, "h": event.height, "i": event.iteration, "i_max": event.iterations,
                           "loss": event.loss, "time": event.time, "gpu_ram": event.gpu_peak_bytes})
-        if preview is not None:
-            snapshot_at = _update_preview(preview, run, event, display, snapshot_at)
+        if live_view is not None:
+            snapshot_at = _update_live_view(live_view, run, event, display, snapshot_at)
         if opts.save_every and event.iteration % opts.save_every == 0 and event.iteration < event.iterations:
             save_image(run.image(), opts.output)
 
 
-def _start_preview(console: Console, opts: StylizeOptions):
-    from batchstyle.web import LivePreview
+def _start_live_view(console: Console, opts: StylizeOptions):
+    from batchstyle.web import LiveView
 
-    preview = LivePreview(*opts.web)
-    url = preview.start()
-    print_urls(console, "Live view", preview.server)
+    live_view = LiveView(*opts.web)
+    url = live_view.start()
+    print_urls(console, "Live view", live_view.server)
     if opts.browser:
         import webbrowser
 
         webbrowser.open(url)
-    return preview
+    return live_view
 
 
-def _update_preview(preview, run, event, display: StylizeDisplay, snapshot_at: float) -> float:
+def _update_live_view(live_view, run, event, display: StylizeDisplay, snapshot_at: float) -> float:
     """Status every iteration; a new image snapshot at most once a second (it costs a device copy)."""
     from batchstyle.engine.images import encode_image
 
@@ -219,18 +219,18 @@ def _update_preview(preview, run, event, display: StylizeDisplay, snapshot_at: f
               "gpu_memory_mb": event.gpu_peak_bytes / 2**20, "done": False}
     now = time.monotonic()
     if now - snapshot_at < 1.0 and event.iteration not in (1, event.iterations):
-        preview.update(status)
+        live_view.update(status)
         return snapshot_at
     image = run.image()
-    preview.update(status, image=lambda: encode_image(image, "jpeg"))
+    live_view.update(status, image=lambda: encode_image(image, "jpeg"))
     return now
 
 
-def _show_final(preview, final) -> None:
+def _show_final(live_view, final) -> None:
     """Show the final image and "Finished" before the page loses its server."""
     from batchstyle.engine.images import encode_image
 
-    preview.update(None, image=lambda: encode_image(final, "jpeg"))
-    preview.finish()
+    live_view.update(None, image=lambda: encode_image(final, "jpeg"))
+    live_view.finish()
     time.sleep(WEB_GRACE)
-    preview.stop()
+    live_view.stop()

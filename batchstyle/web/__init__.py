@@ -6,7 +6,7 @@ The server (standard library only, importing nothing else of batchstyle):
 * :class:`WebServer` (``server.py``) serves live routes from a provider and, read-only, the files of
   one folder that the provider allows, judged where they really are (``files.py``); ``addresses.py``
   says where a server bound to every interface can be reached;
-* :class:`LivePreview` (``preview.py``) is the provider of ``batchstyle stylize --web``;
+* :class:`LiveView` (``live_view.py``) is the provider of ``batchstyle stylize --web``;
 * ``contract.py`` names what the pages' JavaScript reads: routes, files, globals, fields.
 
 The batch's pages (they import :mod:`batchstyle.batch`, never the other way round):
@@ -14,7 +14,7 @@ The batch's pages (they import :mod:`batchstyle.batch`, never the other way roun
 * ``gallery.py`` keeps ``OUTDIR/index.html`` and its data current; ``gallery_data.py`` makes each
   image's entry, ``thumbs.py`` its thumbnails;
 * ``dashboard.py`` is the provider of ``batchstyle run --web``: the scheduler's display (through
-  :class:`batchstyle.batch.scheduler.Display`, wired by the CLI) and the routes of the running batch.
+  :class:`batchstyle.batch.state.Display`, wired by the CLI) and the routes of the running batch.
 
 ``assets/``: the pages (plain HTML, CSS and JavaScript; nothing loaded from elsewhere). ``live.js``
 draws a running image's progress, for both the single-image page and the batch dashboard;
@@ -23,7 +23,7 @@ draws a running image's progress, for both the single-image page and the batch d
 Importing this package imports the server only: neither torch, ray, click nor Pillow.
 """
 
-from .preview import LivePreview
+from .live_view import LiveView
 from .server import Reply, WebServer, image_content_type, json_reply, text_reply
 
-__all__ = ["LivePreview", "WebServer", "Reply", "image_content_type", "json_reply", "text_reply"]
+__all__ = ["LiveView", "WebServer", "Reply", "image_content_type", "json_reply", "text_reply"]

@@ -1,6 +1,6 @@
 """What the pages' JavaScript reads, named once: routes, files, globals and the fields of every record.
 
-The Python that writes the pages' data (:mod:`.gallery`, :mod:`.dashboard`, :mod:`.preview`) and the
+The Python that writes the pages' data (:mod:`.gallery`, :mod:`.dashboard`, :mod:`.live_view`) and the
 JavaScript in ``assets/`` that reads it meet here. ``tests/test_page_contract.py`` checks both sides
 against these names without a browser: that the Python writes exactly these fields, and that the
 scripts and pages ask for no route, file, global or field that is not named here. A field added on
@@ -14,7 +14,7 @@ ASSETS_ROUTE = "/.assets/"       # the pages' own code, served by every WebServe
 LIVE_PREFIX = "/.live/"          # the batch dashboard's live routes (dashboard.py); the rest of it is 404
 STATE_ROUTE = "/.live/state"     # JSON: LIVE_STATE_FIELDS
 PREVIEW_ROUTE = "/.live/preview/"  # + an item id: the latest preview JPEG of a running image
-STATUS_ROUTE = "/status"         # batchstyle stylize --web (preview.py): JSON, STYLIZE_STATUS_FIELDS
+STATUS_ROUTE = "/status"         # batchstyle stylize --web (live_view.py): JSON, STYLIZE_STATUS_FIELDS
 IMAGE_ROUTE = "/image"           # batchstyle stylize --web: the latest image
 
 # -- files ---------------------------------------------------------------------------------------------
@@ -55,10 +55,10 @@ LIVE_ITEM_FIELDS = ("id", "output", "line", "elapsed", "its_per_sec", "eta",  # 
 PREVIEW_FIELDS = ("version", "width", "height", "of_width", "of_height")
 GALLERY_VERSION_FIELDS = ("summary", "shards")  # the data versions: a page reloads what changed
 
-# -- the status of batchstyle stylize --web (cli/stylize.py through preview.py) ------------------------
+# -- the status of batchstyle stylize --web (cli/stylize.py through live_view.py) ------------------------
 STYLIZE_STATUS_FIELDS = ("scale", "scales", "width", "height", "iteration", "iterations", "loss", "its_per_sec",
                          "elapsed", "gpu_memory_mb", "done", "image_version", "has_image")
-STYLIZE_OPTIONAL_FIELDS = ("title",)  # what another caller of LivePreview.update may add: the page's heading
+STYLIZE_OPTIONAL_FIELDS = ("title",)  # what another caller of LiveView.update may add: the page's heading
 
 # -- live.js's progress card: the fields of a running image it draws, from LIVE_ITEM_FIELDS or
 # STYLIZE_STATUS_FIELDS, plus what the page itself gives it (title, subtitle, image)

@@ -12,7 +12,7 @@ every field of the state are in :mod:`.contract`)::
     /.live/preview/<id>    the latest preview JPEG of a running image (404 when there is none)
 
 The scheduler knows nothing of it: the CLI hands it to the scheduler as its display
-(:class:`batchstyle.batch.scheduler.Display`), wrapping the terminal's.
+(:class:`batchstyle.batch.state.Display`), wrapping the terminal's.
 
 Of the output directory (local, or remote and read through this dashboard) only what the pages
 need is served (:meth:`Dashboard.allow`): ``/`` and the page's code (batchstyle's own copies, see
@@ -30,8 +30,8 @@ from typing import Any
 from batchstyle.batch.messages import ItemPreview
 from batchstyle.batch.pool import Worker
 from batchstyle.batch.progress import BatchProgress, images_per_hour, units_done
-from batchstyle.batch.scheduler import BatchState, Display
 from batchstyle.batch.outdir import OutputDir
+from batchstyle.batch.state import BatchState, Display
 
 from .contract import DATA_FOLDER, GALLERY_PAGE, LIVE_MARK, LIVE_PREFIX, PAGE_ASSETS, PREVIEW_ROUTE, STATE_ROUTE
 from .files import PAGE_TYPES, Refused, content_type, image_type, relative_name

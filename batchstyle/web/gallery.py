@@ -33,7 +33,7 @@ from batchstyle.batch.outdir import FailureRecord, ItemRecord, OutputDir, PlanEn
 from batchstyle.batch.remote_files import as_path, file_stamp
 
 from .contract import DATA_FOLDER, DATA_GLOBAL, GALLERY_PAGE, PAGE_ASSETS, SUMMARY_FILE, THUMBS_FOLDER, shard_file
-from .gallery_data import entry, public
+from .gallery_data import gallery_item, public
 from .server import asset
 from .thumbs import Thumb, Thumbnails
 
@@ -143,7 +143,7 @@ class Gallery:
         self.plan = self.out.plan()
         for n, plan in enumerate(self.plan):
             record = records.get(plan.id) if plan.id in done else None
-            self.items.append(entry(n, plan, record, failures.get(plan.id) if record is None else None))
+            self.items.append(gallery_item(n, plan, record, failures.get(plan.id) if record is None else None))
             self.position[plan.id] = n
             if not self._thumbnails(n, make=False):
                 self._todo.append(n)
@@ -176,7 +176,7 @@ class Gallery:
         n = self.position.get(record.id)
         if n is None:
             return
-        self.items[n] = entry(n, self.plan[n], record, None)
+        self.items[n] = gallery_item(n, self.plan[n], record, None)
         thumb = self.thumbs.of_bytes(image, record.output)
         if thumb is not None:
             self.output_thumbs[record.id] = thumb
@@ -187,7 +187,7 @@ class Gallery:
     def _apply_failure(self, failure: FailureRecord) -> None:
         n = self.position.get(failure.id)
         if n is not None:
-            self.items[n] = entry(n, self.plan[n], None, failure)
+            self.items[n] = gallery_item(n, self.plan[n], None, failure)
             self._dirty.add(n // self.shard_size)
 
     def _thumbnails(self, n: int, make: bool) -> bool:

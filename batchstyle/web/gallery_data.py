@@ -29,7 +29,7 @@ def file_name(path: str) -> str:
     return PurePath(path.replace("\\", "/")).name
 
 
-def entry(position: int, plan: PlanEntry, record: ItemRecord | None, failure: FailureRecord | None) -> dict:
+def gallery_item(position: int, plan: PlanEntry, record: ItemRecord | None, failure: FailureRecord | None) -> dict:
     """The gallery's view of one planned image: done, failed or pending."""
     styles = record.styles if record is not None else plan.styles
     settings = changed_settings(record.settings) if record is not None else dict(plan.settings)
@@ -57,4 +57,4 @@ def public(item: dict) -> dict:
     return shown
 
 
-__all__ = ["style_weights", "entry", "public", "file_name"]
+__all__ = ["style_weights", "gallery_item", "public", "file_name"]

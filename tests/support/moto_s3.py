@@ -49,27 +49,9 @@ class MotoServer:
 
 def moto_environment(server: MotoServer):
     """Point this process (and the processes it starts) at ``server``; undo on exit."""
-    import contextlib
+    from .store_servers import environment
 
-    @contextlib.contextmanager
-    def applied():
-        import s3fs
-
-        saved = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)
-        s3fs.S3FileSystem.clear_instance_cache()
-        try:
-            yield server
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            s3fs.S3FileSystem.clear_instance_cache()
-
-    return applied()
-
+    return environment(server.env)
 
 
 @contextlib.contextmanager
@@ -88,7 +70,7 @@ def bucket_with_a_job(client, name: str, photos: int, size: tuple[int, int], man
     ``jobs/style.png`` and a manifest at ``manifest_key`` with one folder row over them."""
     import io
 
-    from conftest import make_photo
+    from .photos import make_photo
 
     def png(image) -> bytes:
         buffer = io.BytesIO()

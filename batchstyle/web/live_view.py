@@ -2,11 +2,11 @@
 
 The caller owns the optimisation loop and pushes its progress in::
 
-    with LivePreview(port=8080) as preview:          # or preview.start() ... preview.stop()
-        print("live view at", preview.url)
+    with LiveView(port=8080) as view:          # or view.start() ... view.stop()
+        print("live view at", view.url)
         for event in run:
-            preview.update(status, image=lambda snap=snapshot: encode_jpeg(snap))
-        preview.finish()
+            view.update(status, image=lambda snap=snapshot: encode_jpeg(snap))
+        view.finish()
 
 Routes (besides the server's own ``/.assets/``; named, with the fields of ``/status``, in :mod:`.contract`):
 
@@ -14,11 +14,11 @@ Routes (besides the server's own ``/.assets/``; named, with the fields of ``/sta
   draws each running image). It polls ``/status`` about every 500 ms and reloads the picture only
   when ``image_version`` changes.
 * ``/status``  JSON: the latest status dict plus ``image_version`` (incremented by every
-  :meth:`LivePreview.update` that carries an image) and ``has_image``. Non-finite floats are ``null``.
+  :meth:`LiveView.update` that carries an image) and ``has_image``. Non-finite floats are ``null``.
 * ``/image``   the latest image's bytes, content type from its magic bytes; 404 before the first
   image, 500 (with the error text) when the image callable raised.
 
-Images are encoded lazily: :meth:`LivePreview.update` only stores the bytes or the zero-argument
+Images are encoded lazily: :meth:`LiveView.update` only stores the bytes or the zero-argument
 callable; the callable is invoked by a server thread when a browser requests ``/image``, at most once
 per image. With nobody watching the page, the callable is never invoked.
 """
@@ -47,7 +47,7 @@ def _page() -> bytes:
         return _FALLBACK_PAGE
 
 
-class LivePreview:
+class LiveView:
     """A single image's live view, served in a daemon thread.
 
     ``update`` is cheap (it stores references under a lock) and may be called every optimiser step.
@@ -84,7 +84,7 @@ class LivePreview:
     def stop(self) -> None:
         self.server.stop()
 
-    def __enter__(self) -> "LivePreview":
+    def __enter__(self) -> "LiveView":
         self.start()
         return self
 
@@ -166,4 +166,4 @@ class LivePreview:
             return data, error
 
 
-__all__ = ["LivePreview", "ImageSource"]
+__all__ = ["LiveView", "ImageSource"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import make_photo
+from .photos import make_photo
 
 MADE, FAILS = "made", "fails"
 

@@ -1,5 +1,5 @@
 """A fast stand-in for the engine behind a worker, for scheduler and CLI tests and the dispatch
-benchmark: ``RunOptions(backend=Fake("iters=20,sleep=0.01"))`` or ``fake_batchstyle.py``.
+benchmark: ``BatchOptions(backend=Fake("iters=20,sleep=0.01"))`` or ``support/fake_batchstyle.py``.
 
 Options ``iters=20,sleep=0.01,scales=2,die_marker=DIR,log=DIR,tiles_fit=PX``. It decodes the content
 (so a bad file fails as with the engine) and returns it, shrunk, as the "stylized" image. Items of
@@ -35,7 +35,7 @@ def fake_image(image, item_id: str):
 
 
 class Fake:
-    """A backend factory: what ``RunOptions.backend`` and ``main(obj={"backend": ...})`` take."""
+    """A backend factory: what ``BatchOptions.backend`` and ``main(obj={"backend": ...})`` take."""
 
     identity = "fake"  # stands in for the weights' identity in item ids
 

@@ -1,7 +1,7 @@
 """Real object stores for tests, one per protocol the README names, each on 127.0.0.1 and reached
 through that store's standard environment variables (the product has no test hooks):
 
-* ``s3://``: moto's S3 server (tests/moto_s3.py; ``AWS_ENDPOINT_URL`` and dummy keys);
+* ``s3://``: moto's S3 server (tests/support/moto_s3.py; ``AWS_ENDPOINT_URL`` and dummy keys);
 * ``az://``: Azurite, Microsoft's Azure Storage emulator (``npm install azurite``, which
   ``.ci/test-servers`` does), with an account and key made up for the session
   (``AZURE_STORAGE_CONNECTION_STRING``);
@@ -81,7 +81,7 @@ class S3Store(Store):
     secret = "testing-secret"
 
     def __init__(self):
-        from moto_s3 import MotoServer
+        from .moto_s3 import MotoServer
 
         self.server = MotoServer()
         self.env = self.server.env
@@ -306,7 +306,7 @@ def bucket_with_a_job(store: Store, name: str, photos: int, size: tuple[int, int
     ``jobs/style.png`` and a manifest at ``manifest_key`` with one folder row over them."""
     import io
 
-    from conftest import make_photo
+    from .photos import make_photo
 
     def png(image) -> bytes:
         buffer = io.BytesIO()
