@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from batchstyle.batch.outdir import ItemRecord, OutputDir, PlanEntry, open_output_dir
+from batchstyle.batch.outdir import ItemRecord, OutputDir, PlanItem, open_output_dir
 from batchstyle.web.gallery import Gallery
 
 
@@ -40,7 +40,7 @@ def png(seed: int, size=(64, 48)) -> bytes:
     return buffer.getvalue()
 
 
-def make_outdir(root: Path, items: int) -> tuple[OutputDir, list[PlanEntry]]:
+def make_outdir(root: Path, items: int) -> tuple[OutputDir, list[PlanItem]]:
     """``items`` planned images over 100 photos and 3 styles; the first half done."""
     inputs = root / "in"
     inputs.mkdir(parents=True)
@@ -50,7 +50,7 @@ def make_outdir(root: Path, items: int) -> tuple[OutputDir, list[PlanEntry]]:
         (inputs / f"style{k}.png").write_bytes(png(1000 + k))
     out = open_output_dir(root / "out")
     out.create()
-    plan = [PlanEntry(f"{i:024x}", f"out/p{i:05d}__s{i % 3}.png", 2 + i % 50, str(inputs / f"p{i % 100:03d}.png"),
+    plan = [PlanItem(f"{i:024x}", f"out/p{i:05d}__s{i % 3}.png", 2 + i % 50, str(inputs / f"p{i % 100:03d}.png"),
                       [str(inputs / f"style{i % 3}.png")], {"end_scale": 1024, "content_weight": 10})
             for i in range(items)]
     out.write_plan(plan, {})
@@ -60,7 +60,7 @@ def make_outdir(root: Path, items: int) -> tuple[OutputDir, list[PlanEntry]]:
     return out, plan
 
 
-def record(entry: PlanEntry) -> ItemRecord:
+def record(entry: PlanItem) -> ItemRecord:
     return ItemRecord(id=entry.id, output=entry.output, line=entry.line, content=entry.content, styles=entry.styles,
                       settings={"end_scale": 1024, "content_weight": 10}, weights="w", worker="node GPU 0",
                       seconds=312.0, finished=time.time())

@@ -250,7 +250,7 @@ def gallery_rows(out) -> list[dict]:
 
 def planned_output(tmp: Path, photos: int, done: int):
     """An output directory planned for ``photos`` images in one style, the first ``done`` of them made."""
-    from batchstyle.batch.outdir import ItemRecord, PlanEntry, open_output_dir
+    from batchstyle.batch.outdir import ItemRecord, PlanItem, open_output_dir
     from support.photos import make_photo
 
     inputs = tmp / "inputs-path-that-only-the-records-know"
@@ -260,7 +260,7 @@ def planned_output(tmp: Path, photos: int, done: int):
     make_photo(20, 20, 9).save(inputs / "style.png")
     out = open_output_dir(tmp / "out")
     out.create()
-    plan = [PlanEntry(f"id{i}", f"p{i}__style.png", 2, str(inputs / f"p{i}.png"), [str(inputs / "style.png")])
+    plan = [PlanItem(f"id{i}", f"p{i}__style.png", 2, str(inputs / f"p{i}.png"), [str(inputs / "style.png")])
             for i in range(photos)]
     out.write_plan(plan, {})
     records = [ItemRecord(id=e.id, output=e.output, line=e.line, content=e.content, styles=e.styles, settings={},
@@ -397,7 +397,7 @@ def test_a_remote_output_directory_is_served_by_the_same_rules(s3, tmp_path):
     """An output directory in object storage is read through the dashboard: the same allow-list."""
     import uuid
 
-    from batchstyle.batch.outdir import ItemRecord, PlanEntry, open_output_dir
+    from batchstyle.batch.outdir import ItemRecord, PlanItem, open_output_dir
     from batchstyle.web.gallery import rebuild_gallery
     from support.photos import make_photo
 
@@ -405,7 +405,7 @@ def test_a_remote_output_directory_is_served_by_the_same_rules(s3, tmp_path):
     s3.client().create_bucket(Bucket=bucket)
     local, records = planned_output(tmp_path, 2, 0)
     out = open_output_dir(f"s3://{bucket}/out")
-    out.write_plan([PlanEntry(r.id, r.output, r.line, r.content, r.styles) for r in records], {})
+    out.write_plan([PlanItem(r.id, r.output, r.line, r.content, r.styles) for r in records], {})
     image = png_bytes(make_photo(40, 30, 50))
     out.write_result(records[0], image)
     rebuild_gallery(out)

@@ -13,7 +13,7 @@ from batchstyle.engine.schedule import scale_ladder
 from batchstyle.engine.settings import StyleSettings, group_key
 
 from .items import Item
-from .outdir import HashCache, OutputDir, PlanEntry
+from .outdir import HashCache, OutputDir, PlanItem
 
 # Bumped whenever the engine would make a different image from the same inputs and settings,
 # so that outputs of an older engine are not taken for current ones.
@@ -89,9 +89,9 @@ def changed_settings(settings: StyleSettings | dict[str, Any]) -> dict[str, Any]
     return {k: v for k, v in values.items() if k in _DEFAULTS and v != _DEFAULTS[k]}
 
 
-def plan_entry(item: Item) -> PlanEntry:
+def plan_item(item: Item) -> PlanItem:
     """What ``plan.json`` keeps of an item: enough for ``status`` and the gallery of pending images."""
-    return PlanEntry(item.id, item.output, item.line, str(item.content), [str(s) for s in item.styles],
+    return PlanItem(item.id, item.output, item.line, str(item.content), [str(s) for s in item.styles],
                      changed_settings(item.settings))
 
 
@@ -107,7 +107,7 @@ def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force
     # --force: a record goes when its new image replaces it
     done_ids = set() if force else out.done_ids(outputs={i.id: i.output for i in items})
     _saved(notes, "the plan (plan.json; status shows the previous one)",
-           lambda: out.write_plan([plan_entry(i) for i in items], {"weights": weights_identity}))
+           lambda: out.write_plan([plan_item(i) for i in items], {"weights": weights_identity}))
     return Plan(todo=[i for i in items if i.id not in done_ids], done=[i for i in items if i.id in done_ids],
                 weights=weights_identity, notes=notes)
 
@@ -122,5 +122,5 @@ def _saved(notes: list[str], what: str, save) -> None:
         notes.append(f"cannot save {what}: {exc.strerror}")
 
 
-__all__ = ["Plan", "item_id", "changed_settings", "route", "planned", "plan_entry", "make_plan", "ENGINE_REVISION",
+__all__ = ["Plan", "item_id", "changed_settings", "route", "planned", "plan_item", "make_plan", "ENGINE_REVISION",
            "DEFAULT_TWO_GPU_PIXELS"]

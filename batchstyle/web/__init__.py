@@ -12,7 +12,7 @@ The server (standard library only, importing nothing else of batchstyle):
 The batch's pages (they import :mod:`batchstyle.batch`, never the other way round):
 
 * ``gallery.py`` keeps ``OUTDIR/index.html`` and its data current; ``gallery_data.py`` makes each
-  image's entry, ``thumbs.py`` its thumbnails;
+  image's gallery item, ``thumbs.py`` its thumbnails;
 * ``dashboard.py`` is the provider of ``batchstyle run --web``: the scheduler's display (through
   :class:`batchstyle.batch.state.Display`, wired by the CLI) and the routes of the running batch.
 

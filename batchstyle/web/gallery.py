@@ -29,7 +29,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from batchstyle.batch.outdir import FailureRecord, ItemRecord, OutputDir, PlanEntry
+from batchstyle.batch.outdir import FailureRecord, ItemRecord, OutputDir, PlanItem
 from batchstyle.batch.remote_files import as_path, file_stamp
 
 from .contract import DATA_FOLDER, DATA_GLOBAL, GALLERY_PAGE, PAGE_ASSETS, SUMMARY_FILE, THUMBS_FOLDER, shard_file
@@ -60,7 +60,7 @@ class Gallery:
         self._deadline: float | None = None  # once closing: thumbnails are still made until then (None: all)
         self._thread: threading.Thread | None = None
         # the model: owned by the writer thread (versions are read under _cond)
-        self.plan: list[PlanEntry] = []
+        self.plan: list[PlanItem] = []
         self.items: list[dict] = []
         self.position: dict[str, int] = {}
         self.output_thumbs: dict[str, Thumb] = {}

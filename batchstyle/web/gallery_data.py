@@ -1,8 +1,8 @@
-"""What one image of a batch looks like in the gallery: a JSON-able entry built from the output
-directory's own records (the plan entry, the done record, the failure record).
+"""What one image of a batch looks like in the gallery: a JSON-able item built from the output
+directory's own records (the plan item, the done record, the failure record).
 
 Inputs are shown by file name only (a gallery may be published; the full paths stay in the records).
-Thumbnails are added when the entry is written (see :mod:`.gallery`), as they may come later. The
+Thumbnails are added when the item is written (see :mod:`.gallery`), as they may come later. The
 fields are named in :mod:`.contract` (``ROW_FIELDS``, ``DONE_FIELDS``, ``FAILED_FIELDS``, ``STYLE_FIELDS``).
 """
 
@@ -12,7 +12,7 @@ from pathlib import PurePath
 from typing import Any
 
 from batchstyle.batch.plan import changed_settings
-from batchstyle.batch.outdir import FailureRecord, ItemRecord, PlanEntry
+from batchstyle.batch.outdir import FailureRecord, ItemRecord, PlanItem
 
 DETAIL_CHARS = 2000  # of a failure's traceback: its end, where the cause is
 
@@ -29,7 +29,7 @@ def file_name(path: str) -> str:
     return PurePath(path.replace("\\", "/")).name
 
 
-def gallery_item(position: int, plan: PlanEntry, record: ItemRecord | None, failure: FailureRecord | None) -> dict:
+def gallery_item(position: int, plan: PlanItem, record: ItemRecord | None, failure: FailureRecord | None) -> dict:
     """The gallery's view of one planned image: done, failed or pending."""
     styles = record.styles if record is not None else plan.styles
     settings = changed_settings(record.settings) if record is not None else dict(plan.settings)
@@ -51,7 +51,7 @@ def gallery_item(position: int, plan: PlanEntry, record: ItemRecord | None, fail
 
 
 def public(item: dict) -> dict:
-    """The entry as written to the page's data: without the full input paths."""
+    """The item as written to the page's data: without the full input paths."""
     shown = {k: v for k, v in item.items() if k != "content_path"}
     shown["styles"] = [{k: v for k, v in s.items() if k != "path"} for s in item["styles"]]
     return shown

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from batchstyle.batch.outdir import FailureRecord, ItemRecord, OutputDir, PlanEntry, open_output_dir
+from batchstyle.batch.outdir import FailureRecord, ItemRecord, OutputDir, PlanItem, open_output_dir
 from batchstyle.web.gallery import Gallery
 
 PREFIX = b"(window.batchstyleGallery=window.batchstyleGallery||{shards:{}})"
@@ -36,13 +36,13 @@ def page_data(out: OutputDir) -> tuple[dict, list[dict]]:
     return summary, rows
 
 
-def record(entry: PlanEntry, inputs: Path) -> ItemRecord:
+def record(entry: PlanItem, inputs: Path) -> ItemRecord:
     settings = {"end_scale": 256, "content_weight": 10, "style_weights": None, "seed": 0}
     return ItemRecord(id=entry.id, output=entry.output, line=entry.line, content=entry.content, styles=entry.styles,
                       settings=settings, weights="w", worker="node GPU 0", seconds=12.5, finished=time.time())
 
 
-def failure(entry: PlanEntry, error: str) -> FailureRecord:
+def failure(entry: PlanItem, error: str) -> FailureRecord:
     return FailureRecord(id=entry.id, output=entry.output, line=entry.line, content=entry.content, error=error,
                          kind="error", attempts=1, time=time.time(), worker="node GPU 0", detail="Traceback ...")
 
@@ -53,7 +53,7 @@ def follow(out: OutputDir, shard_size: int = 100) -> Gallery:
     return gallery
 
 
-def planned_batch(tmp_path: Path, photo) -> tuple[OutputDir, list[PlanEntry], Path]:
+def planned_batch(tmp_path: Path, photo) -> tuple[OutputDir, list[PlanItem], Path]:
     """An output directory planned for six photos in one style: two done before, one failed, three pending."""
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -62,7 +62,7 @@ def planned_batch(tmp_path: Path, photo) -> tuple[OutputDir, list[PlanEntry], Pa
     photo(50, 50, 99).save(inputs / "style.png")
     out = open_output_dir(tmp_path / "out")
     out.create()
-    plan = [PlanEntry(f"id{i}", f"p{i}__style.png", 2, str(inputs / f"p{i}.png"), [str(inputs / "style.png")],
+    plan = [PlanItem(f"id{i}", f"p{i}__style.png", 2, str(inputs / f"p{i}.png"), [str(inputs / "style.png")],
                       {"end_scale": 256, "content_weight": 10}) for i in range(6)]
     out.write_plan(plan, {})
     for i in (0, 1):

@@ -22,7 +22,7 @@ from .caches import HashCache, HeaderCache
 from .lease import DEFAULT_TTL, LeaseError
 from .local import LocalOutputDir
 from .lock import LockError, RunLock
-from .records import META, FailureRecord, ItemRecord, PlanEntry
+from .records import META, FailureRecord, ItemRecord, PlanItem
 from .remote import RemoteOutputDir
 
 
@@ -36,4 +36,4 @@ def open_output_dir(target: str | os.PathLike, *, lease_ttl: float = DEFAULT_TTL
 
 
 __all__ = ["open_output_dir", "OutputDir", "Lock", "LocalOutputDir", "RemoteOutputDir", "ItemRecord", "FailureRecord",
-           "PlanEntry", "RunLock", "LockError", "LeaseError", "HashCache", "HeaderCache", "META"]
+           "PlanItem", "RunLock", "LockError", "LeaseError", "HashCache", "HeaderCache", "META"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Iterable
 
-from .records import BadRecord, PlanEntry, _json_bytes, record_from
+from .records import BadRecord, PlanItem, _json_bytes, record_from
 
 
 class Shared:
@@ -29,9 +29,9 @@ class Shared:
             return None
 
     @staticmethod
-    def _plan_bytes(entries: Iterable[PlanEntry], info: dict[str, Any]) -> bytes:
+    def _plan_bytes(items: Iterable[PlanItem], info: dict[str, Any]) -> bytes:
         """What ``plan.json`` holds: the run's info and its items."""
-        return _json_bytes({**info, "items": [asdict(e) for e in entries]})
+        return _json_bytes({**info, "items": [asdict(e) for e in items]})
 
     def watch(self, observer: Any) -> None:
         """After each write, call ``observer.on_result(record, image)`` or ``observer.on_failure(failure)``

@@ -12,7 +12,7 @@ from ..remote_files import NO_BUCKET, StorageError, _no_bucket, content_tag, fil
 
 
 @dataclass(frozen=True)
-class Entry:
+class StoredObject:
     """One object of a listing: its name relative to the listed folder, size and content tag."""
 
     name: str
@@ -73,11 +73,11 @@ class RemoteFolder:
             raise self._fail(exc) from None
         return {keys[k]: v for k, v in found.items() if isinstance(v, bytes)}
 
-    def stat(self, rel: str) -> Entry | None:
+    def stat(self, rel: str) -> StoredObject | None:
         info = self._if_there(rel, lambda: self.fs.info(self.key(rel)))
         if info is None:
             return None
-        return Entry(rel, int(info.get("size") or 0), content_tag(info), info.get("type") == "directory")
+        return StoredObject(rel, int(info.get("size") or 0), content_tag(info), info.get("type") == "directory")
 
     def write(self, rel: str, data: bytes) -> str:
         """Write the object whole; its new content tag."""
@@ -85,8 +85,8 @@ class RemoteFolder:
             self.fs.pipe_file(self.key(rel), data)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, rel) from None
-        entry = self.stat(rel)
-        return entry.tag if entry else ""
+        found = self.stat(rel)
+        return found.tag if found else ""
 
     def create(self, rel: str, data: bytes) -> str | None:
         """Write the object only if there is none: its tag, or None when one exists (best effort here)."""
@@ -96,8 +96,8 @@ class RemoteFolder:
 
     def replace(self, rel: str, data: bytes, tag: str) -> str | None:
         """Write the object only if it is still the one with ``tag``: its new tag, or None (best effort here)."""
-        entry = self.stat(rel)
-        if entry is None or entry.tag != tag:
+        found = self.stat(rel)
+        if found is None or found.tag != tag:
             return None
         return self.write(rel, data)
 
@@ -109,7 +109,7 @@ class RemoteFolder:
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, rel) from None
 
-    def listing(self, rel: str = "") -> dict[str, Entry]:
+    def listing(self, rel: str = "") -> dict[str, StoredObject]:
         """Every object under ``rel`` (recursively), by name relative to this folder, in one listing."""
         try:
             found = self.fs.find(self.key(rel), detail=True)
@@ -122,7 +122,7 @@ class RemoteFolder:
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, rel) from None
         start = len(self.root) + 1
-        return {name[start:]: Entry(name[start:], int(info.get("size") or 0), content_tag(info))
+        return {name[start:]: StoredObject(name[start:], int(info.get("size") or 0), content_tag(info))
                 for name, info in found.items() if info.get("type") != "directory" and name.startswith(self.root + "/")}
 
     def abort_uploads(self) -> int:
@@ -130,4 +130,4 @@ class RemoteFolder:
         return 0
 
 
-__all__ = ["Entry", "RemoteFolder"]
+__all__ = ["StoredObject", "RemoteFolder"]

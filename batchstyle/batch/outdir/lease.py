@@ -69,14 +69,14 @@ class Lease:
     # -- reading -----------------------------------------------------------------------------------
 
     def _current(self) -> tuple[dict[str, Any] | None, str | None]:
-        entry = self.folder.stat(LEASE)
-        if entry is None:
+        found = self.folder.stat(LEASE)
+        if found is None:
             return None, None
         data = self.folder.read(LEASE)
         try:
-            return (json.loads(data) if data else None), entry.tag
+            return (json.loads(data) if data else None), found.tag
         except ValueError:
-            return {}, entry.tag  # unreadable: nobody's, take it over
+            return {}, found.tag  # unreadable: nobody's, take it over
 
     def holder(self) -> dict[str, Any] | None:
         """Who holds (or last held without releasing) the lease; None when it was released."""

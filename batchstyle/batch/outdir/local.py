@@ -44,7 +44,7 @@ from ..remote_files import as_path, file_stamp
 from .caches import HeaderCache, _sha256_of
 from .common import Shared
 from .lock import RunLock
-from .records import META, BadRecord, FailureRecord, ItemRecord, PlanEntry, _json_bytes, plan_from
+from .records import META, BadRecord, FailureRecord, ItemRecord, PlanItem, _json_bytes, plan_from
 
 
 class LocalOutputDir(Shared):
@@ -161,7 +161,7 @@ class LocalOutputDir(Shared):
         # the same size and time: the same file; a copy (new times) is checked by its hash
         return st.st_mtime_ns == record.output_mtime_ns or _sha256_of(path) == record.output_sha256
 
-    def plan(self) -> list[PlanEntry]:
+    def plan(self) -> list[PlanItem]:
         path = self.meta / "plan.json"
         try:
             return plan_from(path.read_bytes())
@@ -179,8 +179,8 @@ class LocalOutputDir(Shared):
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def write_plan(self, entries: Iterable[PlanEntry], info: dict[str, Any]) -> None:
-        atomic_write(self.meta / "plan.json", self._plan_bytes(entries, info))
+    def write_plan(self, items: Iterable[PlanItem], info: dict[str, Any]) -> None:
+        atomic_write(self.meta / "plan.json", self._plan_bytes(items, info))
 
     def write_result(self, record: ItemRecord, image: bytes) -> None:
         """The image first, then its record; then forget the failure and checkpoint of that item.

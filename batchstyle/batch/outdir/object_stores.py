@@ -20,7 +20,7 @@ import json
 from urllib.parse import quote
 
 from ..remote_files import NO_BUCKET, SINGLE_PUT_LIMIT, StorageError, _error_code, content_tag, protocol
-from .folders import Entry, RemoteFolder
+from .folders import StoredObject, RemoteFolder
 
 CONFLICTS = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409",  # S3, GCS
              "ConditionNotMet", "BlobAlreadyExists", "BlobNotFound")  # Azure
@@ -98,7 +98,7 @@ class AzureFolder(_Conditional):
 
         return _etag_tag(sync(self.fs.loop, upload)["etag"], len(data))
 
-    def listing(self, rel: str = "") -> dict[str, Entry]:
+    def listing(self, rel: str = "") -> dict[str, StoredObject]:
         """As :meth:`RemoteFolder.listing`; adlfs lists a missing container as empty, so an empty
         listing asks whether the container is there."""
         found = super().listing(rel)
@@ -157,8 +157,8 @@ class GCSFolder(_Conditional):
             raise self._fail(exc, rel) from None
         if isinstance(found, dict) and found.get("md5Hash"):  # a single-request upload answers the object
             return content_tag({**found, "size": len(data)})
-        entry = self.stat(rel)
-        return entry.tag if entry else ""
+        found = self.stat(rel)
+        return found.tag if found else ""
 
     def create(self, rel: str, data: bytes) -> str | None:
         return self._attempt(rel, lambda: self._upload(rel, data, "0"))  # generation 0: only if there is none

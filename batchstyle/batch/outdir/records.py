@@ -1,4 +1,4 @@
-"""What ``.batchstyle/`` holds about items: done records, failure records, plan entries, and the one
+"""What ``.batchstyle/`` holds about items: done records, failure records, plan items, and the one
 check of their shape that every reader (a local or a remote output directory) applies.
 
 A file there may be anything by the time it is read: cut short by a full disk in another program,
@@ -82,7 +82,7 @@ class FailureRecord:
 
 
 @dataclass
-class PlanEntry:
+class PlanItem:
     """One item of the latest run, as ``batchstyle status`` lists it."""
 
     id: str
@@ -110,15 +110,15 @@ def record_from(data: bytes, cls, name: str = ""):
     return record
 
 
-def plan_from(data: bytes) -> list[PlanEntry]:
-    """The entries of ``plan.json``; raises :class:`BadRecord` as :func:`record_from` does."""
+def plan_from(data: bytes) -> list[PlanItem]:
+    """The items of ``plan.json``; raises :class:`BadRecord` as :func:`record_from` does."""
     try:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise BadRecord("not valid JSON (cut short, or not written by batchstyle)") from None
     if not isinstance(value, dict) or not isinstance(value.get("items", []), list):
         raise BadRecord("not a plan (an object with a list of items)")
-    return [_shaped(entry, PlanEntry) for entry in value.get("items", [])]
+    return [_shaped(entry, PlanItem) for entry in value.get("items", [])]
 
 
 def _shaped(value: Any, cls):
@@ -178,4 +178,4 @@ def _type_name(hint: Any) -> str:
     return words.get(origin or hint, "an object")
 
 
-__all__ = ["ItemRecord", "FailureRecord", "PlanEntry", "BadRecord", "record_from", "plan_from"]
+__all__ = ["ItemRecord", "FailureRecord", "PlanItem", "BadRecord", "record_from", "plan_from"]

@@ -29,10 +29,10 @@ from typing import Any, Iterable
 from ..remote_files import RemotePath, StorageError, fingerprint
 from .caches import HeaderCache
 from .common import Shared
-from .folders import Entry
+from .folders import StoredObject
 from .lease import DEFAULT_TTL, Lease
 from .object_stores import remote_folder
-from .records import META, BadRecord, FailureRecord, ItemRecord, PlanEntry, _json_bytes, plan_from
+from .records import META, BadRecord, FailureRecord, ItemRecord, PlanItem, _json_bytes, plan_from
 
 DONE, FAILED, CHECKPOINTS = f"{META}/done/", f"{META}/failed/", f"{META}/checkpoints/"
 
@@ -51,7 +51,7 @@ class RemoteOutputDir(Shared):
                                                                self.meta / "checkpoints")
         self.lease_ttl = lease_ttl
         self._lease: Lease | None = None
-        self._index: dict[str, Entry] | None = None  # the prefix's objects, from one listing, kept up to date
+        self._index: dict[str, StoredObject] | None = None  # the prefix's objects, from one listing, kept up to date
         self._fingerprints: dict[str, set[str]] = {}  # id -> fingerprints of its records, from the same
         self.headers = HeaderCache(self)
         self.observers: list[Any] = []  # see watch()
@@ -59,7 +59,7 @@ class RemoteOutputDir(Shared):
 
     # -- the listing -------------------------------------------------------------------------------
 
-    def _scan(self) -> dict[str, Entry]:
+    def _scan(self) -> dict[str, StoredObject]:
         with self._mutex:
             if self._index is None:
                 self._index = self.folder.listing()
@@ -128,7 +128,7 @@ class RemoteOutputDir(Shared):
                 done.add(item_id)
         return done
 
-    def plan(self) -> list[PlanEntry]:
+    def plan(self) -> list[PlanItem]:
         try:
             return plan_from(self.folder.read(f"{META}/plan.json") or b"{}")
         except BadRecord as exc:
@@ -149,8 +149,8 @@ class RemoteOutputDir(Shared):
         return {key[len(prefix):] for key in list(self._scan()) if key.startswith(prefix) and "/" not in key[len(prefix):]}
 
     def stamp(self, rel: str) -> tuple | None:
-        entry = self._scan().get(rel)
-        return None if entry is None else (entry.size, entry.tag)
+        found = self._scan().get(rel)
+        return None if found is None else (found.size, found.tag)
 
     @property
     def name(self) -> str:
@@ -173,7 +173,7 @@ class RemoteOutputDir(Shared):
         tag = self.folder.write(rel, data)
         with self._mutex:
             if self._index is not None:
-                self._index[rel] = Entry(rel, len(data), tag)
+                self._index[rel] = StoredObject(rel, len(data), tag)
                 self._note(rel, True)
         return tag
 
@@ -188,8 +188,8 @@ class RemoteOutputDir(Shared):
     def write_file(self, rel: str, data: bytes) -> None:
         self._put(rel, data)
 
-    def write_plan(self, entries: Iterable[PlanEntry], info: dict[str, Any]) -> None:
-        self._put(f"{META}/plan.json", self._plan_bytes(entries, info))
+    def write_plan(self, items: Iterable[PlanItem], info: dict[str, Any]) -> None:
+        self._put(f"{META}/plan.json", self._plan_bytes(items, info))
 
     def write_result(self, record: ItemRecord, image: bytes) -> None:
         """The image (one PUT), then its record, named by the image's fingerprint; then old records of
