@@ -162,3 +162,23 @@ def test_test_modules_take_shared_helpers_from_support_only():
         if path.parent.name == "benchmarks" and "sys.path" in path.read_text():
             wrong.append(f"{path.relative_to(ROOT)} changes sys.path")
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_module_has_its_line_in_the_architecture_document():
+    """docs/architecture.md lists the modules one per line, each under its folder: a newcomer finds
+    the room for a change there, so a module missing from it (or a line left for one that is gone)
+    is an error."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text[text.index("```\nbatchstyle/\n") + 4:]
+    block = block[:block.index("```")]
+    listed, folders = set(), []
+    for line in block.splitlines():
+        depth, name = (len(line) - len(line.lstrip())) // 2, line.split()[0] if line.strip() else ""
+        if not name:
+            continue
+        folders[depth:] = [name.rstrip("/")] if name.endswith("/") else []
+        if name.endswith(".py"):
+            listed.add("/".join(folders[:depth] + [name]))
+    modules = {str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"}
+    assert modules - listed == set(), "modules without a line in docs/architecture.md"
+    assert listed - modules == set(), "lines in docs/architecture.md for modules that do not exist"
