@@ -119,8 +119,6 @@ def run_tree(tree: Path, output: Path, weights: str, threads: int, resume_from: 
 
 
 def compare(old: dict, new: dict) -> list[tuple[str, bool, float]]:
-    import torch
-
     rows = []
     for key in sorted(old.keys() | new.keys()):
         a, b = old.get(key), new.get(key)

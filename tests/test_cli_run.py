@@ -151,7 +151,7 @@ def test_failed_items_are_recorded_shown_by_status_and_retried(job, photo):
 
 def test_records_of_the_wrong_shape_are_noted_once_and_their_images_made_again(job):
     from batchstyle.batch.manifest import read_manifest
-    from batchstyle.batch.outdir import FailureRecord, ItemRecord, open_output_dir
+    from batchstyle.batch.outdir import ItemRecord, open_output_dir
     from batchstyle.batch.plan import make_plan
 
     root, manifest = job

@@ -4,11 +4,9 @@ update rewrites, that a rerun decodes nothing again and that a broken gallery ne
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -16,7 +14,8 @@ from PIL import Image
 from batchstyle.web import thumbs as thumbs_module
 from batchstyle.web.gallery import Gallery, rebuild_gallery
 from support.dashboard import running_state
-from support.gallery import PREFIX, data_of, failure, follow, page_data, png, record
+from support.gallery import failure, follow, page_data, png, record
+
 
 def test_the_gallery_shows_every_image_with_inputs_state_and_thumbnails(batch, photo):
     out, plan, inputs = batch

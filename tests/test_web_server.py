@@ -397,7 +397,7 @@ def test_a_remote_output_directory_is_served_by_the_same_rules(s3, tmp_path):
     """An output directory in object storage is read through the dashboard: the same allow-list."""
     import uuid
 
-    from batchstyle.batch.outdir import ItemRecord, PlanItem, open_output_dir
+    from batchstyle.batch.outdir import PlanItem, open_output_dir
     from batchstyle.web.gallery import rebuild_gallery
     from support.photos import make_photo
 

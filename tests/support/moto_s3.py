@@ -4,7 +4,6 @@ environment variables (``AWS_ENDPOINT_URL`` and dummy keys), so the product need
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
