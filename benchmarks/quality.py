@@ -2,7 +2,7 @@
 
     python -m benchmarks.quality [--sizes 256,512] [--pairs 6] [--budgets 1,0.4,0.2] [--json FILE]
                                  [--save DIR] [--weights PATH] [--threads N] [--content-weight 10]
-                                 [--full-iterations 1000,500] [--precision auto] [--cpu]
+                                 [--full-iterations 1000,500] [--precision auto] [--cpu] [--trace N]
 
 Every content/style pair (the first ``--pairs`` of the shared images and ``jobs/demo``) is stylized
 at each size with the default ladder and each budget: the share of the default iterations (1000 at
@@ -46,6 +46,7 @@ class Result:
     objective: float
     content_distance: float
     style_distance: float
+    trace: list  # with --trace N: (scale, iteration, RMS change of the averaged image over the last N iterations)
 
 
 def pairs(count: int) -> list[tuple[Path, Path]]:
@@ -112,14 +113,20 @@ def run_one(stylizer, yardstick: PlainVGG, content, style, size: int, budget: fl
     settings = StyleSettings(end_scale=size, content_weight=args.content_weight,
                              initial_iterations=max(1, round(first * budget)), iterations=max(1, round(later * budget)))
     run = stylizer.run(content, [style], settings)
+    trace: list[tuple[int, int, float]] = []  # (scale, iteration, change of the averaged image)
     start = time.perf_counter()
-    for _ in run:
-        pass
-    seconds = time.perf_counter() - start
+    last = None
+    for event in run:
+        if args.trace and hasattr(event, "iteration") and event.iteration % args.trace == 0:
+            image = run.image()
+            if last is not None and last.shape == image.shape:
+                trace.append((event.scale_index, event.iteration, (image - last).pow(2).mean().sqrt().item()))
+            last = image
+    seconds = time.perf_counter() - start  # with --trace, the snapshots are counted too
     objective = run.evaluate()[0]
     output = run.pil()
     pixel_iterations = sum(s.width * s.height * s.iterations for s in run.ladder)
-    return output, seconds, pixel_iterations, objective, yardstick.distances(output, content, style)
+    return output, seconds, pixel_iterations, objective, yardstick.distances(output, content, style), trace
 
 
 def side_by_side(images, path: Path) -> None:
@@ -151,9 +158,9 @@ def measure(args) -> list[Result]:
         for size in args.sizes:
             outputs = []
             for budget in args.budgets:
-                output, seconds, units, objective, (cd, sd) = run_one(stylizer, yardstick, content, style, size,
-                                                                      budget, args)
-                results.append(Result(name, size, budget, seconds, units, objective, cd, sd))
+                output, seconds, units, objective, (cd, sd), trace = run_one(stylizer, yardstick, content, style,
+                                                                             size, budget, args)
+                results.append(Result(name, size, budget, seconds, units, objective, cd, sd, trace))
                 outputs.append(output)
                 print(f"{name} {size}px budget {budget:g}: {seconds:.1f} s, objective {objective:.4g}, "
                       f"content {cd:.4f}, style {sd:.4f}", flush=True)
@@ -202,6 +209,8 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where there is a GPU")
     parser.add_argument("--weights")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--trace", type=int, default=0, metavar="N",
+                        help="record the RMS change of the averaged image every N iterations (in the JSON)")
     parser.add_argument("--json", type=Path, help="write every run and the summary here")
     parser.add_argument("--save", type=Path, help="write each pair's outputs side by side into this folder")
     args = parser.parse_args()
