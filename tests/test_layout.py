@@ -182,3 +182,28 @@ def test_every_module_has_its_line_in_the_architecture_document():
     modules = {str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"}
     assert modules - listed == set(), "modules without a line in docs/architecture.md"
     assert listed - modules == set(), "lines in docs/architecture.md for modules that do not exist"
+
+
+def test_every_name_the_glossary_gives_exists():
+    """The glossary names the code of each word (`batch.outdir.lease.Lease`): each of those names is
+    importable, so the glossary cannot drift from the code unnoticed."""
+    import importlib
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    glossary = text[text.index("## Glossary"):]
+    missing = []
+    for name in sorted(set(re.findall(r"`((?:engine|batch|web|cli)(?:\.\w+)+)`", glossary))):
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
+            try:
+                target = importlib.import_module(".".join(["batchstyle", *parts[:cut]]))
+            except ImportError:
+                continue
+            for attribute in parts[cut:]:
+                target = getattr(target, attribute, None)
+            if target is None:
+                missing.append(name)
+            break
+        else:
+            missing.append(name)
+    assert not missing, f"the glossary names code that does not exist: {missing}"
