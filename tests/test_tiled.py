@@ -197,6 +197,28 @@ def test_tiled_targets_are_the_whole_images_targets(photo):
     assert relative(tiled[22], whole[22]) < 1e-5
 
 
+def test_under_bf16_the_tiles_gram_sums_stay_float32_as_the_whole_images_do(photo):
+    """Only the network runs in bfloat16: the style statistics and the objective's sums over the tiles
+    are float32 matmuls of its activations, as for the whole image, so tiles cost no precision."""
+    from batchstyle.engine.targets import TargetCache, Targets
+
+    stylizer = Stylizer(narrow_vgg(torch.float32), ["cpu"], speed=Speed(precision="bf16", memory_format="contiguous"))
+    layers = ("relu4_2", *ALL_STYLE)
+    model = stylizer.features(layers)
+    targets = Targets(model, TargetCache(), stylizer.autocast, torch.contiguous_format, "bf16")
+    style, tiles = photo(140, 110, seed=5), grid(110, 140, 64, layers)
+    for whole, tiled in zip(targets.style(style, "s", (140, 110), StyleSettings()),
+                            targets.style(style, "s", (140, 110), StyleSettings(), tiles)):
+        assert whole.dtype == tiled.dtype == torch.float32
+        assert relative(tiled, whole) < 2e-3  # bf16 activations of the tiles against the whole image's
+    terms = [Weighted(i, GramStyleLoss(torch.zeros(CONV_SHAPES[i - 1][0] // 8, CONV_SHAPES[i - 1][0] // 8)),
+                      torch.tensor([1.0])) for i in indices(ALL_STYLE)]
+    objective = TiledObjective(model, terms, layers, tiles, autocast=stylizer.autocast)
+    sums = objective._pass_one(torch.rand(1, 3, 110, 140, generator=torch.Generator().manual_seed(7)),
+                               model, stylizer.autocast)
+    assert all(s.dtype == torch.float32 for term_sums in sums for s in term_sums)
+
+
 # --- runs and the tile option ----------------------------------------------------------------------
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

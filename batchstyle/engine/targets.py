@@ -101,9 +101,8 @@ class Targets:
         """The statistics of each style layer from the sums over the tiles' cores."""
         loss_cls = STYLE_LOSS_CLASSES[settings.style_loss]
         keys = [LAYER_INDEX[name] for name in settings.style_layers]
-        with self.autocast():
-            cores = core_features(self.model, style, settings.style_layers, tiles, keys)
-            sums = summed([loss_cls.sums(c[key].float()) for key in keys] for _, c in cores)
+        cores = core_features(self.model, style, settings.style_layers, tiles, keys, self.autocast)
+        sums = summed([loss_cls.sums(c[key].float()) for key in keys] for _, c in cores)  # float32, as whole
         height, width = style.shape[-2:]
         counts = [(height // reach(key)[2]) * (width // reach(key)[2]) for key in keys]
         return [loss_cls.moments(s, count) for s, count in zip(sums, counts)]

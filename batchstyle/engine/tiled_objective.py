@@ -30,11 +30,15 @@ Sums = tuple[torch.Tensor, ...]
 
 
 def core_features(forward: Callable, images: torch.Tensor, layers: Sequence[str], tiles: Sequence[Tile],
-                  keys: Sequence[int]) -> Iterator[tuple[Tile, dict]]:
-    """Each tile and its core activations by module index (``keys``), one tile at a time."""
+                  keys: Sequence[int], autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext
+                  ) -> Iterator[tuple[Tile, dict]]:
+    """Each tile and its core activations by module index (``keys``), one tile at a time. Only the
+    network runs under ``autocast``: what the caller computes from the activations (the Gram sums)
+    stays in float32, as it does for the whole image."""
     strides = {key: reach(key)[2] for key in keys}
     for tile in tiles:
-        feats = forward(tile.crop(images), layers)
+        with autocast():
+            feats = forward(tile.crop(images), layers)
         yield tile, {key: tile.core(feats[key], strides[key]) for key in keys}
         del feats
 
@@ -83,9 +87,10 @@ class TiledObjective(Objective):
     def _tile_sums(self, tile: Tile, cores: dict) -> list[Sums]:
         return [term.sums(cores[term.key], tile.where(self.strides[term.key])) for term in self.network]
 
-    def _pass_one(self, images: torch.Tensor, forward: Callable) -> list[Sums]:
+    def _pass_one(self, images: torch.Tensor, forward: Callable,
+                  autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> list[Sums]:
         with torch.no_grad():
-            cores = core_features(forward, images, self.layers, self.tiles, self.keys)
+            cores = core_features(forward, images, self.layers, self.tiles, self.keys, autocast)
             return summed(self._tile_sums(tile, c) for tile, c in cores)
 
     def _losses_of(self, sums: list[Sums], images: torch.Tensor) -> torch.Tensor:
@@ -96,8 +101,7 @@ class TiledObjective(Objective):
                    for term in self.terms)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.autocast():
-            sums = self._pass_one(images, self.forward)
+        sums = self._pass_one(images, self.forward, self.autocast)
         leaves = [tuple(s.detach().requires_grad_() for s in term_sums) for term_sums in sums]
         x = images.detach().requires_grad_()
         losses = self._losses_of(leaves, x)
