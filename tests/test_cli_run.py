@@ -83,7 +83,8 @@ def test_first_ctrl_c_finishes_running_images_and_exits_130(job):
 def test_a_second_ctrl_c_stops_at_once_and_says_what_happens_to_the_running_images(job):
     root, manifest = job
     out = root / "out"
-    proc = start("run", str(manifest), "-o", str(out), "--plain", fake="iters=20,sleep=0.1,scales=2")
+    # one image per call: when the first is done, its worker has started the next, so images are running
+    proc = start("run", str(manifest), "-o", str(out), "--plain", "--group-size", "1", fake="iters=20,sleep=0.1,scales=2")
     try:
         wait_for(lambda: (out / ".batchstyle" / "done").is_dir() and len(records(out)) >= 1, 120, "one image")
         proc.send_signal(signal.SIGINT)

@@ -126,6 +126,11 @@ def run_batch(console: Console, request, *, plain: bool, web: tuple[str, int] | 
     try:
         with warnings_as_notes(console.print):
             outcome = make_batch(request, terminal)
+    except KeyboardInterrupt:  # one the scheduler did not take: before it started, or after it gave Ctrl-C back
+        console.print("[yellow]Interrupted[/] " + ("while shutting down; every image made so far is kept. Run the "
+                                                   "same command again for the rest." if terminal.display is not None
+                                                   else "before any image was started; nothing was lost."))
+        return EXIT_INTERRUPTED
     except ManifestError as exc:
         raise _manifest_problems(exc) from None
     except BatchError as exc:
