@@ -12,6 +12,7 @@ evaluates tile by tile must give the same losses and gradient from the same imag
 from __future__ import annotations
 
 import contextlib
+import copy
 from contextlib import AbstractContextManager
 from typing import Callable, Protocol, Sequence
 
@@ -44,6 +45,14 @@ class Weighted(nn.Module):
     def sums(self, feats: torch.Tensor, where: tuple[slice, slice]) -> tuple[torch.Tensor, ...]:
         """The loss's sums over the positions of ``feats``, which are ``where`` in the layer (tiles)."""
         return self.loss.sums(at_least_float32(feats), where)
+
+    def subset(self, index: torch.Tensor) -> "Weighted":
+        """The term for some of the group's images: every target and weight is indexed by image along
+        its first dimension."""
+        loss = copy.copy(self.loss)
+        loss._buffers = {name: value.index_select(0, index.to(value.device))
+                         for name, value in self.loss._buffers.items()}
+        return Weighted(self.key, loss, self.weight.index_select(0, index.to(self.weight.device)))
 
     def of_sums(self, sums: tuple[torch.Tensor, ...], count: int) -> torch.Tensor:
         """The weighted loss from its sums over all ``count`` positions of the layer."""
@@ -78,6 +87,13 @@ class Objective:
         losses = self.losses(feats)
         (gradient,) = torch.autograd.grad(losses.sum(), x)
         return losses.detach(), gradient
+
+    def subset(self, items: Sequence[int]) -> "Objective":
+        """The objective of images ``items`` of the group alone (in that order)."""
+        index = torch.tensor(list(items), dtype=torch.long)
+        part = copy.copy(self)
+        part.terms = [term.subset(index) for term in self.terms]
+        return part
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor) -> torch.Tensor:

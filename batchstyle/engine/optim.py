@@ -49,6 +49,10 @@ class AdamMoments:
         """A group's moments from those of its images (all at the same step)."""
         return cls(torch.cat([p.exp_avg for p in parts]), torch.cat([p.exp_avg_sq for p in parts]), parts[0].step)
 
+    def slice(self, index: int) -> "AdamMoments":
+        """Image ``index``'s moments as views into the group's, where they are."""
+        return AdamMoments(self.exp_avg[index:index + 1], self.exp_avg_sq[index:index + 1], self.step)
+
     def of_image(self, index: int) -> "AdamMoments":
         """Image ``index``'s moments, on the CPU."""
         return AdamMoments(self.exp_avg[index:index + 1].cpu().contiguous(),

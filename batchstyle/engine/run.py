@@ -30,11 +30,12 @@ from .inits import initial_image
 from .layers import LAYER_NAMES, layer_index, min_input_size
 from .memory import tile_core
 from .objective import Objective, group_terms
-from .optim import EMA, AdamMoments, make_adam, make_lbfgs
+from .optim import AdamMoments
 from .pixels import tensor_at
 from .schedule import Scale, scale_ladder, style_size_at
 from .settings import StyleSettings, group_key
 from .speed import parse_tile
+from .stage import Stage
 from .targets import Targets
 from .tiled_objective import TiledObjective
 from .tile_grid import Tile, alignment, largest_core, margin_for, tile_grid
@@ -110,43 +111,6 @@ def _check_group(jobs: Sequence[_JobState], ladder: Sequence[Scale]) -> None:
         raise ValueError("the jobs of a group must all resume from the same scale or all start afresh")
 
 
-class _Stage:
-    """One scale of a run: the images being optimised, their running average and the optimiser."""
-
-    def __init__(self, images: torch.Tensor, objective: Objective, settings: StyleSettings,
-                 moments: AdamMoments | None):
-        self.objective = objective
-        self.x = images
-        self.average = EMA(images, settings.avg_decay)
-        self.adam = settings.optimizer == "adam"
-        self.optimizer = make_adam(images, settings.step_size, moments) if self.adam else make_lbfgs(images)
-
-    def step(self) -> torch.Tensor:
-        """One optimiser step; returns each image's loss before it."""
-
-        def closure() -> torch.Tensor:
-            losses, gradient = self.objective(self.x)
-            # L-BFGS flattens the gradient with view(-1): an NHWC (channels_last) one has to be copied
-            self.x.grad = gradient if self.adam else gradient.contiguous()
-            return losses
-
-        losses = self.optimizer.step(closure)
-        if self.adam:
-            with torch.no_grad():
-                self.x.clamp_(0, 1)
-        self.average.update(self.x)
-        return losses
-
-    def image(self) -> torch.Tensor:
-        return self.average.get()
-
-    def finish(self) -> tuple[torch.Tensor, AdamMoments | None]:
-        """The averaged images, which the next scale starts from, and the optimiser's moments."""
-        with torch.no_grad():
-            self.x.copy_(self.average.get())
-        return self.x.detach(), AdamMoments.of(self.optimizer, self.x) if self.adam else None
-
-
 class Run:
     """One optimisation of a group of one or more jobs. Iterate it for events.
 
@@ -175,7 +139,7 @@ class Run:
         self.forward = stylizer.iteration_forward(self.model)
         self.targets = Targets(self.model, stylizer.target_cache, stylizer.autocast, stylizer.memory_format,
                                stylizer.speed.precision)
-        self._stage: _Stage | None = None
+        self._stage: Stage | None = None
         self._events: Iterator | None = None
         self._plan: tuple[int, list[Tile] | None] = (0, None)  # the current scale and its tiles
 
@@ -207,7 +171,7 @@ class Run:
         if self._stage is None:
             raise RuntimeError("evaluate() needs a run that has optimised at least one iteration")
         x = self._stage.image().detach().to(self.model.devices[0])
-        return self._stage.objective.evaluate(x.contiguous(memory_format=self.stylizer.memory_format)).tolist()
+        return self._stage.whole.evaluate(x.contiguous(memory_format=self.stylizer.memory_format)).tolist()
 
     def objective(self, k: int) -> Objective:
         """What the loop minimises at scale ``k``: each job's weighted loss against its targets there,
@@ -271,18 +235,19 @@ class Run:
         moments = None if resumed[0].adam is None else AdamMoments.cat([c.adam for c in resumed])
         return resumed[0].scale_index + 1, images, moments
 
-    def _begin_scale(self, k: int, images: torch.Tensor, moments: AdamMoments | None) -> _Stage:
+    def _begin_scale(self, k: int, images: torch.Tensor, moments: AdamMoments | None) -> Stage:
         """The previous scale's images resized (bicubic, clamped) to scale ``k``, with its objective and optimiser."""
         devices, (w, h) = self.model.devices, self.ladder[k].size
         self._stage = None  # let the previous scale's targets and optimiser go first
         release_cached_memory(devices)
         x = F.interpolate(images.detach(), (h, w), mode="bicubic", align_corners=False).clamp(0, 1)
         x = x.contiguous(memory_format=self.stylizer.memory_format)
-        self._stage = _Stage(x, self.objective(k), self.settings, moments)
+        self._stage = Stage(x, self.objective(k), [job.settings for job in self._jobs], moments,
+                            self.ladder[k].iterations)
         release_cached_memory(devices)
         return self._stage
 
-    def _finish_scale(self, k: int, stage: _Stage) -> tuple[torch.Tensor, AdamMoments | None]:
+    def _finish_scale(self, k: int, stage: Stage) -> tuple[torch.Tensor, AdamMoments | None]:
         """Each job's checkpoint at the end of scale ``k``; the images and moments the next scale starts from."""
         images, moments = stage.finish()
         for j, job in enumerate(self._jobs):
@@ -292,27 +257,37 @@ class Run:
         return images, moments
 
     def _optimise(self) -> Iterator[Progress | ScaleFinished]:
-        devices, count, n = self.model.devices, len(self._jobs), len(self.ladder)
-        loss_every = self.stylizer.speed.loss_every
+        devices, n = self.model.devices, len(self.ladder)
         reset_peak_memory(devices)
         start, images, moments = self._start()
         t0 = time.time()
         for k in range(start, n):
             scale = self.ladder[k]
             stage = self._begin_scale(k, images, moments)
-            values = [math.nan] * count
-            for i in range(1, scale.iterations + 1):
-                losses = stage.step()
-                if i == 1 or i == scale.iterations or i % loss_every == 0:
-                    values = losses.detach().float().tolist()
-                now = time.time()
-                peak = peak_gpu_bytes(devices)
-                for j in range(count):
-                    yield Progress(k, n, scale.width, scale.height, i, scale.iterations, values[j], now - t0, peak,
-                                   now, j)
+            yield from self._iterations(k, stage, t0)
             images, moments = self._finish_scale(k, stage)
             for j, job in enumerate(self._jobs):
                 yield ScaleFinished(k, n, scale.width, scale.height, job.checkpoint, j)
 
+    def _iterations(self, k: int, stage: Stage, t0: float) -> Iterator[Progress]:
+        """Scale ``k``'s iterations: one :class:`Progress` per going job and step. A job's last one at
+        the scale has ``iteration == iterations``: where its schedule ended it early, that is where it
+        stopped, not the cap."""
+        scale, n, devices = self.ladder[k], len(self.ladder), self.model.devices
+        loss_every = self.stylizer.speed.loss_every
+        values = [math.nan] * len(self._jobs)
+        i = 0
+        while stage.going:
+            i += 1
+            going = list(stage.going)
+            losses = stage.step()
+            ended = stage.pace(i)
+            if i == 1 or ended or i % loss_every == 0:
+                for m, value in zip(going, losses.detach().float().tolist()):
+                    values[m] = value
+            now, peak = time.time(), peak_gpu_bytes(devices)
+            for j in going:
+                yield Progress(k, n, scale.width, scale.height, i, i if j in ended else scale.iterations, values[j],
+                               now - t0, peak, now, j)
 
 __all__ = ["Run", "Job"]

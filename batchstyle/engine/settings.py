@@ -20,6 +20,7 @@ STYLE_LOSSES = ("gram", "w2")
 OPTIMIZERS = ("adam", "lbfgs")
 INITS = ("content", "gray", "uniform", "normal", "style_stats")
 POOLINGS = ("max", "average", "l2")
+SCHEDULES = ("fixed", "adaptive")
 
 DEFAULT_CONTENT_LAYERS = ("relu4_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -267,6 +268,10 @@ SETTING_FIELDS: tuple[SettingField, ...] = (
                  "Style layers with optional weights (default weights: each layer 4x the next deeper one).",
                  ("--style-layers",)),
     SettingField("style_layer_weights", _numbers, "Weights of the style layers.", per_item=True, optional=True),
+    SettingField("schedule", _choice_field(SCHEDULES),
+                 "fixed: every scale runs its iterations. adaptive: a scale ends when its averaged image has "
+                 "stopped changing, after a short cooling of the step size; the iterations are the most it runs.",
+                 ("--schedule",), per_item=True, choices=SCHEDULES),
     SettingField("seed", _int_field(None), "Random seed (initial noise).", ("-r", "--random-seed"), per_item=True),
     SettingField("original_colors", _flag, "Transfer luminance only: the output keeps the content's colours.",
                  ("--original-colors/--no-original-colors",), per_item=True),
@@ -305,6 +310,7 @@ class StyleSettings:
     style_layer_weights: tuple[float, ...] | None = None
     seed: int = 0
     original_colors: bool = False
+    schedule: str = "fixed"
 
     def __post_init__(self) -> None:
         problems = []
@@ -324,11 +330,14 @@ class StyleSettings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (tuples become lists)."""
+        """Plain JSON-able values (tuples become lists). ``schedule`` is left out at ``fixed``, the loop
+        every image had before the setting existed, so that their ids and checkpoints stay valid."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
+        if out["schedule"] == "fixed":
+            del out["schedule"]
         return out
 
     @classmethod
@@ -429,5 +438,6 @@ __all__ = [
     "StyleSettings", "SettingsError", "SettingField", "SETTING_FIELDS", "FIELDS_BY_NAME", "group_key",
     "parse_end_scale", "resolve_end_scale", "parse_layer_spec", "format_layer_spec", "setting_changes",
     "settings_from_text", "canonical_setting_name", "did_you_mean", "STYLE_LOSSES", "OPTIMIZERS", "INITS", "POOLINGS",
+    "SCHEDULES",
     "DEFAULT_CONTENT_LAYERS", "DEFAULT_STYLE_LAYERS",
 ]

@@ -74,10 +74,14 @@ class TiledObjective(Objective):
                  autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext):
         super().__init__(model, terms, layers, forward, autocast)
         self.tiles = list(tiles)
-        self.network = [term for term in self.terms if term.key != "input"]
-        self.keys = sorted({term.key for term in self.network})
+        self.keys = sorted({term.key for term in self.terms if term.key != "input"})
         self.strides = {key: reach(key)[2] for key in self.keys}
         self.counts = [self._positions(term.key) for term in self.network]
+
+    @property
+    def network(self) -> list[Weighted]:
+        """The terms that read the network's activations (all but total variation)."""
+        return [term for term in self.terms if term.key != "input"]
 
     def _positions(self, key: int) -> int:
         stride = self.strides[key]
