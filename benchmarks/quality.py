@@ -1,6 +1,7 @@
 """Quality against time: what each share of the iteration budget buys, measured on real pairs.
 
-    python -m benchmarks.quality [--sizes 256,512] [--pairs 6] [--budgets 1,0.4,0.2] [--json FILE]
+    python -m benchmarks.quality [--sizes 256,512] [--pairs 6] [--budgets 1,0.4,0.2] [--schedules fixed]
+                                 [--json FILE]
                                  [--save DIR] [--weights PATH] [--threads N] [--content-weight 10]
                                  [--full-iterations 1000,500] [--precision auto] [--cpu] [--trace N]
 
@@ -12,7 +13,7 @@ in float32 on the averaged image, so the same way for every budget), and two dis
 with plain VGG-19 code that shares nothing with the engine but the weights: the content distance
 (relative L2 of relu4_2 features against the content image) and the style distance (mean over
 relu1_1..relu5_1 of the relative Frobenius distance of normalised Gram matrices against the style
-image at the same size). The table gives each budget against the full one: time ratio, objective
+image at the same size). The table gives each schedule and budget against fixed at the full budget: time ratio, objective
 (relative) and the distances' differences, with the medians over the pairs. ``--save`` writes, per
 pair and size, the outputs side by side as one PNG. Real VGG-19 weights come from ``--weights`` or
 ``$BATCHSTYLE_WEIGHTS``.
@@ -41,6 +42,7 @@ class Result:
     pair: str
     size: int
     budget: float
+    schedule: str
     seconds: float
     pixel_iterations: int
     objective: float
@@ -106,17 +108,19 @@ class PlainVGG:
         return content_d, style_d
 
 
-def run_one(stylizer, yardstick: PlainVGG, content, style, size: int, budget: float, args):
+def run_one(stylizer, yardstick: PlainVGG, content, style, size: int, budget: float, schedule: str, args):
     from batchstyle.engine import StyleSettings
 
     first, later = args.full_iterations
-    settings = StyleSettings(end_scale=size, content_weight=args.content_weight,
+    settings = StyleSettings(end_scale=size, content_weight=args.content_weight, schedule=schedule,
                              initial_iterations=max(1, round(first * budget)), iterations=max(1, round(later * budget)))
     run = stylizer.run(content, [style], settings)
     trace: list[tuple[int, int, float]] = []  # (scale, iteration, change of the averaged image)
     start = time.perf_counter()
-    last = None
+    last, pixel_iterations = None, 0
     for event in run:
+        if hasattr(event, "iteration"):
+            pixel_iterations += event.width * event.height
         if args.trace and hasattr(event, "iteration") and event.iteration % args.trace == 0:
             image = run.image()
             if last is not None and last.shape == image.shape:
@@ -125,7 +129,6 @@ def run_one(stylizer, yardstick: PlainVGG, content, style, size: int, budget: fl
     seconds = time.perf_counter() - start  # with --trace, the snapshots are counted too
     objective = run.evaluate()[0]
     output = run.pil()
-    pixel_iterations = sum(s.width * s.height * s.iterations for s in run.ladder)
     return output, seconds, pixel_iterations, objective, yardstick.distances(output, content, style), trace
 
 
@@ -157,28 +160,35 @@ def measure(args) -> list[Result]:
         name = f"{content_path.stem} / {style_path.stem}"
         for size in args.sizes:
             outputs = []
-            for budget in args.budgets:
+            for schedule, budget in runs(args):
                 output, seconds, units, objective, (cd, sd), trace = run_one(stylizer, yardstick, content, style,
-                                                                             size, budget, args)
-                results.append(Result(name, size, budget, seconds, units, objective, cd, sd, trace))
+                                                                             size, budget, schedule, args)
+                results.append(Result(name, size, budget, schedule, seconds, units, objective, cd, sd, trace))
                 outputs.append(output)
-                print(f"{name} {size}px budget {budget:g}: {seconds:.1f} s, objective {objective:.4g}, "
-                      f"content {cd:.4f}, style {sd:.4f}", flush=True)
+                print(f"{name} {size}px {schedule} budget {budget:g}: {seconds:.1f} s, {units / 1e6:.1f} MP·it, "
+                      f"objective {objective:.4g}, content {cd:.4f}, style {sd:.4f}", flush=True)
             if args.save:
                 args.save.mkdir(parents=True, exist_ok=True)
                 side_by_side(outputs, args.save / f"{content_path.stem}__{style_path.stem}_{size}.png")
     return results
 
 
+def runs(args) -> list[tuple[str, float]]:
+    """(schedule, budget) of each run of a pair and size: fixed at the full budget first, the baseline."""
+    wanted = [(schedule, budget) for schedule in args.schedules for budget in args.budgets]
+    return [("fixed", 1.0)] + [run for run in wanted if run != ("fixed", 1.0)]
+
+
 def against_full(results: list[Result]) -> list[dict]:
-    """Each budget's run against the full budget's run of the same pair and size."""
-    full = {(r.pair, r.size): r for r in results if r.budget == 1.0}
+    """Each run against the fixed schedule's full-budget run of the same pair and size."""
+    full = {(r.pair, r.size): r for r in results if r.budget == 1.0 and r.schedule == "fixed"}
     rows = []
     for r in results:
         base = full.get((r.pair, r.size))
         if base is None or r is base:
             continue
-        rows.append({"pair": r.pair, "size": r.size, "budget": r.budget, "time_ratio": r.seconds / base.seconds,
+        rows.append({"pair": r.pair, "size": r.size, "schedule": r.schedule, "budget": r.budget,
+                     "time_ratio": r.seconds / base.seconds, "units_ratio": r.pixel_iterations / base.pixel_iterations,
                      "objective_change": r.objective / base.objective - 1,
                      "content_distance_change": r.content_distance - base.content_distance,
                      "style_distance_change": r.style_distance - base.style_distance})
@@ -186,14 +196,15 @@ def against_full(results: list[Result]) -> list[dict]:
 
 
 def summary(rows: list[dict]) -> list[dict]:
-    """Medians over the pairs, per size and budget."""
-    keys = sorted({(r["size"], r["budget"]) for r in rows}, key=lambda k: (k[0], -k[1]))
+    """Medians over the pairs, per size, schedule and budget."""
+    keys = sorted({(r["size"], r["schedule"], r["budget"]) for r in rows}, key=lambda k: (k[0], k[1], -k[2]))
     out = []
-    for size, budget in keys:
-        mine = [r for r in rows if r["size"] == size and r["budget"] == budget]
-        out.append({"size": size, "budget": budget, "pairs": len(mine),
+    for size, schedule, budget in keys:
+        mine = [r for r in rows if (r["size"], r["schedule"], r["budget"]) == (size, schedule, budget)]
+        out.append({"size": size, "schedule": schedule, "budget": budget, "pairs": len(mine),
                     **{f"median_{k}": statistics.median(r[k] for r in mine)
-                       for k in ("time_ratio", "objective_change", "content_distance_change", "style_distance_change")}})
+                       for k in ("time_ratio", "units_ratio", "objective_change", "content_distance_change",
+                                 "style_distance_change")}})
     return out
 
 
@@ -202,6 +213,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=lambda t: [int(s) for s in t.split(",")], default=[256, 512])
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--budgets", type=lambda t: [float(s) for s in t.split(",")], default=[1.0, 0.4, 0.2])
+    parser.add_argument("--schedules", type=lambda t: [s.strip() for s in t.split(",")], default=["fixed"],
+                        help="the schedule settings to run each budget with (fixed, adaptive)")
     parser.add_argument("--content-weight", type=float, default=10.0)
     parser.add_argument("--full-iterations", type=lambda t: tuple(int(s) for s in t.split(",")), default=(1000, 500),
                         metavar="FIRST,LATER", help="what budget 1 is: iterations at the first scale, at each later one")
@@ -214,8 +227,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every run and the summary here")
     parser.add_argument("--save", type=Path, help="write each pair's outputs side by side into this folder")
     args = parser.parse_args()
-    if 1.0 not in args.budgets:
-        parser.error("--budgets must include 1 (the full budget every other is compared with)")
     if args.threads:
         import torch
 
@@ -223,9 +234,11 @@ def main() -> None:
     results = measure(args)
     rows = against_full(results)
     medians = summary(rows)
-    print("\nsize  budget  pairs  time ratio  objective  content dist.  style dist.   (medians against budget 1)")
+    print("\nsize  schedule  budget  pairs  time ratio  MP·it ratio  objective  content dist.  style dist.   "
+          "(medians against fixed at budget 1)")
     for m in medians:
-        print(f"{m['size']:>4}  {m['budget']:>6g}  {m['pairs']:>5}  {m['median_time_ratio']:>10.2f}  "
+        print(f"{m['size']:>4}  {m['schedule']:>8}  {m['budget']:>6g}  {m['pairs']:>5}  {m['median_time_ratio']:>10.2f}  "
+              f"{m['median_units_ratio']:>11.2f}  "
               f"{m['median_objective_change']:>+9.1%}  {m['median_content_distance_change']:>+13.4f}  "
               f"{m['median_style_distance_change']:>+11.4f}")
     if args.json:

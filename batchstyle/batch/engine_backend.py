@@ -126,11 +126,12 @@ class EngineBackend:
         seconds = time.time() - started
         for index, item in enumerate(items):
             start, final = group[index][1].checkpoint, last.get(index)
+            before = 0 if start is None else sum(s.iterations for s in run.ladder[:start.scale_index + 1])
             yield item.id, ItemResult(encode_image(run.image(index), format_for(item.output)), seconds,
-                                      run.total_iterations, final.loss if final else None,
+                                      before + run.iterations_run(index), final.loss if final else None,
                                       final.gpu_peak_bytes if final else 0,
                                       None if start is None else start.scale_index, group_size=len(items),
-                                      notes=self.notes.get(item.id, []))
+                                      notes=self.notes.get(item.id, []), share=run.share_run(index))
 
     def _out_of_memory(self, items: list, tile_used: int, how: str) -> Iterator[tuple[str, Any]]:
         """Each item's failure, saying which tile ran out (the scheduler retries with smaller ones)."""

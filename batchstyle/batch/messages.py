@@ -60,6 +60,7 @@ class ItemResult:
     resumed_from_scale: int | None = None
     group_size: int = 1  # how many items were optimised together with this one (itself included)
     notes: list[str] = field(default_factory=list)  # warnings raised while decoding its inputs
+    share: float = 1.0  # the pixel-iterations it ran, as a share of the most its scales could (adaptive: < 1)
 
 
 @dataclass

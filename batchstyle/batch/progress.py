@@ -2,11 +2,17 @@
 
 Measured in pixel-iterations (``Item.units``), which do not depend on the device, so that an ETA
 holds for a mix of image sizes. Displays (the terminal table, the web dashboard) read this.
+
+An item's ``units`` are the most it can run. Under the ``adaptive`` schedule a scale usually ends
+before its cap, so the work still to do is the cap left times the share of the cap that the batch's
+adaptive images have run so far (:data:`ADAPTIVE_SHARE` until one is done). Work done counts a scale
+that ended early as done whole, so the bar only moves forward.
 """
 
 from __future__ import annotations
 
 import functools
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -36,12 +42,25 @@ def _scales(content_size: tuple[int, int], settings) -> tuple[Scale, ...]:
     return tuple(scale_ladder(content_size, settings))
 
 
-def remaining_units(item: Item, progress: Progress | None) -> int:
-    """Pixel-iterations still to do for a running item, from its last progress event."""
+# The share of its cap an adaptive image runs, until the batch has made one: the median of the quality
+# benchmark's pairs at 256 and 512 px (docs/performance.md, section Schedules).
+ADAPTIVE_SHARE = 0.4
+
+
+def expected_share(item: Item, state: BatchState) -> float:
+    """The share of its remaining cap that ``item`` is expected to run: 1 under the fixed schedule."""
+    if item.settings.schedule != "adaptive":
+        return 1.0
+    return statistics.median(state.adaptive_shares) if state.adaptive_shares else ADAPTIVE_SHARE
+
+
+def remaining_units(item: Item, progress: Progress | None, share: float = 1.0) -> float:
+    """Pixel-iterations still to do for a running item, from its last progress event, with ``share``
+    of the cap expected to run (:func:`expected_share`)."""
     if progress is None:
-        return item.units
-    rest = (progress.iterations - progress.iteration) * progress.width * progress.height
-    return rest + sum(s.units for s in _ladder(item)[progress.scale_index + 1:])
+        return item.units * share
+    rest = 0 if progress.last_of_scale else (progress.iterations - progress.iteration) * progress.width * progress.height
+    return (rest + sum(s.units for s in _ladder(item)[progress.scale_index + 1:])) * share
 
 
 def iterations_done(item: Item, progress: Progress | None) -> int:
@@ -51,11 +70,14 @@ def iterations_done(item: Item, progress: Progress | None) -> int:
 
 
 def units_done(item: Item, progress: Progress | None) -> int:
-    """Pixel-iterations done so far (scales before a resumed-from checkpoint count as done)."""
+    """Pixel-iterations of the cap done so far: scales before a resumed-from checkpoint, and a scale that
+    ended early, count as done whole."""
     if progress is None:
         return 0
-    return (sum(s.units for s in _ladder(item)[: progress.scale_index])
-            + progress.iteration * progress.width * progress.height)
+    ladder = _ladder(item)
+    current = (ladder[progress.scale_index].units if progress.last_of_scale
+               else progress.iteration * progress.width * progress.height)
+    return sum(s.units for s in ladder[: progress.scale_index]) + current
 
 
 @dataclass
@@ -82,7 +104,7 @@ class BatchProgress:
         for key, (item, progress) in running.items():
             if progress is None:
                 continue
-            done_its, done_units = iterations_done(item, progress), units_done(item, progress)
+            done_its, done_units = iterations_done(item, progress), progress.units
             rate = self._rates.get(key)
             if rate is None or done_units < rate.units:
                 self._rates[key] = _Rate(now, done_units, done_its)
@@ -111,13 +133,20 @@ class BatchProgress:
         if not rate:
             return None
         running = state.running
-        left = sum(remaining_units(item, worker.call.progress.get(item.id)) for item, worker in running)
+        left = sum(remaining_units(item, worker.call.progress.get(item.id), expected_share(item, state))
+                   for item, worker in running)
         queued = state.units_total - state.units_done - sum(item.units for item, _ in running)
-        return (left + max(queued, 0)) / rate
+        queued_adaptive = state.adaptive_units_total - state.adaptive_units_done - sum(
+            item.units for item, _ in running if item.settings.schedule == "adaptive")
+        queued_adaptive = min(max(queued_adaptive, 0), max(queued, 0))
+        share = statistics.median(state.adaptive_shares) if state.adaptive_shares else ADAPTIVE_SHARE
+        return (left + max(queued, 0) - queued_adaptive * (1 - share)) / rate
 
-    def item_eta(self, item: Item, progress: Progress | None) -> float | None:
+    def item_eta(self, item: Item, progress: Progress | None, state: BatchState) -> float | None:
         rate = self._rates.get(item.id)
-        return remaining_units(item, progress) / rate.units_per_s if rate and rate.units_per_s else None
+        if not rate or not rate.units_per_s:
+            return None
+        return remaining_units(item, progress, expected_share(item, state)) / rate.units_per_s
 
 
 def images_per_hour(state: BatchState) -> float:
@@ -125,4 +154,5 @@ def images_per_hour(state: BatchState) -> float:
     return state.done / hours if hours > 0 else 0.0
 
 
-__all__ = ["BatchProgress", "duration", "images_per_hour", "remaining_units", "iterations_done", "units_done"]
+__all__ = ["BatchProgress", "duration", "images_per_hour", "remaining_units", "iterations_done", "units_done",
+           "expected_share", "ADAPTIVE_SHARE"]

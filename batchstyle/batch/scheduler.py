@@ -40,7 +40,8 @@ class Scheduler:
         self.weights_identity = weights_identity
         self.queue: deque[Item] = deque(sorted(todo, key=lambda i: -i.route))  # big items first
         self.state = BatchState(total=len(todo) + skipped, skipped=skipped, queued=len(todo),
-                                units_total=sum(i.units for i in todo))
+                                units_total=sum(i.units for i in todo),
+                                adaptive_units_total=sum(i.units for i in todo if i.settings.schedule == "adaptive"))
         setup = WorkerSetup(options.backend, weights_ref, weights_identity, options.cpu_threads, options.speed)
         self.pool = WorkerPool(setup, options.device, options.workers, display.log)
         self.state.workers = self.workers = self.pool.workers
@@ -262,6 +263,9 @@ class Scheduler:
         self._release(worker, item)
         self.state.done += 1
         self.state.units_done += item.units
+        if item.settings.schedule == "adaptive":
+            self.state.adaptive_units_done += item.units
+            self.state.adaptive_shares.append(result.share)
         resumed = "" if result.resumed_from_scale is None else f", resumed after scale {result.resumed_from_scale + 1}"
         together = f", in a group of {result.group_size}" if result.group_size > 1 else ""
         self.display.log(f"[green]done[/] {item.output} ({result.seconds:.0f} s on {record.worker}{resumed}{together})")

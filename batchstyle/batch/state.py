@@ -39,8 +39,11 @@ class BatchState:
     failed: int = 0
     started: float = field(default_factory=time.time)
     queued: int = 0
-    units_total: int = 0
+    units_total: int = 0  # pixel-iterations at the cap, of the items to make
     units_done: int = 0
+    adaptive_units_total: int = 0  # of these, those of items under the adaptive schedule
+    adaptive_units_done: int = 0
+    adaptive_shares: list[float] = field(default_factory=list)  # the share of its cap each adaptive image ran
     draining: bool = False
     interrupted: int = 0  # images stopped mid-way by a second Ctrl-C (they resume from their checkpoints)
     message: str = ""

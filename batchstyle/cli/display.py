@@ -88,7 +88,7 @@ class BatchDisplay:
                 f"{p.scale_index + 1}/{p.scale_count} {p.width}×{p.height}" if p else "starting",
                 f"{p.iteration}/{p.iterations}" if p else "", f"{p.loss:.4g}" if p else "",
                 f"{rate:.2f}" if rate else "", duration(now - worker.call.started),
-                duration(self.progress.item_eta(item, p)))
+                duration(self.progress.item_eta(item, p, state)))
         table.caption = self.counts(state) + (f"\n{state.message}" if state.message else "")
         table.caption_justify = "left"
         return table
@@ -169,8 +169,9 @@ class StylizeDisplay:
             if event.scale_index != self._scale:
                 self._scale = event.scale_index
                 self._task = self._progress.add_task(label, total=event.iterations, loss="", rate="")
-            self._progress.update(self._task, completed=event.iteration, loss=f"{event.loss:.6g}",
-                                  rate=f"{self.rate:.2f} it/s")
+            # a scale that ends before its cap (adaptive) ends full: the bar never runs backwards
+            self._progress.update(self._task, completed=event.iteration, total=event.iterations,
+                                  loss=f"{event.loss:.6g}", rate=f"{self.rate:.2f} it/s")
         elif now - self._last_line >= 5 or event.iteration == event.iterations:
             self._last_line = now
             rate = f" {self.rate:.2f} it/s" if self.rate else ""

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Progress:
     """One optimiser step of one job. ``scale_index`` and ``iteration`` count from 0 and 1; ``item``
-    is the job's index in its group."""
+    is the job's index in its group. ``iterations`` is the most the scale runs (its cap), and at the
+    job's last step of the scale the iterations it ran (less than the cap where an adaptive schedule
+    ended it early). ``units``: the pixel-iterations this job has run so far in this run."""
 
     scale_index: int
     scale_count: int
@@ -25,6 +27,11 @@ class Progress:
     gpu_peak_bytes: int
     time: float
     item: int = 0
+    units: int = 0
+
+    @property
+    def last_of_scale(self) -> bool:
+        return self.iteration == self.iterations
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
 import torch
 from torch import optim
 from torch.nn import functional as F
@@ -44,19 +42,8 @@ class AdamMoments:
         return cls(state["exp_avg"].detach().clone(), state["exp_avg_sq"].detach().clone(),
                    float(state["step"]))
 
-    @classmethod
-    def cat(cls, parts: Sequence["AdamMoments"]) -> "AdamMoments":
-        """A group's moments from those of its images (all at the same step)."""
-        return cls(torch.cat([p.exp_avg for p in parts]), torch.cat([p.exp_avg_sq for p in parts]), parts[0].step)
-
-    def slice(self, index: int) -> "AdamMoments":
-        """Image ``index``'s moments as views into the group's, where they are."""
-        return AdamMoments(self.exp_avg[index:index + 1], self.exp_avg_sq[index:index + 1], self.step)
-
-    def of_image(self, index: int) -> "AdamMoments":
-        """Image ``index``'s moments, on the CPU."""
-        return AdamMoments(self.exp_avg[index:index + 1].cpu().contiguous(),
-                           self.exp_avg_sq[index:index + 1].cpu().contiguous(), self.step)
+    def on_cpu(self) -> "AdamMoments":
+        return AdamMoments(self.exp_avg.cpu().contiguous(), self.exp_avg_sq.cpu().contiguous(), self.step)
 
     def resized(self, height: int, width: int) -> "AdamMoments":
         """Spatially resized for the next scale: m bicubic, v bilinear clamped at 0, step kept."""

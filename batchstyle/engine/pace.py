@@ -21,9 +21,17 @@ COOLING = 0.5  # the cooling's length, as a share of the iterations run before i
 MIN_ITERATIONS = 2 * WINDOW  # no scale cools before this many iterations (the average is still filling)
 
 
+POOL = 4  # the change is judged on the image averaged over POOL x POOL blocks
+
+
 def change_in_levels(now: torch.Tensor, before: torch.Tensor) -> float:
-    """The RMS difference of two images in [0, 1], in 8-bit levels."""
-    return (now.float() - before.float()).pow(2).mean().sqrt().item() * 255
+    """The RMS difference of two images in [0, 1], in 8-bit levels, after averaging each over
+    :data:`POOL` × :data:`POOL` blocks: Adam's step leaves a per-pixel jitter of about its step size
+    that the average of the iterates keeps a trace of; the structure the eye sees is coarser."""
+    difference = now.float() - before.float()
+    if POOL > 1 and min(difference.shape[-2:]) >= 4 * POOL:
+        difference = torch.nn.functional.avg_pool2d(difference, POOL, ceil_mode=True)
+    return difference.pow(2).mean().sqrt().item() * 255
 
 
 class Pace:

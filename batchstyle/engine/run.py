@@ -142,10 +142,23 @@ class Run:
         self._stage: Stage | None = None
         self._events: Iterator | None = None
         self._plan: tuple[int, list[Tile] | None] = (0, None)  # the current scale and its tiles
+        self._ran = [[0, 0] for _ in self._jobs]  # per job: iterations and pixel-iterations run so far
+        self._first_scale = 0  # the scale this run starts at (after the checkpoint it resumes from)
 
     @property
     def total_iterations(self) -> int:
         return sum(scale.iterations for scale in self.ladder)
+
+    def iterations_run(self, index: int = 0) -> int:
+        """The iterations job ``index`` ran in this run (less than the ladder's where a schedule ended a
+        scale early, and none of the scales before the checkpoint it resumed from)."""
+        return self._ran[index][0]
+
+    def share_run(self, index: int = 0) -> float:
+        """The pixel-iterations job ``index`` ran, as a share of the most its scales could run (1 for
+        the fixed schedule)."""
+        cap = sum(scale.units for scale in self.ladder[self._first_scale:])
+        return self._ran[index][1] / cap if cap else 1.0
 
     def __iter__(self) -> Iterator[Progress | ScaleFinished]:
         if self._events is None:
@@ -225,17 +238,17 @@ class Run:
         return torch.cat([job.initial_image(self.ladder[0].size, torch.Generator().manual_seed(job.settings.seed)
                                             if fresh else job.generator) for job in self._jobs])
 
-    def _start(self) -> tuple[int, torch.Tensor, AdamMoments | None]:
-        """The first scale to optimise, the images to start it from, and Adam's moments to warm-start with."""
+    def _start(self) -> tuple[int, torch.Tensor, list[AdamMoments] | None]:
+        """The first scale to optimise, the images to start it from, and each job's Adam moments to warm-start with."""
         first = self.model.devices[0]
         resumed = [job.checkpoint for job in self._jobs]
         if resumed[0] is None:
             return 0, self._initial_images().to(first), None
         images = torch.cat([c.image for c in resumed]).to(first)
-        moments = None if resumed[0].adam is None else AdamMoments.cat([c.adam for c in resumed])
+        moments = None if resumed[0].adam is None else [c.adam for c in resumed]
         return resumed[0].scale_index + 1, images, moments
 
-    def _begin_scale(self, k: int, images: torch.Tensor, moments: AdamMoments | None) -> Stage:
+    def _begin_scale(self, k: int, images: torch.Tensor, moments: list[AdamMoments] | None) -> Stage:
         """The previous scale's images resized (bicubic, clamped) to scale ``k``, with its objective and optimiser."""
         devices, (w, h) = self.model.devices, self.ladder[k].size
         self._stage = None  # let the previous scale's targets and optimiser go first
@@ -247,12 +260,12 @@ class Run:
         release_cached_memory(devices)
         return self._stage
 
-    def _finish_scale(self, k: int, stage: Stage) -> tuple[torch.Tensor, AdamMoments | None]:
+    def _finish_scale(self, k: int, stage: Stage) -> tuple[torch.Tensor, list[AdamMoments] | None]:
         """Each job's checkpoint at the end of scale ``k``; the images and moments the next scale starts from."""
         images, moments = stage.finish()
         for j, job in enumerate(self._jobs):
             job.checkpoint = Checkpoint(k, len(self.ladder), images[j:j + 1].to("cpu", copy=True).contiguous(),
-                                        None if moments is None else moments.of_image(j), job.generator.get_state(),
+                                        None if moments is None else moments[j].on_cpu(), job.generator.get_state(),
                                         job.fingerprint)
         return images, moments
 
@@ -260,6 +273,7 @@ class Run:
         devices, n = self.model.devices, len(self.ladder)
         reset_peak_memory(devices)
         start, images, moments = self._start()
+        self._first_scale = start
         t0 = time.time()
         for k in range(start, n):
             scale = self.ladder[k]
@@ -287,7 +301,10 @@ class Run:
                     values[m] = value
             now, peak = time.time(), peak_gpu_bytes(devices)
             for j in going:
+                ran = self._ran[j]
+                ran[0] += 1
+                ran[1] += scale.width * scale.height
                 yield Progress(k, n, scale.width, scale.height, i, i if j in ended else scale.iterations, values[j],
-                               now - t0, peak, now, j)
+                               now - t0, peak, now, j, ran[1])
 
 __all__ = ["Run", "Job"]

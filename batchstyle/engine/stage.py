@@ -23,7 +23,7 @@ class Stage:
     """The images of one scale, ``[N, 3, H, W]``, optimised under ``objective`` (of all N jobs)."""
 
     def __init__(self, images: torch.Tensor, objective: Objective, settings: Sequence[StyleSettings],
-                 moments: AdamMoments | None, cap: int):
+                 moments: Sequence[AdamMoments] | None, cap: int):
         self.objective = objective  # of the jobs still going
         self.whole = objective  # of every job of the group
         self.x = images
@@ -33,11 +33,8 @@ class Stage:
         self.going = list(range(len(images)))
         self.adam = settings[0].optimizer == "adam"
         if self.adam:
-            warm = None if moments is None else moments.resized(*images.shape[-2:])
-            self.optimizers = [make_adam(part, s.step_size, None) for part, s in zip(self.parts, settings)]
-            if warm is not None:
-                for j, (opt, part) in enumerate(zip(self.optimizers, self.parts)):
-                    warm.slice(j).load_into(opt, part)
+            warm = [None] * len(self.parts) if moments is None else moments
+            self.optimizers = [make_adam(part, s.step_size, w) for part, s, w in zip(self.parts, settings, warm)]
         else:
             self.lbfgs = make_lbfgs(images)
 
@@ -87,14 +84,14 @@ class Stage:
         """Every job's averaged image, ``[N, 3, H, W]``."""
         return torch.cat([average.get() for average in self.averages])
 
-    def finish(self) -> tuple[torch.Tensor, AdamMoments | None]:
-        """The averaged images, which the next scale starts from, and the optimisers' moments."""
+    def finish(self) -> tuple[torch.Tensor, list[AdamMoments] | None]:
+        """The averaged images, which the next scale starts from, and each job's Adam moments (each at
+        its own step count: jobs whose scale ended early took fewer steps)."""
         with torch.no_grad():
             self.x.copy_(self.image())
         if not self.adam:
             return self.x.detach(), None
-        return self.x.detach(), AdamMoments.cat([AdamMoments.of(opt, part)
-                                                for opt, part in zip(self.optimizers, self.parts)])
+        return self.x.detach(), [AdamMoments.of(opt, part) for opt, part in zip(self.optimizers, self.parts)]
 
 
 __all__ = ["Stage"]

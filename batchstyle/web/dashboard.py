@@ -99,10 +99,12 @@ class Dashboard:
             "batchstyle": LIVE_MARK, "finished": finished, "draining": state.draining, "message": state.message,
             "counts": _counts(state.total, state.skipped, state.done, state.failed, len(running),
                               max(state.pending, 0)),
-            "progress": min(1.0, units / state.units_total) if state.units_total else float(finished),
+            # never backwards: a retried image starts again from its checkpoint, which would take work back
+            "progress": max(self._state.get("progress", 0.0),
+                            min(1.0, units / state.units_total) if state.units_total else float(finished)),
             "eta": 0.0 if finished else self.progress.batch_eta(state), "elapsed": now - state.started,
             "images_per_hour": images_per_hour(state),
-            "workers": [self._worker(w, now) for w in state.workers],
+            "workers": [self._worker(w, now, state) for w in state.workers],
         }
         previews = {item.id: w.call.previews[item.id] for item, w in running if item.id in w.call.previews}
         self._set(snapshot, previews)
@@ -116,18 +118,18 @@ class Dashboard:
             self._state, self._previews = snapshot, previews
             self._version += 1
 
-    def _worker(self, worker: Worker, now: float) -> dict[str, Any]:
+    def _worker(self, worker: Worker, now: float, state: BatchState) -> dict[str, Any]:
         call = worker.call
-        items = [] if call is None else [self._item(item, worker, now) for item in call.items]
+        items = [] if call is None else [self._item(item, worker, now, state) for item in call.items]
         return {"label": worker.label, "state": "running" if call else ("idle" if worker.info else "starting"),
                 "items": items}
 
-    def _item(self, item, worker: Worker, now: float) -> dict[str, Any]:
+    def _item(self, item, worker: Worker, now: float, state: BatchState) -> dict[str, Any]:
         call = worker.call
         p, preview = call.progress.get(item.id), call.previews.get(item.id)
         out: dict[str, Any] = {"id": item.id, "output": item.output, "line": item.line, "elapsed": now - call.started,
                                "its_per_sec": self.progress.iterations_per_s(item),
-                               "eta": self.progress.item_eta(item, p)}
+                               "eta": self.progress.item_eta(item, p, state)}
         if p is not None:
             out.update(scale=p.scale_index + 1, scales=p.scale_count, width=p.width, height=p.height,
                        iteration=p.iteration, iterations=p.iterations, loss=p.loss,

@@ -107,8 +107,9 @@ class FakeBackend:
                 time.sleep(self.sleep)
                 now = time.time()
                 for one, image in live:
+                    ran = ((scale - start) * self.iters + i) * image.width * image.height
                     progress = Progress(scale, self.scales, image.width, image.height, i, self.iters,
-                                        1.0 / (scale * self.iters + i), now - started, 0, now)
+                                        1.0 / (scale * self.iters + i), now - started, 0, now, units=ran)
                     yield one.item.id, progress
                     if one.preview_interval and now - previewed.get(one.item.id, 0.0) >= one.preview_interval:
                         previewed[one.item.id] = now

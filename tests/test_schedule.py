@@ -1,0 +1,132 @@
+"""The ``schedule`` setting: ``fixed`` keeps today's loop and ids; ``adaptive`` ends a scale once its
+averaged image stops changing (after a cooling of the step size), runs to the cap while it changes,
+lets each job of a group end on its own, resumes, and keeps the displays' progress moving forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from batchstyle.engine import Checkpoint, Job, Progress, ScaleFinished, StyleSettings, Stylizer
+from batchstyle.engine import pace
+from batchstyle.engine.checkpoint import fingerprint
+
+CAP = 160
+# Scales 34 and 48. With no loss at all, a run that starts from the content has nothing to change: the
+# easy case. A large step with noise to start from keeps changing: the hard case.
+BASE = StyleSettings(end_scale=48, min_scale=32, initial_iterations=CAP, iterations=CAP, schedule="adaptive")
+EASY = BASE.replace(content_weight=0.0, style_weight=0.0, tv_weight=0.0, init="content")
+HARD = BASE.replace(init="uniform", step_size=0.3, style_weight=50.0, avg_decay=0.5)
+CALM = BASE.replace(step_size=0.05, style_weight=5.0)  # runs the first scale to the cap, ends the second early
+
+
+@pytest.fixture(scope="module")
+def stylizer(random_weights):
+    return Stylizer(random_weights, devices=["cpu"])
+
+
+@pytest.fixture(scope="module")
+def pair():
+    from support.photos import make_photo
+
+    return make_photo(60, 45, seed=1), make_photo(50, 50, seed=2)
+
+
+def ran(events, item: int = 0) -> list[int]:
+    """The iterations each scale ran, from the job's last progress event of each scale."""
+    last = [e for e in events if isinstance(e, Progress) and e.item == item and e.last_of_scale]
+    return [e.iteration for e in last]
+
+
+def test_fixed_keeps_the_ids_and_checkpoints_of_images_made_before_the_setting(random_weights, pair):
+    fixed = StyleSettings()
+    assert "schedule" not in fixed.to_dict() and fixed.schedule == "fixed"
+    assert StyleSettings(schedule="adaptive").to_dict()["schedule"] == "adaptive"
+    same = fingerprint(fixed, "w", list(pair)) == fingerprint(StyleSettings(schedule="fixed"), "w", list(pair))
+    assert same and fingerprint(fixed, "w", list(pair)) != fingerprint(BASE, "w", list(pair))
+
+
+def test_fixed_runs_every_iteration(stylizer, pair):
+    run = stylizer.run(pair[0], [pair[1]], EASY.replace(schedule="fixed", initial_iterations=30, iterations=20))
+    events = list(run)
+    assert ran(events) == [30, 20] and run.iterations_run() == 50 and run.share_run() == 1.0
+
+
+def test_adaptive_ends_an_easy_image_early_and_cools_before_it_ends(stylizer, pair):
+    run = stylizer.run(pair[0], [pair[1]], EASY)
+    steps, events = [], []
+    for event in run:
+        events.append(event)
+        if isinstance(event, Progress) and event.scale_index == 0:
+            steps.append(run._stage.optimizers[0].param_groups[0]["lr"])  # the step size of the next step
+    # converged at the first look allowed (no change at all), then cooled for half as long again
+    expected = pace.MIN_ITERATIONS + round(pace.COOLING * pace.MIN_ITERATIONS)
+    assert ran(events) == [expected, expected] and expected < CAP
+    assert steps[pace.MIN_ITERATIONS - 2] == EASY.step_size > steps[pace.MIN_ITERATIONS] > steps[-2] > 0
+    assert run.iterations_run() == 2 * expected and run.share_run() == pytest.approx(expected / CAP)
+
+
+def test_adaptive_runs_an_image_that_keeps_changing_to_the_cap(stylizer, pair):
+    run = stylizer.run(pair[0], [pair[1]], HARD)
+    events = list(run)
+    assert ran(events) == [CAP, CAP]
+    assert all(change >= pace.THRESHOLD for _, change in run._stage.paces[0].changes)
+    finished = [e for e in events if isinstance(e, ScaleFinished)]
+    assert [f.scale_index for f in finished] == [0, 1]
+
+
+def test_a_group_whose_members_end_at_different_times_gives_each_its_own_image(real_weights, demo_images):
+    """Bit for bit: with the real weights and one thread, the convolutions of a group of two give what
+    they give alone, so any difference would be the schedule's: a job's steps in a group must be those it
+    takes alone, and after a mate has left, the objective of the jobs still going must be theirs alone.
+    (With more threads the kernels split the work otherwise for other group sizes; Adam then grows the
+    rounding into visible differences, for the fixed schedule as much.)"""
+    from PIL import Image
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        check_group_against_alone(real_weights, demo_images, Image)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_group_against_alone(real_weights, demo_images, Image) -> None:
+    stylizer = Stylizer(real_weights, devices=["cpu"])
+    content = Image.open(demo_images / "content" / "chelsea_cat.jpg")
+    style = Image.open(demo_images / "styles" / "van_gogh_starry_night.jpg")
+    real = BASE.replace(end_scale=64, min_scale=45, content_weight=10.0)  # scales 45 and 64
+    easy = real.replace(content_weight=0.0, style_weight=0.0, tv_weight=0.0)
+    alone = []
+    for settings in (easy, real):
+        run = stylizer.run(content, [style], settings)
+        alone.append((run, ran(list(run))))
+    assert alone[0][1][0] < alone[1][1][0]  # the easy one leaves the group first
+    group = stylizer.run_group([Job(content, [style], easy), Job(content, [style], real)])
+    events = list(group)
+    assert ran(events, 0) == alone[0][1] and ran(events, 1) == alone[1][1]
+    # once it has left, only the other one is stepped
+    late = [e.item for e in events if isinstance(e, Progress) and e.scale_index == 0 and e.iteration > alone[0][1][0]]
+    assert late and set(late) == {1}
+    for index, (run, _) in enumerate(alone):
+        assert torch.equal(group.image(index), run.image()), index
+        assert group.checkpoint_of(index).adam.step == run.checkpoint_of(0).adam.step  # each its own step count
+
+
+@pytest.mark.parametrize("where", ["mid-scale", "after a scale"])
+def test_an_interrupted_adaptive_run_resumes_to_the_same_image(stylizer, pair, where):
+    settings = CALM
+    whole = stylizer.run(pair[0], [pair[1]], settings)
+    counts = ran(list(whole))
+    assert counts[-1] < CAP  # the second scale ends early: its Adam step count is not the ladder's
+    run, saved = stylizer.run(pair[0], [pair[1]], settings), None
+    for event in run:
+        if isinstance(event, ScaleFinished):
+            saved = event.checkpoint.to_bytes()
+            if where == "after a scale":
+                break
+        elif where == "mid-scale" and event.scale_index == 1 and event.iteration == counts[1] // 2:
+            break  # killed mid-way through the second scale: it resumes from the end of the first
+    resumed = stylizer.run(pair[0], [pair[1]], settings, Checkpoint.from_bytes(saved))
+    assert ran(list(resumed)) == counts[1:]
+    assert torch.equal(resumed.image(), whole.image())
