@@ -50,10 +50,11 @@ def oom_retry(check: Check, figures: dict) -> None:
     spec = {"weights": check.weights_path, "device": check.plan.device, "settings": settings,
             "speed": check.speed, "threads": 1 if check.plan.small else None}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_batch", "oom-child", json.dumps(spec)], cwd=ROOT,
-                          env=child_env(), capture_output=True, text=True, timeout=300)
+                          env=child_env(), capture_output=True, text=True, timeout=min(300.0, check.remaining()))
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        raise CheckFailed(f"the child process ended with {proc.returncode}:\n" + "\n".join(proc.stderr.splitlines()[-8:]))
+        tail = "\n".join(proc.stderr.splitlines()[-8:])
+        raise CheckFailed(f"the child process ended with {proc.returncode}:\n{tail}")
     figures.update(json.loads(lines[-1]))
     attempts = figures["attempts"]
     if attempts[0]["outcome"] != "oom":
@@ -150,7 +151,8 @@ def _set_budget(cuda: bool, need: int) -> int:
     if cuda:
         budget = int(need * 1.25)
         torch.cuda.empty_cache()
-        torch.cuda.set_per_process_memory_fraction(min(1.0, budget / torch.cuda.get_device_properties(0).total_memory), 0)
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), 0)
         return budget
     budget = need + 80 * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (budget, resource.getrlimit(resource.RLIMIT_AS)[1]))
@@ -182,7 +184,7 @@ def batch_run(check: Check, figures: dict) -> None:
         figures["command"] = "python -m batchstyle run MANIFEST -o OUTDIR " + " ".join(command[7:])
         started = time.perf_counter()
         proc = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True,
-                              timeout=120 if check.plan.small else 300)
+                              timeout=min(120.0 if check.plan.small else 300.0, check.remaining()))
         figures.update(exit_code=proc.returncode, wall_seconds=time.perf_counter() - started)
         records = [json.loads(p.read_text()) for p in sorted((out / ".batchstyle" / "done").glob("*.json"))]
     text = proc.stdout + proc.stderr

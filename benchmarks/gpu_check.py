@@ -69,8 +69,8 @@ def run_step(check: Check, name: str, function: Callable[[Check, dict], None]) -
     result.figures = figures
     result.seconds = round(time.perf_counter() - started, 2)
     check.results.append(result)
-    print(f"{name:>14}: {result.status:7} {result.seconds:7.1f} s  {result.reason.splitlines()[0] if result.reason else ''}",
-          flush=True)
+    first = result.reason.splitlines()[0] if result.reason else ""
+    print(f"{name:>14}: {result.status:7} {result.seconds:7.1f} s  {first}", flush=True)
     return result
 
 
@@ -101,7 +101,8 @@ def report(check: Check, environment: dict) -> dict:
     counts = {status: sum(r.status == status for r in check.results) for status in ("ok", "failed", "skipped")}
     return clean({"command": "python -m benchmarks.gpu_check" + (" --small" if check.plan.small else ""),
                   "mode": "small" if check.plan.small else "gpu", "device": check.plan.device,
-                  "environment": environment, "plan": dataclasses.asdict(check.plan), "total_seconds": round(check.elapsed(), 2), "counts": counts,
+                  "environment": environment, "plan": dataclasses.asdict(check.plan),
+                  "total_seconds": round(check.elapsed(), 2), "counts": counts,
                   "steps": [{"name": r.name, "status": r.status, "reason": r.reason, "seconds": r.seconds,
                              "figures": r.figures} for r in check.results]})
 
@@ -119,8 +120,9 @@ def markdown(data: dict) -> str:
              f"`{data['command']}`: {data['counts']['ok']} ok, {data['counts']['failed']} failed, "
              f"{data['counts']['skipped']} skipped in {data['total_seconds']:.0f} s.", "",
              "| step | status | seconds | reason |", "| --- | --- | --- | --- |"]
-    lines += [f"| {s['name']} | {s['status']} | {s['seconds']:.1f} | {_cell(s['reason'].splitlines()[0] if s['reason'] else '')} |"
-              for s in data["steps"]]
+    for s in data["steps"]:
+        first = s["reason"].splitlines()[0] if s["reason"] else ""
+        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} | {_cell(first)} |")
     lines += ["", "## Environment", ""] + [f"* {k}: {_cell(v)}" for k, v in data["environment"].items()]
     for s in data["steps"]:
         lines += ["", f"## {s['name']}: {s['status']}", ""]
@@ -174,8 +176,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", default=os.environ.get("BATCHSTYLE_WEIGHTS"),
                         help="VGG-19 weights file [$BATCHSTYLE_WEIGHTS]")
     parser.add_argument("--budget", type=float, default=None,
-                        help="seconds within which the steps must end; those that would not are skipped [470 on a GPU, 300 small]")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of this process [1 in small mode, else torch's default]")
+                        help="seconds within which the steps must end; those that would not are skipped "
+                             "[470 on a GPU, 300 small]")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of this process [1 in small mode, else torch's default]")
     return parser.parse_args(argv)
 
 
@@ -183,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not args.weights or not Path(args.weights).is_file():
-        print(f"gpu_check: the VGG-19 weights are needed (--weights or $BATCHSTYLE_WEIGHTS; got {args.weights!r}); "
-              f"nothing is downloaded", file=sys.stderr)
+        print(f"gpu_check: the VGG-19 weights are needed (--weights or $BATCHSTYLE_WEIGHTS; got "
+              f"{args.weights!r}); nothing is downloaded", file=sys.stderr)
         return 2
     import torch
 

@@ -88,6 +88,10 @@ class Check:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def remaining(self) -> float:
+        """Seconds left of the budget (at least 30: the timeout of a child process)."""
+        return max(30.0, self.plan.budget - self.elapsed())
+
     def default_config(self, **changes: Any):
         """The device's defaults (``auto`` resolved) as a bench configuration."""
         from batchstyle.engine.measure import Config
@@ -303,10 +307,10 @@ def tile_auto(check: Check, figures: dict) -> None:
         figures["past_the_whole_limit"] = (f"not run in small mode: the real budget tiles images from about "
                                            f"{side} px, too large for the CPU")
         return
-    figures["past_the_whole_limit"] = tiled_past_the_limit(check, device, budget, model, -(-side * 108 // 1600) * 16)
+    tiled_past_the_limit(check, figures, device, budget, model, -(-side * 108 // 1600) * 16)
 
 
-def tiled_past_the_limit(check: Check, device, budget: int, model, side: int) -> dict:
+def tiled_past_the_limit(check: Check, figures: dict, device, budget: int, model, side: int) -> None:
     """One iteration of a ``side``-px square with ``tile=auto``: it must tile, and fit the budget."""
     import torch
 
@@ -332,9 +336,10 @@ def tiled_past_the_limit(check: Check, device, budget: int, model, side: int) ->
     tiles, peak = run.current_tiles or [], torch.cuda.max_memory_allocated(device)
     w, h = run.ladder[-1].size
     box = largest_box(tiles) if tiles else w * h
-    out = {"size": f"{w}x{h}", "tiles": len(tiles), "core": largest_core(tiles) if tiles else 0, "box_pixels": box,
-           "model_gib": model.tiled_bytes(w * h, box) / 2**30, "peak_gib": peak / 2**30,
-           "peak_over_budget": peak / budget, "seconds": time.perf_counter() - started}
+    figures["past_the_whole_limit"] = out = {
+        "size": f"{w}x{h}", "tiles": len(tiles), "core": largest_core(tiles) if tiles else 0, "box_pixels": box,
+        "model_gib": model.tiled_bytes(w * h, box) / 2**30, "peak_gib": peak / 2**30,
+        "peak_over_budget": peak / budget, "seconds": time.perf_counter() - started}
     del run, stylizer
     free_memory()
     if failure:
@@ -344,7 +349,6 @@ def tiled_past_the_limit(check: Check, device, budget: int, model, side: int) ->
         raise CheckFailed(f"auto did not tile {w}x{h}, past the largest whole image of the model ({out})")
     if peak > budget:
         raise CheckFailed(f"peak {peak / 2**30:.1f} GiB over the budget of {budget / 2**30:.1f} GiB ({out})")
-    return out
 
 
 def two_gpu(check: Check, figures: dict) -> None:
