@@ -1,7 +1,7 @@
 """Quality against time: what each share of the iteration budget buys, measured on real pairs.
 
     python -m benchmarks.quality [--sizes 256,512] [--pairs 6] [--budgets 1,0.4,0.2] [--schedules fixed]
-                                 [--json FILE]
+                                 [--only 0,1,2] [--json FILE]
                                  [--save DIR] [--weights PATH] [--threads N] [--content-weight 10]
                                  [--full-iterations 1000,500] [--precision auto] [--cpu] [--trace N]
 
@@ -48,6 +48,7 @@ class Result:
     objective: float
     content_distance: float
     style_distance: float
+    iterations: list  # the iterations each scale ran
     trace: list  # with --trace N: (scale, iteration, RMS change of the averaged image over the last N iterations)
 
 
@@ -117,10 +118,12 @@ def run_one(stylizer, yardstick: PlainVGG, content, style, size: int, budget: fl
     run = stylizer.run(content, [style], settings)
     trace: list[tuple[int, int, float]] = []  # (scale, iteration, change of the averaged image)
     start = time.perf_counter()
-    last, pixel_iterations = None, 0
+    last, pixel_iterations, iterations = None, 0, []
     for event in run:
         if hasattr(event, "iteration"):
             pixel_iterations += event.width * event.height
+            if event.last_of_scale:
+                iterations.append(event.iteration)
         if args.trace and hasattr(event, "iteration") and event.iteration % args.trace == 0:
             image = run.image()
             if last is not None and last.shape == image.shape:
@@ -129,7 +132,7 @@ def run_one(stylizer, yardstick: PlainVGG, content, style, size: int, budget: fl
     seconds = time.perf_counter() - start  # with --trace, the snapshots are counted too
     objective = run.evaluate()[0]
     output = run.pil()
-    return output, seconds, pixel_iterations, objective, yardstick.distances(output, content, style), trace
+    return output, seconds, (pixel_iterations, iterations), objective, yardstick.distances(output, content, style), trace
 
 
 def side_by_side(images, path: Path) -> None:
@@ -155,18 +158,20 @@ def measure(args) -> list[Result]:
     stylizer = Stylizer(weights, ["cpu"] if args.cpu else None, speed=Speed(precision=args.precision))
     yardstick = PlainVGG(weights)
     results = []
-    for content_path, style_path in pairs(args.pairs):
+    chosen = pairs(args.pairs)
+    for content_path, style_path in [chosen[k] for k in args.only or range(len(chosen))]:
         content, style = Image.open(content_path), Image.open(style_path)
         name = f"{content_path.stem} / {style_path.stem}"
         for size in args.sizes:
             outputs = []
             for schedule, budget in runs(args):
-                output, seconds, units, objective, (cd, sd), trace = run_one(stylizer, yardstick, content, style,
-                                                                             size, budget, schedule, args)
-                results.append(Result(name, size, budget, schedule, seconds, units, objective, cd, sd, trace))
+                output, seconds, (units, its), objective, (cd, sd), trace = run_one(stylizer, yardstick, content, style,
+                                                                                    size, budget, schedule, args)
+                results.append(Result(name, size, budget, schedule, seconds, units, objective, cd, sd, its, trace))
                 outputs.append(output)
                 print(f"{name} {size}px {schedule} budget {budget:g}: {seconds:.1f} s, {units / 1e6:.1f} MP·it, "
-                      f"objective {objective:.4g}, content {cd:.4f}, style {sd:.4f}", flush=True)
+                      f"iterations {'/'.join(map(str, its))}, objective {objective:.4g}, content {cd:.4f}, style {sd:.4f}",
+                      flush=True)
             if args.save:
                 args.save.mkdir(parents=True, exist_ok=True)
                 side_by_side(outputs, args.save / f"{content_path.stem}__{style_path.stem}_{size}.png")
@@ -212,6 +217,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=lambda t: [int(s) for s in t.split(",")], default=[256, 512])
     parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--only", type=lambda t: [int(s) for s in t.split(",")],
+                        help="run only these of the pairs (0-based, like 0,2): to split the pairs over processes")
     parser.add_argument("--budgets", type=lambda t: [float(s) for s in t.split(",")], default=[1.0, 0.4, 0.2])
     parser.add_argument("--schedules", type=lambda t: [s.strip() for s in t.split(",")], default=["fixed"],
                         help="the schedule settings to run each budget with (fixed, adaptive)")

@@ -130,3 +130,63 @@ def test_an_interrupted_adaptive_run_resumes_to_the_same_image(stylizer, pair, w
     resumed = stylizer.run(pair[0], [pair[1]], settings, Checkpoint.from_bytes(saved))
     assert ran(list(resumed)) == counts[1:]
     assert torch.equal(resumed.image(), whole.image())
+
+
+def test_the_displays_progress_never_runs_backwards_and_the_eta_counts_on_the_batchs_share(monkeypatch):
+    """An adaptive image's scales end before their caps, and a retried image starts again from its
+    checkpoint: the dashboard's bar only moves forward, and the ETA takes the remaining cap times the
+    share of the cap the batch's adaptive images have run."""
+    import json
+    from pathlib import Path
+
+    from batchstyle.batch.items import Item
+    from batchstyle.batch.messages import WorkerInfo
+    from batchstyle.batch.pool import Call, Worker
+    from batchstyle.batch.progress import ADAPTIVE_SHARE, BatchProgress, remaining_units, units_done
+    from batchstyle.batch.state import BatchState
+    from batchstyle.engine.schedule import scale_ladder
+    from batchstyle.web.dashboard import Dashboard
+
+    settings = StyleSettings(end_scale=256, initial_iterations=120, iterations=60, schedule="adaptive")
+    ladder = scale_ladder((64, 48), settings)
+    item = Item(line=2, content=Path("a.png"), styles=(Path("s.png"),), settings=settings, output="a.png",
+                content_size=(64, 48), id="a", units=sum(s.units for s in ladder))
+    call = Call([item], None, 0.0)
+    state = BatchState(total=2, skipped=0, queued=1, units_total=2 * item.units, adaptive_units_total=2 * item.units,
+                       workers=[Worker(None, 0, None, WorkerInfo("n1", "node", [], ["cpu"]), call)])
+
+    def at(scale: int, iteration: int, iterations: int | None = None) -> Progress:
+        s = ladder[scale]
+        return Progress(scale, len(ladder), s.width, s.height, iteration, iterations or s.iterations, 1.0, 0.0, 0, 0.0)
+
+    # the first scale ends at 40 of 120: its whole cap counts as done, and nothing of it is left to do
+    assert units_done(item, at(0, 40, 40)) == ladder[0].units > units_done(item, at(0, 39))
+    assert remaining_units(item, at(0, 40, 40), 0.5) == sum(s.units for s in ladder[1:]) * 0.5
+    dashboard, shown = Dashboard(), []
+    path = [at(0, 10), at(0, 39), at(0, 40, 40), at(1, 1), at(1, 30, 30), at(2, 5),
+            at(1, 1)]  # ... and the worker is lost: the image starts again after its first scale
+    for progress in path:
+        call.progress[item.id] = progress
+        dashboard.publish(state)
+        shown.append(json.loads(dashboard._state_json())["progress"])
+    assert shown == sorted(shown) and shown[-1] > shown[0]
+    progress = BatchProgress()
+    assert progress.batch_eta(state) is None  # no rate yet: no guess
+    monkeypatch.setattr(progress, "throughput", lambda state: 1000.0)
+    queued = item.units * ADAPTIVE_SHARE  # no adaptive image done yet: the measured median share
+    assert progress.batch_eta(state) == pytest.approx((remaining_units(item, path[-1], ADAPTIVE_SHARE) + queued) / 1000)
+    state.adaptive_shares.append(0.25)  # one is done, and ran a quarter of its cap: the batch's share now
+    assert progress.batch_eta(state) == pytest.approx((remaining_units(item, path[-1], 0.25) + item.units * 0.25) / 1000)
+
+
+def test_status_estimates_the_pending_images_at_the_pace_their_run_kept():
+    from types import SimpleNamespace
+
+    from batchstyle.batch.progress import pace_of
+    from batchstyle.cli.status import _eta
+
+    # two workers, each making an image in 10 minutes, then another: 4 images in 20 minutes
+    records = [SimpleNamespace(started=t, finished=t + 600) for t in (1000, 1000, 1600, 1600)]
+    assert pace_of(records) == pytest.approx(12.0) and pace_of(records[:1]) is None
+    assert "3 pending take about 15m00s" in _eta([1, 2, 3], records)
+    assert _eta([], records) is None and _eta([1], records[:1]) is None

@@ -149,10 +149,21 @@ class BatchProgress:
         return remaining_units(item, progress, expected_share(item, state)) / rate.units_per_s
 
 
+def pace_of(records) -> float | None:
+    """Images per hour of the run that made ``records`` (done records, with their start and end times):
+    how many it made between the first start and the last end, on all its workers together. It reflects
+    what the images really cost, whatever their schedule. None with fewer than two."""
+    timed = [r for r in records if r.finished > r.started > 0]
+    if len(timed) < 2:
+        return None
+    span = max(r.finished for r in timed) - min(r.started for r in timed)
+    return 3600 * len(timed) / span if span > 0 else None
+
+
 def images_per_hour(state: BatchState) -> float:
     hours = (time.time() - state.started) / 3600
     return state.done / hours if hours > 0 else 0.0
 
 
 __all__ = ["BatchProgress", "duration", "images_per_hour", "remaining_units", "iterations_done", "units_done",
-           "expected_share", "ADAPTIVE_SHARE"]
+           "expected_share", "ADAPTIVE_SHARE", "pace_of"]

@@ -39,6 +39,9 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
     if extra:
         console.print(f"({extra} more done image(s) from earlier manifests or settings)")
     _describe_lock(console, out)
+    eta = _eta(pending, [records[e.id] for e in done if e.id in records])
+    if eta:
+        console.print(eta)
     if failed:
         console.print(failed_table(failed, failures))
     limit = None if show_all else 20
@@ -51,6 +54,17 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
         _write_gallery(console, out)
     if failed:
         sys.exit(EXIT_FAILED)
+
+
+def _eta(pending: list, records: list) -> str | None:
+    """How long the pending images take at the pace their run has kept (from its records), if known."""
+    from batchstyle.batch.progress import duration, pace_of
+
+    pace = pace_of(records)
+    if not pending or not pace:
+        return None
+    return (f"At the {pace:.1f} images/h the latest run has made its {len(records)} image(s) at, the "
+            f"{len(pending)} pending take about {duration(3600 * len(pending) / pace)} more.")
 
 
 def _write_gallery(console: Console, out) -> None:

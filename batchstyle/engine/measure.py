@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .layers import LAYER_INDEX, conv_macs
-from .schedule import work_units
 from .settings import StyleSettings
 from .speed import MEMORY_FORMATS, PRECISIONS, Speed, parse_tile
 
@@ -197,7 +196,7 @@ def measure(config: Config, size: int, iterations: int, warmup: int, devices: li
     if device.type == "cuda":
         use_tf32_convolutions(False)  # evaluate in true float32
     losses = run.evaluate()
-    flops, pixel_its = _work(run, base, content_image.size, config.group, full, steps)
+    flops, pixel_its = _work(run, base, config.group, full, steps)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_tflops(name, stylizer.speed.precision) if device.type == "cuda" else None
     tflops = flops / seconds / 1e12
@@ -260,13 +259,13 @@ def _timed(run, device, full: bool, warmup: int, iterations: int) -> tuple[int, 
     return (steps if full else iterations), end[0] - since[0], end[1] - since[1]
 
 
-def _work(run, settings: StyleSettings, content_size: tuple[int, int], group: int, full: bool,
-          steps: int) -> tuple[float, float]:
+def _work(run, settings: StyleSettings, group: int, full: bool, steps: int) -> tuple[float, float]:
     """FLOPs and pixel-iterations of what was timed (from the layer shapes)."""
     deepest = max(LAYER_INDEX[n] for n in settings.content_layers + settings.style_layers)
-    if full:
-        flops = sum(4 * conv_macs(s.width, s.height, deepest) * s.iterations for s in run.ladder) * group
-        return flops, work_units(content_size, settings) * group
+    if full:  # the iterations each scale ran: fewer than the ladder's where the schedule is adaptive
+        ran = list(zip(run.ladder[len(run.ladder) - len(run.scale_iterations()):], run.scale_iterations()))
+        flops = sum(4 * conv_macs(s.width, s.height, deepest) * its for s, its in ran) * group
+        return flops, sum(s.width * s.height * its for s, its in ran) * group
     w, h = run.ladder[-1].size
     return 4 * conv_macs(w, h, deepest) * group * steps, w * h * group * steps
 

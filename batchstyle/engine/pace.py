@@ -3,8 +3,10 @@ section Schedules).
 
 ``fixed`` runs every iteration of the scale at the settings' step size. ``adaptive`` judges the
 averaged image, which is what becomes the output: every :data:`WINDOW` iterations it measures how much
-that image changed over the window (the RMS change in 8-bit levels). Once the change falls below
-:data:`THRESHOLD`, the job cools: its step size falls linearly to zero over :data:`COOLING` times the
+that image changed over the window (the RMS change in 8-bit levels, of the image averaged over
+:data:`POOL` × :data:`POOL` blocks). Once the change falls below :data:`THRESHOLD` at the last scale,
+or :data:`EARLIER_THRESHOLD` at the scales before it (whose image is only where the next scale
+starts, and which the next scale redoes at its finer grain), the job cools: its step size falls linearly to zero over :data:`COOLING` times the
 iterations it has run, then its scale ends. The settings' iterations are the cap: a job still changing
 starts to cool when the cooling would otherwise not fit, and ends at the cap.
 """
@@ -16,7 +18,8 @@ from typing import Callable
 import torch
 
 WINDOW = 25  # iterations between two looks at the averaged image
-THRESHOLD = 1.0  # RMS change of the averaged image over a window, in 8-bit levels, below which a scale cools
+THRESHOLD = 0.6  # RMS change of the averaged image over a window, in 8-bit levels, below which the last scale cools
+EARLIER_THRESHOLD = 3.0  # the same for the scales before the last
 COOLING = 0.5  # the cooling's length, as a share of the iterations run before it
 MIN_ITERATIONS = 2 * WINDOW  # no scale cools before this many iterations (the average is still filling)
 
@@ -38,8 +41,9 @@ class Pace:
     """One job's schedule at one scale: call :meth:`after` after each iteration; it returns the step
     size of the next iteration, or None when the job's scale has ended."""
 
-    def __init__(self, schedule: str, cap: int, step_size: float):
+    def __init__(self, schedule: str, cap: int, step_size: float, last: bool = True):
         self.adaptive = schedule == "adaptive"
+        self.last = last
         self.cap, self.step_size = cap, step_size
         self.cool_from: int | None = None  # the iteration after which the step size falls
         self.cool_until = cap
@@ -74,7 +78,7 @@ class Pace:
         if self._seen is not None:
             change = change_in_levels(snapshot, self._seen)
             self.changes.append((iteration, change))
-            if change < THRESHOLD and iteration >= MIN_ITERATIONS:
+            if change < (THRESHOLD if self.last else EARLIER_THRESHOLD) and iteration >= MIN_ITERATIONS:
                 self._cool(iteration, round(COOLING * iteration))
         self._seen = snapshot
 
@@ -83,4 +87,4 @@ class Pace:
         return self.cool_until < self.cap
 
 
-__all__ = ["Pace", "WINDOW", "THRESHOLD", "COOLING", "MIN_ITERATIONS", "change_in_levels"]
+__all__ = ["Pace", "WINDOW", "THRESHOLD", "EARLIER_THRESHOLD", "POOL", "COOLING", "MIN_ITERATIONS", "change_in_levels"]

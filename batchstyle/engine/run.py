@@ -143,6 +143,7 @@ class Run:
         self._events: Iterator | None = None
         self._plan: tuple[int, list[Tile] | None] = (0, None)  # the current scale and its tiles
         self._ran = [[0, 0] for _ in self._jobs]  # per job: iterations and pixel-iterations run so far
+        self._scale_runs: list[list[int]] = [[] for _ in self._jobs]  # per job: the iterations of each scale ended
         self._first_scale = 0  # the scale this run starts at (after the checkpoint it resumes from)
 
     @property
@@ -153,6 +154,10 @@ class Run:
         """The iterations job ``index`` ran in this run (less than the ladder's where a schedule ended a
         scale early, and none of the scales before the checkpoint it resumed from)."""
         return self._ran[index][0]
+
+    def scale_iterations(self, index: int = 0) -> list[int]:
+        """The iterations each scale of this run ran for job ``index``, for the scales it has ended."""
+        return list(self._scale_runs[index])
 
     def share_run(self, index: int = 0) -> float:
         """The pixel-iterations job ``index`` ran, as a share of the most its scales could run (1 for
@@ -256,7 +261,7 @@ class Run:
         x = F.interpolate(images.detach(), (h, w), mode="bicubic", align_corners=False).clamp(0, 1)
         x = x.contiguous(memory_format=self.stylizer.memory_format)
         self._stage = Stage(x, self.objective(k), [job.settings for job in self._jobs], moments,
-                            self.ladder[k].iterations)
+                            self.ladder[k].iterations, last=k == len(self.ladder) - 1)
         release_cached_memory(devices)
         return self._stage
 
@@ -304,6 +309,8 @@ class Run:
                 ran = self._ran[j]
                 ran[0] += 1
                 ran[1] += scale.width * scale.height
+                if j in ended:
+                    self._scale_runs[j].append(i)
                 yield Progress(k, n, scale.width, scale.height, i, i if j in ended else scale.iterations, values[j],
                                now - t0, peak, now, j, ran[1])
 

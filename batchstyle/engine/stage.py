@@ -23,13 +23,13 @@ class Stage:
     """The images of one scale, ``[N, 3, H, W]``, optimised under ``objective`` (of all N jobs)."""
 
     def __init__(self, images: torch.Tensor, objective: Objective, settings: Sequence[StyleSettings],
-                 moments: Sequence[AdamMoments] | None, cap: int):
+                 moments: Sequence[AdamMoments] | None, cap: int, last: bool = True):
         self.objective = objective  # of the jobs still going
         self.whole = objective  # of every job of the group
         self.x = images
         self.parts = [images[j:j + 1] for j in range(len(images))]
         self.averages = [EMA(part, s.avg_decay) for part, s in zip(self.parts, settings)]
-        self.paces = [Pace(s.schedule, cap, s.step_size) for s in settings]
+        self.paces = [Pace(s.schedule, cap, s.step_size, last) for s in settings]
         self.going = list(range(len(images)))
         self.adam = settings[0].optimizer == "adam"
         if self.adam:
