@@ -149,8 +149,9 @@ def test_jobs_that_cannot_share_a_group_are_refused(fp32_stylizer, images):
         fp32_stylizer.run_group([])
     # the planner's key agrees: per-job settings group, loop settings and sizes do not
     sizes = [(34, 26), (48, 36)]
-    assert group_key(TINY, sizes) == group_key(TINY.replace(seed=3, style_weight=4.0, init="gray"), sizes)
-    assert group_key(TINY, sizes) != group_key(TINY.replace(step_size=0.01), sizes)
+    assert group_key(TINY, sizes) == group_key(TINY.replace(seed=3, style_weight=4.0, init="gray", step_size=0.01,
+                                                            avg_decay=0.9, schedule="adaptive"), sizes)
+    assert group_key(TINY, sizes) != group_key(TINY.replace(pooling="average"), sizes)
     assert group_key(TINY, sizes) != group_key(TINY, [(34, 25), (48, 36)])
     assert group_key(lbfgs, sizes) is None
 

@@ -17,7 +17,7 @@ CAP = 160
 BASE = StyleSettings(end_scale=48, min_scale=32, initial_iterations=CAP, iterations=CAP, schedule="adaptive")
 EASY = BASE.replace(content_weight=0.0, style_weight=0.0, tv_weight=0.0, init="content")
 HARD = BASE.replace(init="uniform", step_size=0.3, style_weight=50.0, avg_decay=0.5)
-CALM = BASE.replace(step_size=0.05, style_weight=5.0)  # runs the first scale to the cap, ends the second early
+CALM = BASE.replace(step_size=0.05, style_weight=5.0)
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +113,22 @@ def check_group_against_alone(real_weights, demo_images, Image) -> None:
         assert group.checkpoint_of(index).adam.step == run.checkpoint_of(0).adam.step  # each its own step count
 
 
+@pytest.fixture(scope="module")
+def calm_run(stylizer, pair):
+    """An uninterrupted CALM run, with a last-scale threshold at which its second scale ends early."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pace, "THRESHOLD", 1.0)
+        whole = stylizer.run(pair[0], [pair[1]], CALM)
+        counts = ran(list(whole))
+    return whole, counts
+
+
 @pytest.mark.parametrize("where", ["mid-scale", "after a scale"])
-def test_an_interrupted_adaptive_run_resumes_to_the_same_image(stylizer, pair, where):
-    settings = CALM
-    whole = stylizer.run(pair[0], [pair[1]], settings)
-    counts = ran(list(whole))
+def test_an_interrupted_adaptive_run_resumes_to_the_same_image(stylizer, pair, calm_run, where, monkeypatch):
+    monkeypatch.setattr(pace, "THRESHOLD", 1.0)
+    whole, counts = calm_run
     assert counts[-1] < CAP  # the second scale ends early: its Adam step count is not the ladder's
-    run, saved = stylizer.run(pair[0], [pair[1]], settings), None
+    run, saved = stylizer.run(pair[0], [pair[1]], CALM), None
     for event in run:
         if isinstance(event, ScaleFinished):
             saved = event.checkpoint.to_bytes()
@@ -127,7 +136,7 @@ def test_an_interrupted_adaptive_run_resumes_to_the_same_image(stylizer, pair, w
                 break
         elif where == "mid-scale" and event.scale_index == 1 and event.iteration == counts[1] // 2:
             break  # killed mid-way through the second scale: it resumes from the end of the first
-    resumed = stylizer.run(pair[0], [pair[1]], settings, Checkpoint.from_bytes(saved))
+    resumed = stylizer.run(pair[0], [pair[1]], CALM, Checkpoint.from_bytes(saved))
     assert ran(list(resumed)) == counts[1:]
     assert torch.equal(resumed.image(), whole.image())
 
