@@ -47,7 +47,9 @@ class StyleWorker:
             for item_id, event in self.backend.run(inputs):
                 if isinstance(event, Progress):
                     now = time.monotonic()
-                    if now - last_sent.get(item_id, 0.0) >= PROGRESS_INTERVAL or event.iteration == 1:
+                    # a scale's first and last steps always go: the displays see where each scale ended
+                    if (now - last_sent.get(item_id, 0.0) >= PROGRESS_INTERVAL or event.iteration == 1
+                            or event.last_of_scale):
                         last_sent[item_id] = now
                         pending.pop(item_id, None)
                         yield item_id, event
