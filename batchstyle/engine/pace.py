@@ -6,8 +6,8 @@ averaged image, which is what becomes the output: every :data:`WINDOW` iteration
 that image changed over the window (the RMS change in 8-bit levels, of the image averaged over
 :data:`POOL` × :data:`POOL` blocks). Once the change falls below :data:`THRESHOLD` at the last scale,
 or :data:`EARLIER_THRESHOLD` at the scales before it (whose image is only where the next scale
-starts, and which the next scale redoes at its finer grain), the job cools: its step size falls linearly to zero over :data:`COOLING` times the
-iterations it has run, then its scale ends. The settings' iterations are the cap: a job still changing
+starts, and which the next scale redoes at its finer grain), the job cools: its step size falls
+linearly to zero over :data:`COOLING` times the iterations it has run, then its scale ends. The settings' iterations are the cap: a job still changing
 starts to cool when the cooling would otherwise not fit, and ends at the cap.
 """
 
@@ -22,9 +22,7 @@ THRESHOLD = 0.6  # RMS change of the averaged image over a window, in 8-bit leve
 EARLIER_THRESHOLD = 3.0  # the same for the scales before the last
 COOLING = 0.5  # the cooling's length, as a share of the iterations run before it
 MIN_ITERATIONS = 2 * WINDOW  # no scale cools before this many iterations (the average is still filling)
-
-
-POOL = 4  # the change is judged on the image averaged over POOL x POOL blocks
+POOL = 4  # the change is judged on the image averaged over POOL x POOL blocks (benchmarks/quality.py chose all these)
 
 
 def change_in_levels(now: torch.Tensor, before: torch.Tensor) -> float:
