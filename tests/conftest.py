@@ -57,6 +57,22 @@ def random_weights():
 
 
 @pytest.fixture(scope="module")
+def tiny_stylizer(random_weights):
+    """The engine on the CPU with the random weights, shared by a module's tests."""
+    from batchstyle.engine import Stylizer
+
+    return Stylizer(random_weights, devices=["cpu"])
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """A small photo and a painting-like image (content, style) of other sizes."""
+    from support.photos import make_photo
+
+    return make_photo(60, 45, seed=1), make_photo(50, 50, seed=2)
+
+
+@pytest.fixture(scope="module")
 def s3():
     """moto's S3 server for a test module, with the module's process pointed at it (support/moto_s3.py)."""
     pytest.importorskip("s3fs")

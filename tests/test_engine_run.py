@@ -17,18 +17,6 @@ from batchstyle.engine.vgg import LAYER_INDEX
 TINY = StyleSettings(end_scale=48, min_scale=32, initial_iterations=4, iterations=3)  # scales 34, 48
 
 
-@pytest.fixture(scope="module")
-def tiny_stylizer(random_weights):
-    return Stylizer(random_weights, devices=["cpu"])
-
-
-@pytest.fixture(scope="module")
-def pair():
-    from support.photos import make_photo
-
-    return make_photo(60, 45, seed=1), make_photo(50, 50, seed=2)
-
-
 def run_all(stylizer, pair, settings=TINY, checkpoint=None):
     run = stylizer.run(pair[0], [pair[1]], settings, checkpoint)
     events = list(run)

@@ -20,18 +20,6 @@ HARD = BASE.replace(init="uniform", step_size=0.3, style_weight=50.0, avg_decay=
 CALM = BASE.replace(step_size=0.05, style_weight=5.0)
 
 
-@pytest.fixture(scope="module")
-def stylizer(random_weights):
-    return Stylizer(random_weights, devices=["cpu"])
-
-
-@pytest.fixture(scope="module")
-def pair():
-    from support.photos import make_photo
-
-    return make_photo(60, 45, seed=1), make_photo(50, 50, seed=2)
-
-
 def ran(events, item: int = 0) -> list[int]:
     """The iterations each scale ran, from the job's last progress event of each scale."""
     last = [e for e in events if isinstance(e, Progress) and e.item == item and e.last_of_scale]
@@ -46,14 +34,14 @@ def test_fixed_keeps_the_ids_and_checkpoints_of_images_made_before_the_setting(r
     assert same and fingerprint(fixed, "w", list(pair)) != fingerprint(BASE, "w", list(pair))
 
 
-def test_fixed_runs_every_iteration(stylizer, pair):
-    run = stylizer.run(pair[0], [pair[1]], EASY.replace(schedule="fixed", initial_iterations=30, iterations=20))
+def test_fixed_runs_every_iteration(tiny_stylizer, pair):
+    run = tiny_stylizer.run(pair[0], [pair[1]], EASY.replace(schedule="fixed", initial_iterations=30, iterations=20))
     events = list(run)
     assert ran(events) == [30, 20] and run.iterations_run() == 50 and run.share_run() == 1.0
 
 
-def test_adaptive_ends_an_easy_image_early_and_cools_before_it_ends(stylizer, pair):
-    run = stylizer.run(pair[0], [pair[1]], EASY)
+def test_adaptive_ends_an_easy_image_early_and_cools_before_it_ends(tiny_stylizer, pair):
+    run = tiny_stylizer.run(pair[0], [pair[1]], EASY)
     steps, events = [], []
     for event in run:
         events.append(event)
@@ -66,8 +54,8 @@ def test_adaptive_ends_an_easy_image_early_and_cools_before_it_ends(stylizer, pa
     assert run.iterations_run() == 2 * expected and run.share_run() == pytest.approx(expected / CAP)
 
 
-def test_adaptive_runs_an_image_that_keeps_changing_to_the_cap(stylizer, pair):
-    run = stylizer.run(pair[0], [pair[1]], HARD)
+def test_adaptive_runs_an_image_that_keeps_changing_to_the_cap(tiny_stylizer, pair):
+    run = tiny_stylizer.run(pair[0], [pair[1]], HARD)
     events = list(run)
     assert ran(events) == [CAP, CAP]
     assert all(change >= pace.THRESHOLD for _, change in run._stage.paces[0].changes)
@@ -114,21 +102,21 @@ def check_group_against_alone(real_weights, demo_images, Image) -> None:
 
 
 @pytest.fixture(scope="module")
-def calm_run(stylizer, pair):
+def calm_run(tiny_stylizer, pair):
     """An uninterrupted CALM run, with a last-scale threshold at which its second scale ends early."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pace, "THRESHOLD", 1.0)
-        whole = stylizer.run(pair[0], [pair[1]], CALM)
+        whole = tiny_stylizer.run(pair[0], [pair[1]], CALM)
         counts = ran(list(whole))
     return whole, counts
 
 
 @pytest.mark.parametrize("where", ["mid-scale", "after a scale"])
-def test_an_interrupted_adaptive_run_resumes_to_the_same_image(stylizer, pair, calm_run, where, monkeypatch):
+def test_an_interrupted_adaptive_run_resumes_to_the_same_image(tiny_stylizer, pair, calm_run, where, monkeypatch):
     monkeypatch.setattr(pace, "THRESHOLD", 1.0)
     whole, counts = calm_run
     assert counts[-1] < CAP  # the second scale ends early: its Adam step count is not the ladder's
-    run, saved = stylizer.run(pair[0], [pair[1]], CALM), None
+    run, saved = tiny_stylizer.run(pair[0], [pair[1]], CALM), None
     for event in run:
         if isinstance(event, ScaleFinished):
             saved = event.checkpoint.to_bytes()
@@ -136,7 +124,7 @@ def test_an_interrupted_adaptive_run_resumes_to_the_same_image(stylizer, pair, c
                 break
         elif where == "mid-scale" and event.scale_index == 1 and event.iteration == counts[1] // 2:
             break  # killed mid-way through the second scale: it resumes from the end of the first
-    resumed = stylizer.run(pair[0], [pair[1]], CALM, Checkpoint.from_bytes(saved))
+    resumed = tiny_stylizer.run(pair[0], [pair[1]], CALM, Checkpoint.from_bytes(saved))
     assert ran(list(resumed)) == counts[1:]
     assert torch.equal(resumed.image(), whole.image())
 

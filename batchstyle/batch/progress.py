@@ -42,16 +42,19 @@ def _scales(content_size: tuple[int, int], settings) -> tuple[Scale, ...]:
     return tuple(scale_ladder(content_size, settings))
 
 
-# The share of its cap an adaptive image runs, until the batch has made one: the median of the quality
-# benchmark's pairs at 256 and 512 px (docs/performance.md, section Schedules).
-ADAPTIVE_SHARE = 0.4
+# The share of its cap an adaptive image runs, until the batch has made one: the median pixel-iterations
+# of the quality benchmark's 6 pairs at 256 px (docs/performance.md, section Schedules).
+ADAPTIVE_SHARE = 0.61
+
+
+def adaptive_share(state: BatchState) -> float:
+    """The share of its cap an adaptive image of this batch is expected to run."""
+    return statistics.median(state.adaptive_shares) if state.adaptive_shares else ADAPTIVE_SHARE
 
 
 def expected_share(item: Item, state: BatchState) -> float:
     """The share of its remaining cap that ``item`` is expected to run: 1 under the fixed schedule."""
-    if item.settings.schedule != "adaptive":
-        return 1.0
-    return statistics.median(state.adaptive_shares) if state.adaptive_shares else ADAPTIVE_SHARE
+    return adaptive_share(state) if item.settings.schedule == "adaptive" else 1.0
 
 
 def remaining_units(item: Item, progress: Progress | None, share: float = 1.0) -> float:
@@ -139,8 +142,7 @@ class BatchProgress:
         queued_adaptive = state.adaptive_units_total - state.adaptive_units_done - sum(
             item.units for item, _ in running if item.settings.schedule == "adaptive")
         queued_adaptive = min(max(queued_adaptive, 0), max(queued, 0))
-        share = statistics.median(state.adaptive_shares) if state.adaptive_shares else ADAPTIVE_SHARE
-        return (left + max(queued, 0) - queued_adaptive * (1 - share)) / rate
+        return (left + max(queued, 0) - queued_adaptive * (1 - adaptive_share(state))) / rate
 
     def item_eta(self, item: Item, progress: Progress | None, state: BatchState) -> float | None:
         rate = self._rates.get(item.id)
@@ -166,4 +168,4 @@ def images_per_hour(state: BatchState) -> float:
 
 
 __all__ = ["BatchProgress", "duration", "images_per_hour", "remaining_units", "iterations_done", "units_done",
-           "expected_share", "ADAPTIVE_SHARE", "pace_of"]
+           "expected_share", "adaptive_share", "ADAPTIVE_SHARE", "pace_of"]

@@ -63,7 +63,7 @@ def _eta(pending: list, records: list) -> str | None:
     pace = pace_of(records)
     if not pending or not pace:
         return None
-    return (f"At the {pace:.1f} images/h the latest run has made its {len(records)} image(s) at, the "
+    return (f"The latest run made its {len(records)} image(s) at {pace:.1f} images/h: at that pace the "
             f"{len(pending)} pending take about {duration(3600 * len(pending) / pace)} more.")
 
 

@@ -263,9 +263,8 @@ def _work(run, settings: StyleSettings, group: int, full: bool, steps: int) -> t
     """FLOPs and pixel-iterations of what was timed (from the layer shapes)."""
     deepest = max(LAYER_INDEX[n] for n in settings.content_layers + settings.style_layers)
     if full:  # the iterations each scale ran: fewer than the ladder's where the schedule is adaptive
-        ran = list(zip(run.ladder[len(run.ladder) - len(run.scale_iterations()):], run.scale_iterations()))
-        flops = sum(4 * conv_macs(s.width, s.height, deepest) * its for s, its in ran) * group
-        return flops, sum(s.width * s.height * its for s, its in ran) * group
+        flops = sum(4 * conv_macs(s.width, s.height, deepest) * its for s, its in run.scales_run()) * group
+        return flops, run.units_run() * group
     w, h = run.ladder[-1].size
     return 4 * conv_macs(w, h, deepest) * group * steps, w * h * group * steps
 

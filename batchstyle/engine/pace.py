@@ -45,6 +45,7 @@ class Pace:
         self.cap, self.step_size = cap, step_size
         self.cool_from: int | None = None  # the iteration after which the step size falls
         self.cool_until = cap
+        self.latest = cap - round(COOLING * cap / (1 + COOLING))  # the latest start of a cooling that fits the cap
         self._seen: torch.Tensor | None = None  # the averaged image at the last look
         self.changes: list[tuple[int, float]] = []  # (iteration, change over the window before it)
 
@@ -66,8 +67,7 @@ class Pace:
         return self.step_size * left / (self.cool_until - self.cool_from)
 
     def _look(self, iteration: int, average: Callable[[], torch.Tensor]) -> None:
-        latest = self.cap - round(COOLING * self.cap / (1 + COOLING))  # the cooling that still fits the cap
-        if iteration >= latest:
+        if iteration >= self.latest:
             self._cool(iteration, self.cap - iteration)
             return
         if iteration % WINDOW:
@@ -79,10 +79,6 @@ class Pace:
             if change < (THRESHOLD if self.last else EARLIER_THRESHOLD) and iteration >= MIN_ITERATIONS:
                 self._cool(iteration, round(COOLING * iteration))
         self._seen = snapshot
-
-    @property
-    def ended_early(self) -> bool:
-        return self.cool_until < self.cap
 
 
 __all__ = ["Pace", "WINDOW", "THRESHOLD", "EARLIER_THRESHOLD", "POOL", "COOLING", "MIN_ITERATIONS", "change_in_levels"]

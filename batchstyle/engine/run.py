@@ -142,7 +142,6 @@ class Run:
         self._stage: Stage | None = None
         self._events: Iterator | None = None
         self._plan: tuple[int, list[Tile] | None] = (0, None)  # the current scale and its tiles
-        self._ran = [[0, 0] for _ in self._jobs]  # per job: iterations and pixel-iterations run so far
         self._scale_runs: list[list[int]] = [[] for _ in self._jobs]  # per job: the iterations of each scale ended
         self._first_scale = 0  # the scale this run starts at (after the checkpoint it resumes from)
 
@@ -150,20 +149,25 @@ class Run:
     def total_iterations(self) -> int:
         return sum(scale.iterations for scale in self.ladder)
 
-    def iterations_run(self, index: int = 0) -> int:
-        """The iterations job ``index`` ran in this run (less than the ladder's where a schedule ended a
-        scale early, and none of the scales before the checkpoint it resumed from)."""
-        return self._ran[index][0]
+    def scales_run(self, index: int = 0) -> list[tuple[Scale, int]]:
+        """Each scale job ``index`` has ended in this run, with the iterations it ran there (fewer than
+        the scale's where a schedule ended it early; none of the scales before the checkpoint it resumed
+        from)."""
+        return list(zip(self.ladder[self._first_scale:], self._scale_runs[index]))
 
-    def scale_iterations(self, index: int = 0) -> list[int]:
-        """The iterations each scale of this run ran for job ``index``, for the scales it has ended."""
-        return list(self._scale_runs[index])
+    def iterations_run(self, index: int = 0) -> int:
+        """The iterations job ``index`` ran in the scales it has ended in this run."""
+        return sum(self._scale_runs[index])
+
+    def units_run(self, index: int = 0) -> int:
+        """The pixel-iterations job ``index`` ran in the scales it has ended in this run."""
+        return sum(scale.width * scale.height * iterations for scale, iterations in self.scales_run(index))
 
     def share_run(self, index: int = 0) -> float:
         """The pixel-iterations job ``index`` ran, as a share of the most its scales could run (1 for
         the fixed schedule)."""
         cap = sum(scale.units for scale in self.ladder[self._first_scale:])
-        return self._ran[index][1] / cap if cap else 1.0
+        return self.units_run(index) / cap if cap else 1.0
 
     def __iter__(self) -> Iterator[Progress | ScaleFinished]:
         if self._events is None:
@@ -295,6 +299,7 @@ class Run:
         scale, n, devices = self.ladder[k], len(self.ladder), self.model.devices
         loss_every = self.stylizer.speed.loss_every
         values = [math.nan] * len(self._jobs)
+        before = [self.units_run(j) for j in range(len(self._jobs))]  # pixel-iterations of the earlier scales
         i = 0
         while stage.going:
             i += 1
@@ -306,12 +311,9 @@ class Run:
                     values[m] = value
             now, peak = time.time(), peak_gpu_bytes(devices)
             for j in going:
-                ran = self._ran[j]
-                ran[0] += 1
-                ran[1] += scale.width * scale.height
                 if j in ended:
                     self._scale_runs[j].append(i)
                 yield Progress(k, n, scale.width, scale.height, i, i if j in ended else scale.iterations, values[j],
-                               now - t0, peak, now, j, ran[1])
+                               now - t0, peak, now, j, before[j] + i * scale.width * scale.height)
 
 __all__ = ["Run", "Job"]
