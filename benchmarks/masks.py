@@ -93,7 +93,27 @@ def quality(args) -> dict:
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
         side_by_side(images, Path(args.save) / f"masks_{args.size}.png")
+        sheet([images[0], *styles, split(*content.size, args.soft[-1])[0].convert("RGB")], images[1:],
+              Path(args.save) / f"masks_{args.size}.jpg")
     return report
+
+
+def sheet(inputs: list, outputs: list, path: Path) -> None:
+    """Two rows as one JPEG: the inputs (content, styles, a mask) above the outputs, each row scaled to
+    the outputs' height."""
+    from PIL import Image
+
+    height = outputs[0].height
+    rows = [[image.resize((round(image.width * height / image.height), height), Image.Resampling.LANCZOS)
+             for image in row] for row in (inputs, outputs)]
+    width = max(sum(image.width for image in row) for row in rows)
+    out = Image.new("RGB", (width, 2 * height), "white")
+    for r, row in enumerate(rows):
+        x = 0
+        for image in row:
+            out.paste(image, (x, r * height))
+            x += image.width
+    out.save(path, quality=85)
 
 
 def _size(image, long_side: int) -> tuple[int, int]:
