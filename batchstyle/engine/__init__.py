@@ -14,9 +14,9 @@ its gradient.
 Modules, one job each: ``stylizer`` (the model on its devices, ``stylize``), ``run`` (the
 multi-scale loop, ``Job``), ``objective`` (the weighted loss terms), ``losses`` (each term's
 formula), ``targets`` (content activations, cached style statistics), ``optim`` (averaging, Adam's
-warm start), ``inits`` (the first image), ``colors`` (``original_colors``), ``checkpoint`` (the
-file format), ``devices``, ``vgg``, ``weights``, ``images``, ``files`` (atomic writes), ``pixels``,
-``events``, ``speed``, ``schedule``, ``settings``, ``layers``.
+warm start), ``inits`` (the first image), ``colors`` (``original_colors``, ``style_colors``),
+``checkpoint`` (the file format), ``devices``, ``vgg``, ``weights``, ``images``, ``files`` (atomic
+writes), ``pixels``, ``events``, ``speed``, ``schedule``, ``settings``, ``layers``.
 
 Names are imported lazily so that ``batchstyle.engine.settings`` stays cheap (no torch).
 """

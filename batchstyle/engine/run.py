@@ -22,7 +22,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from .checkpoint import Checkpoint, fingerprint
-from .colors import OriginalColors
+from .colors import OriginalColors, match_colors
 from .devices import peak_gpu_bytes, release_cached_memory, reset_peak_memory
 from .events import Progress, ScaleFinished
 from .images import image_digest, to_uint8
@@ -81,6 +81,15 @@ class _JobState:
         if job.checkpoint is not None:
             self.generator.set_state(job.checkpoint.rng_state)
         self.colors = OriginalColors(self.content) if self.settings.original_colors else None
+        if self.settings.style_colors == "match":
+            self._match_style_colors()
+
+    def _match_style_colors(self) -> None:
+        """``style_colors=match``: from here on (targets, ``init=style_stats``) the styles have the content's
+        colour statistics, and new digests, so the target cache keeps them apart from the files'. The
+        fingerprint stays the input files' (``Checkpoint.fits`` computes it from them)."""
+        self.styles = [match_colors(style, self.content) for style in self.styles]
+        self.style_digests = [image_digest(style) for style in self.styles]
 
     def initial_image(self, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
         return initial_image(self.settings, self.content, self.styles, self.blend, size, generator)

@@ -21,6 +21,7 @@ OPTIMIZERS = ("adam", "lbfgs")
 INITS = ("content", "gray", "uniform", "normal", "style_stats")
 POOLINGS = ("max", "average", "l2")
 SCHEDULES = ("fixed", "adaptive")
+STYLE_COLORS = ("keep", "match")
 
 DEFAULT_CONTENT_LAYERS = ("relu4_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -196,6 +197,7 @@ class SettingField:
     choices: tuple[str, ...] = ()
     default_help: str | None = None  # how --help shows the default, where the value alone says too little
     optional: bool = False  # None is a valid value
+    omit_default: bool = False  # left out of to_dict() at its default: a setting added after images were made
 
     def value(self, value: Any) -> Any:
         """The checked value of text (a CSV cell, a flag) or of a typed value."""
@@ -272,10 +274,14 @@ SETTING_FIELDS: tuple[SettingField, ...] = (
     SettingField("schedule", _choice_field(SCHEDULES),
                  "fixed: every scale runs its iterations. adaptive: a scale ends when its averaged image has "
                  "stopped changing, after a short cooling of the step size; the iterations are the most it runs.",
-                 ("--schedule",), per_item=True, choices=SCHEDULES),
+                 ("--schedule",), per_item=True, choices=SCHEDULES, omit_default=True),
     SettingField("seed", _int_field(None), "Random seed (initial noise).", ("-r", "--random-seed"), per_item=True),
     SettingField("original_colors", _flag, "Transfer luminance only: the output keeps the content's colours.",
                  ("--original-colors/--no-original-colors",), per_item=True),
+    SettingField("style_colors", _choice_field(STYLE_COLORS),
+                 "keep: the style images as they are. match: each style image first gets the photo's colour "
+                 "mean and covariance (a linear map of its pixels): the style's strokes in the photo's palette.",
+                 ("--style-colors",), per_item=True, choices=STYLE_COLORS, omit_default=True),
 )
 
 FIELDS_BY_NAME: dict[str, SettingField] = {f.name: f for f in SETTING_FIELDS}
@@ -312,6 +318,7 @@ class StyleSettings:
     seed: int = 0
     original_colors: bool = False
     schedule: str = "fixed"
+    style_colors: str = "keep"
 
     def __post_init__(self) -> None:
         problems = []
@@ -331,14 +338,13 @@ class StyleSettings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (tuples become lists). ``schedule`` is left out at ``fixed``, the loop
-        every image had before the setting existed, so that their ids and checkpoints stay valid."""
+        """Plain JSON-able values (tuples become lists), less the ``omit_default`` settings at their
+        default (what every image had before they existed), so that those images' ids stay valid."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        if out["schedule"] == "fixed":
-            del out["schedule"]
+            if not (FIELDS_BY_NAME[f.name].omit_default and value == f.default):
+                out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     @classmethod
@@ -432,15 +438,12 @@ def group_key(settings: StyleSettings, sizes: list[tuple[int, int]], regions: in
         return None
     per_item = {f.name for f in SETTING_FIELDS if f.per_item}
     shared = {k: v for k, v in settings.to_dict().items() if k not in per_item and k != "end_scale"}
-    key = (sorted(shared.items()), [tuple(s) for s in sizes])
-    return repr(key if not regions else (*key, regions))
-
+    return repr((sorted(shared.items()), [tuple(s) for s in sizes], *((regions,) if regions else ())))
 
 
 __all__ = [
     "StyleSettings", "SettingsError", "SettingField", "SETTING_FIELDS", "FIELDS_BY_NAME", "group_key",
     "parse_end_scale", "resolve_end_scale", "parse_layer_spec", "format_layer_spec", "setting_changes",
     "settings_from_text", "canonical_setting_name", "did_you_mean", "STYLE_LOSSES", "OPTIMIZERS", "INITS", "POOLINGS",
-    "SCHEDULES",
-    "DEFAULT_CONTENT_LAYERS", "DEFAULT_STYLE_LAYERS",
+    "SCHEDULES", "STYLE_COLORS", "DEFAULT_CONTENT_LAYERS", "DEFAULT_STYLE_LAYERS",
 ]
