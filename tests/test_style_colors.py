@@ -196,3 +196,14 @@ def test_a_run_with_match_resumes_from_its_checkpoint(tiny_stylizer, pair):
     resumed = tiny_stylizer.run(pair[0], [pair[1]], settings, checkpoint)
     list(resumed)
     assert torch.equal(resumed.image(), whole.image())
+
+
+def test_plan_json_and_the_gallery_show_settings_that_ids_leave_out_at_their_default():
+    """``schedule`` and ``style_colors`` are left out of an image's settings at their defaults (old ids
+    stay valid), but where they are set, plan.json and the gallery show them like any other setting."""
+    from batchstyle.batch.plan import changed_settings
+
+    settings = StyleSettings(schedule="adaptive", style_colors="match", end_scale=256)
+    assert changed_settings(settings) == {"end_scale": 256, "schedule": "adaptive", "style_colors": "match"}
+    assert changed_settings(settings.to_dict()) == changed_settings(settings)
+    assert changed_settings(StyleSettings()) == {}

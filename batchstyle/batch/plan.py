@@ -20,7 +20,8 @@ from .outdir import HashCache, OutputDir, PlanItem
 ENGINE_REVISION = 1
 
 DEFAULT_TWO_GPU_PIXELS = None  # images too large for one GPU run there with tiles (README "Big images")
-_DEFAULTS = StyleSettings().to_dict()
+# Every setting's default as to_dict() writes values, those it leaves out at their default included
+_DEFAULTS = {name: list(v) if isinstance(v, tuple) else v for name, v in vars(StyleSettings()).items()}
 
 
 @dataclass
