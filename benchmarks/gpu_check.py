@@ -81,7 +81,7 @@ def steps() -> list[tuple[str, Callable[[Check, dict], None]]]:
             ("bf16_autocast", gpu_steps.bf16_autocast), ("channels_last", gpu_steps.channels_last),
             ("groups", gpu_steps.groups), ("tile_auto", gpu_steps.tile_auto), ("oom_retry", gpu_batch.oom_retry),
             ("batch_run", gpu_batch.batch_run), ("two_gpu", gpu_steps.two_gpu), ("schedule", gpu_steps.schedule),
-            ("compile", gpu_steps.compile_step)]
+            ("masks", gpu_steps.masks), ("compile", gpu_steps.compile_step)]
 
 
 # --- the reports -----------------------------------------------------------------------------------

@@ -402,3 +402,42 @@ def compile_step(check: Check, figures: dict) -> None:
     compiled = check.measure(check.default_config(compile=True), check.plan.mid)
     figures["compile_and_warmup_seconds"] = compiled.extra["call_seconds"] - compiled.seconds
     against(eager, compiled, figures, "compile")
+
+
+def masks(check: Check, figures: dict) -> None:
+    """Two styles with masks (guided Gram matrices) against one style: seconds per evaluation and peak
+    memory at the middle size, in the device's defaults; the masked loss must be finite."""
+    import statistics
+
+    import torch
+    from PIL import Image
+
+    from batchstyle.engine import Speed, StyleSettings, Stylizer
+    from benchmarks.masks import split
+
+    stylizer = Stylizer(check.weights, [check.plan.device], speed=Speed(**check.speed))
+    content = Image.open(DEMO / "content" / "coffee.jpg")
+    styles = [Image.open(DEMO / "styles" / name) for name in ("hokusai_great_wave.jpg", "van_gogh_starry_night.jpg")]
+    size = check.plan.mid
+    for name, chosen, mask in (("plain", styles[:1], None), ("masks", styles, split(*content.size, 0.25))):
+        run = stylizer.run(content, chosen, StyleSettings(end_scale=size, min_scale=size), masks=mask, tile="off")
+        objective, (w, h) = run.objective(0), run.ladder[0].size
+        x = torch.rand(1, 3, h, w, device=check.plan.device).contiguous(memory_format=stylizer.memory_format)
+        if check.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        times, losses = [], None
+        for _ in range(check.plan.iterations + 1):
+            start = time.perf_counter()
+            losses, _ = objective(x)
+            if check.cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        if not torch.isfinite(losses).all():
+            raise CheckFailed(f"the {name} loss is not finite: {losses.tolist()}")
+        figures[f"{name}_seconds"] = statistics.median(times[1:])
+        figures[f"{name}_peak_bytes"] = torch.cuda.max_memory_allocated() if check.cuda else None
+        del run, objective, x
+        free_memory()
+    figures["masks_over_plain_time"] = figures["masks_seconds"] / figures["plain_seconds"]
+    if check.cuda:
+        figures["masks_over_plain_memory"] = figures["masks_peak_bytes"] / figures["plain_peak_bytes"]

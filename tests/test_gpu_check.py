@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ["device", "throughput", "bf16_autocast", "channels_last", "groups", "tile_auto", "oom_retry", "batch_run",
-         "two_gpu", "schedule", "compile"]
+         "two_gpu", "schedule", "masks", "compile"]
 
 
 def test_the_small_gpu_check_runs_every_step_and_reports_it(weights_file, tmp_path):
@@ -37,7 +37,7 @@ def test_the_small_gpu_check_runs_every_step_and_reports_it(weights_file, tmp_pa
 
 
 def _figures_are_sane(steps: dict) -> None:
-    for name in STEPS[:-2]:  # all but the schedule (where the engine has it) and compile (GPU only)
+    for name in (n for n in STEPS if n not in ("schedule", "compile")):  # schedule: where the engine has it; compile: GPU only
         assert steps[name]["status"] == "ok", steps[name]
     assert steps["device"]["figures"]["default_devices"]
     rows = steps["throughput"]["figures"]["rows"]
@@ -58,6 +58,8 @@ def _figures_are_sane(steps: dict) -> None:
     assert {i["devices"] for i in batch["images"]} == {"cpu"}
     assert steps["two_gpu"]["figures"]["devices"] == ["cpu", "cpu"]
     assert steps["compile"]["status"] == "skipped" and "CPU" in steps["compile"]["reason"]
+    masks = steps["masks"]["figures"]
+    assert masks["plain_seconds"] > 0 and masks["masks_seconds"] > 0 and masks["masks_over_plain_time"] > 0
     schedule = steps["schedule"]
     if schedule["status"] == "skipped":
         assert schedule["reason"] == "schedule setting not available"
