@@ -1,13 +1,16 @@
 """Masks in a manifest (a style per region): the ``masks`` and ``mask_colors`` columns, every way they
 can be wrong (one line each, before anything runs), the notes they give, and what they change of an
-item's id and group, locally and in object storage."""
+item's id and group, locally and in object storage; the example batches plan as they are."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from batchstyle.batch.plan import ENGINE_REVISION, item_id, make_plan, planned
 from batchstyle.batch.remote_files import RemotePath
 from support.masks import segmentation, split_masks
 
+ROOT = Path(__file__).resolve().parents[1]
 HEADER = "content,style,masks,mask_colors,output\n"
 
 
@@ -196,3 +200,25 @@ def test_masks_in_object_storage_are_checked_and_identified_by_their_tags(s3, tm
     lines = problems(f"s3://{name}/jobs/m.csv")
     assert any(":2: content image 'a.png' cannot be made with its masks: mask 'small.png' is 10x10" in l for l in lines)
     assert any(":3: mask 'gone.png' does not exist" in l for l in lines) and len(lines) == 2
+
+
+@pytest.mark.parametrize("job_name, images", [("demo", 5), ("masks", 2)])
+def test_the_example_batches_plan_as_they_are(job_name, images, tmp_path):
+    root = ROOT / "jobs" / job_name
+    items = read_manifest(root / "manifest.csv")
+    assert len(items) == images and not any(item.problem or item.notes for item in items)
+    plan = make_plan(items, open_output_dir(tmp_path / "out"), "w")
+    assert len(plan.todo) == images and len({item.id for item in plan.todo}) == images
+    if job_name == "masks":
+        assert [len(item.masks) for item in items] == [2, 1] and items[1].mask_colors == ((255, 0, 0), (0, 0, 255))
+        assert all(mask.parent == root / "masks" for item in items for mask in item.masks)
+
+
+def test_the_masks_examples_masks_are_what_its_script_makes(tmp_path):
+    script = ROOT / "jobs" / "masks" / "make_masks.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True, timeout=60)
+    committed = sorted((ROOT / "jobs" / "masks" / "masks").glob("*.png"))
+    assert [p.name for p in committed] == sorted(p.name for p in tmp_path.glob("*.png"))
+    for path in committed:
+        with Image.open(path) as kept, Image.open(tmp_path / path.name) as made:
+            assert kept.mode == made.mode and np.array_equal(np.asarray(kept), np.asarray(made)), path.name
