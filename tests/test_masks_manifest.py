@@ -222,3 +222,23 @@ def test_the_masks_examples_masks_are_what_its_script_makes(tmp_path):
     for path in committed:
         with Image.open(path) as kept, Image.open(tmp_path / path.name) as made:
             assert kept.mode == made.mode and np.array_equal(np.asarray(kept), np.asarray(made)), path.name
+
+
+def test_masks_load_as_the_engine_takes_them(tmp_path):
+    from batchstyle.batch.mask_inputs import job_masks, load_mask
+    from batchstyle.engine.masks import greyscale
+
+    deep = Image.fromarray(np.full((3, 4), 65535 // 2, np.uint16))  # 16-bit grey: scaled, not clipped to white
+    assert np.asarray(load_mask(png(deep), "deep")).max() == 127
+    rgba = Image.new("RGBA", (4, 3), (255, 255, 255, 0))  # white, but transparent: no region
+    assert greyscale(load_mask(png(rgba), "rgba")).getextrema() == (0, 0)
+    turned = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90°: it loads upright, as the content does
+    Image.new("L", (4, 3), 255).save(turned, "JPEG", exif=exif)
+    assert load_mask(turned.getvalue(), "turned").size == (3, 4)
+    seg = segmentation(tmp_path / "seg.png", 4, 2)
+    left, right = job_masks([seg.read_bytes()], ["seg.png"], [(255, 0, 0), (0, 0, 255)])
+    assert np.asarray(left).tolist() == [[255, 255, 0, 0]] * 2 and np.asarray(right).tolist() == [[0, 0, 255, 255]] * 2
+    with pytest.raises(ValueError, match="mask 'x.png' cannot be read"):
+        load_mask(b"not an image", "mask 'x.png'")
