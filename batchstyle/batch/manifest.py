@@ -220,7 +220,7 @@ class _RowReader:
         gpus = self._gpus(cells.get("gpus", ""), problem)
         styles = self._styles(cells.get("style", ""), self._style_weights(cells, settings), problem)
         masks = self.masks.row(self.base, cells, len(styles), problem)
-        items = list(self._items(line, cells, settings, gpus, (styles, masks), problem))
+        items = list(self._items(line, cells, settings, gpus, styles, masks, problem))
         tile = self._tile(cells.get("tile", ""), problem)
         if tile is not None:  # how the engine runs, not what it makes: not part of the item's id
             items = [replace(item, tile=tile) for item in items]
@@ -274,10 +274,9 @@ class _RowReader:
         return tuple(self.checker.resolved(resolve(self.base, name)) for name in names)
 
     def _items(self, line: int, cells: dict[str, str], settings: StyleSettings, gpus: int | None,
-               inputs: tuple[tuple[Path, ...], RowMasks | None], problem) -> Iterator[Item]:
+               styles: tuple[Path, ...], masks: RowMasks | None, problem) -> Iterator[Item]:
         """The items of the images the content cell names (with the row's styles and masks), each with
         its output claimed."""
-        styles, masks = inputs
         cell = cells.get("content", "")
         if not cell:
             problem("content is empty; give an image, a folder or a pattern such as photos/*.jpg")
