@@ -17,6 +17,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .files import atomic_write
+from .masks import greyscale
 from .optim import AdamMoments
 from .settings import StyleSettings
 
@@ -35,10 +36,11 @@ class Checkpoint:
     fingerprint: str
 
     def fits(self, settings: StyleSettings, weights_identity: str, content: Image.Image,
-             styles: Sequence[Image.Image]) -> bool:
-        """Whether a run of these images, settings and weights can continue from this checkpoint."""
+             styles: Sequence[Image.Image], masks: Sequence[Image.Image] | None = None) -> bool:
+        """Whether a run of these images, masks, settings and weights can continue from this checkpoint."""
         images = [content.convert("RGB"), *(style.convert("RGB") for style in styles)]
-        return self.fingerprint == fingerprint(settings, weights_identity, images)
+        grey = [greyscale(mask) for mask in masks] if masks else None
+        return self.fingerprint == fingerprint(settings, weights_identity, images, grey)
 
     def to_bytes(self) -> bytes:
         tensors = {"image": self.image.contiguous(), "rng_state": self.rng_state.contiguous()}
@@ -74,13 +76,18 @@ class Checkpoint:
         return cls.from_bytes(Path(path).read_bytes(), name=str(path))
 
 
-def fingerprint(settings: StyleSettings, weights_identity: str, images: Sequence[Image.Image]) -> str:
-    """What a checkpoint must match to be resumed: the settings, the weights and every input pixel."""
+def fingerprint(settings: StyleSettings, weights_identity: str, images: Sequence[Image.Image],
+                masks: Sequence[Image.Image] | None = None) -> str:
+    """What a checkpoint must match to be resumed: the settings, the weights, every input pixel and,
+    where there are masks, every mask pixel."""
     digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode())
     digest.update(weights_identity.encode())
     for image in images:
         digest.update(f"{image.size}".encode())
         digest.update(image.tobytes())
+    for mask in masks or ():
+        digest.update(f"mask {mask.size}".encode())
+        digest.update(mask.tobytes())
     return digest.hexdigest()
 
 

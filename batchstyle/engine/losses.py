@@ -223,6 +223,84 @@ class W2StyleLoss(nn.Module):
 STYLE_LOSS_CLASSES = {"gram": GramStyleLoss, "w2": W2StyleLoss}  # by settings.STYLE_LOSSES name
 
 
+# --- guided statistics: one style per region (masks) ----------------------------------------------
+
+class Guided:
+    """What makes a style loss guided (Gatys et al. 2017, spatial control): per region r, the statistics
+    of the features times the region's guide ``g_r`` at this layer, normalised by the region's mass
+    ``Σ_p g_r(p)²``, and the loss summed over the regions with each region's weight.
+
+    ``guides``: ``[N, R, h, w]``, the region masks averaged over this layer's cells (``masks.pooled``);
+    ``weights``: ``[N, R]``, each region's share of the style loss (the style blend weights). A region
+    of mass below ``min_mass`` (less than one position of the layer) is left out: weight 0. The targets
+    are ``[N, R, ...]``: region r's style image's statistics. With one all-white guide every step is the
+    unguided loss's arithmetic, bit for bit. The sums are still additive over positions (tiles).
+    """
+
+    def guide(self, guides: torch.Tensor, weights: torch.Tensor, min_mass: float) -> None:
+        mass = guides.square().flatten(-2).sum(-1)
+        self.register_buffer("guides", guides)
+        self.register_buffer("mass", torch.where(mass > 0, mass, torch.ones_like(mass)))
+        self.register_buffer("regions", torch.where(mass >= min_mass, weights, torch.zeros_like(weights)))
+
+    def guided(self, feats: torch.Tensor, where: tuple[slice, slice]) -> torch.Tensor:
+        """``[N, R, C, h, w]``: the features times each region's guide at the positions ``where``."""
+        return feats[:, None] * self.guides[..., where[0], where[1]][:, :, None]
+
+    def of_regions(self, losses: torch.Tensor) -> torch.Tensor:
+        """``[N, R]`` per-region losses -> ``[N]``, weighted by the regions' weights."""
+        return (losses * self.regions).sum(-1)
+
+
+class GuidedGramStyleLoss(Guided, GramStyleLoss):
+    """Scaled MSE between each region's guided Gram matrix and its style's, summed over the regions."""
+
+    def __init__(self, target: torch.Tensor, guides: torch.Tensor, weights: torch.Tensor, min_mass: float = 1.0):
+        super().__init__(target)
+        self.guide(guides, weights, min_mass)
+
+    def sums(self, feats: torch.Tensor, where: tuple[slice, slice] = EVERYWHERE) -> tuple[torch.Tensor, ...]:
+        return (second_moment_sum(self.guided(feats, where)),)
+
+    def moments(self, sums: tuple[torch.Tensor, ...], count: int) -> torch.Tensor:
+        return sums[0] / self.mass[..., None, None]
+
+    def score(self, stats: torch.Tensor) -> torch.Tensor:
+        n, regions = stats.shape[:2]
+        return self.of_regions(scaled_mse((stats - self.target).flatten(0, 1)).view(n, regions))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.score(self.moments(self.sums(feats), 0))
+
+
+class GuidedW2StyleLoss(Guided, W2StyleLoss):
+    """The Wasserstein-2 loss between each region's weighted Gaussian fit and its style's (mean and
+    second moment weighted by the squared guide), summed over the regions."""
+
+    def __init__(self, target: tuple[torch.Tensor, torch.Tensor], guides: torch.Tensor, weights: torch.Tensor,
+                 min_mass: float = 1.0):
+        super().__init__(target)
+        self.guide(guides, weights, min_mass)
+
+    def sums(self, feats: torch.Tensor, where: tuple[slice, slice] = EVERYWHERE) -> tuple[torch.Tensor, ...]:
+        guided = self.guided(feats, where)
+        weight = self.guides[..., where[0], where[1]][:, :, None]
+        return (guided * weight).flatten(-2).sum(-1), second_moment_sum(guided)
+
+    def moments(self, sums: tuple[torch.Tensor, ...], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        total, second = sums
+        return total / self.mass[..., None], second / self.mass[..., None, None]
+
+    def score(self, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return self.of_regions(super().score(stats))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.score(self.moments(self.sums(feats), 0))
+
+
+GUIDED_LOSS_CLASSES = {"gram": GuidedGramStyleLoss, "w2": GuidedW2StyleLoss}
+
+
 class TVLoss(nn.Module):
     """L2 total variation (Mahendran & Vedaldi): squared right and down neighbour differences, averaged."""
 
@@ -235,4 +313,5 @@ class TVLoss(nn.Module):
 
 
 __all__ = ["per_image_sum", "scaled_mse", "scaled_mse_of", "error_sums", "second_moment_sum", "gram", "normalized", "default_style_layer_weights", "ContentLoss",
-           "GramStyleLoss", "W2StyleLoss", "TVLoss", "sqrtm", "STYLE_LOSS_CLASSES"]
+           "GramStyleLoss", "W2StyleLoss", "TVLoss", "sqrtm", "STYLE_LOSS_CLASSES", "Guided", "GuidedGramStyleLoss",
+           "GuidedW2StyleLoss", "GUIDED_LOSS_CLASSES"]

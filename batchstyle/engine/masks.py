@@ -125,6 +125,12 @@ def pooled(mask: np.ndarray, stride: int) -> np.ndarray:
         .astype(np.float32)
 
 
+def guides_at(masks: Sequence[Image.Image], size: tuple[int, int], strides: Sequence[int]) -> list[np.ndarray]:
+    """Every region's guide at each layer stride, at one scale: ``[R, h, w]`` float32 arrays."""
+    at = [mask_at(mask, size) for mask in masks]
+    return [np.stack([pooled(m, stride) for m in at]) for stride in strides]
+
+
 def masses(mask: Image.Image, size: tuple[int, int], strides: Sequence[int]) -> list[float]:
     """A region's mass (Σ of its squared guide, :func:`pooled`) at each of these layer strides, at one scale."""
     at = mask_at(mask, size)
@@ -149,4 +155,4 @@ def region_notes(masks: Sequence[Image.Image], sizes: Sequence[tuple[int, int]],
 
 
 __all__ = ["MaskError", "parse_colors", "hex_color", "masks_from_segmentation", "greyscale", "size_problems",
-           "empty_problems", "mask_at", "pooled", "masses", "region_notes", "ASPECT_TOLERANCE", "COLOR_TOLERANCE", "MIN_MASS"]
+           "empty_problems", "mask_at", "pooled", "masses", "region_notes", "guides_at", "ASPECT_TOLERANCE", "COLOR_TOLERANCE", "MIN_MASS"]

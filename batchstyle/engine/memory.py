@@ -54,6 +54,17 @@ MODELS = {
     "bf16": MemoryModel(base=1.09e9, whole=1750.0, state=156.0, tile=1400.0),
 }
 
+# Masks: each region's guided features are another copy of every style layer's activations. Measured
+# at 512 px with two regions (`python -m benchmarks.masks --cost`): +1270 bytes per pixel, about a
+# quarter of an image's whole-step cost per region; a masked image counts as that many images.
+REGION_SHARE = 0.25
+
+
+def image_equivalents(images: int, regions: int = 0) -> float:
+    """What ``images`` images with ``regions`` masked regions each weigh in the memory model."""
+    return images * (1 + REGION_SHARE * regions)
+
+
 BUDGET_FRACTION = {"cuda": 0.9, "cpu": 0.8}  # of the memory free for this process: room for fragmentation
 MIN_CORE = 128  # px: auto never tiles finer (margins would be most of the work)
 
@@ -124,7 +135,7 @@ def auto_core(width: int, height: int, images: int, model: MemoryModel, budget: 
     return smallest
 
 
-def tile_core(option: str | int, width: int, height: int, images: int, precision: str, devices: Sequence[Any],
+def tile_core(option: str | int, width: int, height: int, images: float, precision: str, devices: Sequence[Any],
               margin: int, align: int) -> int | None:
     """The tile core for one scale (None: the whole image), by the ``tile`` speed option."""
     if option == "off":
@@ -135,4 +146,5 @@ def tile_core(option: str | int, width: int, height: int, images: int, precision
     return core if max(width, height) > core else None
 
 
-__all__ = ["MemoryModel", "MODELS", "model_for", "memory_budget", "auto_core", "tile_core", "MIN_CORE"]
+__all__ = ["MemoryModel", "MODELS", "model_for", "memory_budget", "auto_core", "tile_core", "MIN_CORE", "REGION_SHARE",
+           "image_equivalents"]

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .layers import LAYER_INDEX
-from .losses import STYLE_LOSS_CLASSES, ContentLoss, TVLoss, default_style_layer_weights, normalized
+from .losses import GUIDED_LOSS_CLASSES, STYLE_LOSS_CLASSES, ContentLoss, TVLoss, default_style_layer_weights, normalized
+from .masks import MIN_MASS
 from .settings import StyleSettings
 from .vgg import VGGFeatures
 
@@ -117,16 +118,17 @@ def style_layer_weights(settings: StyleSettings) -> list[float]:
 
 
 def group_terms(jobs: Sequence[GroupJob], content: dict, styles: Sequence[Sequence[list]],
-                model: VGGFeatures) -> list[Weighted]:
+                model: VGGFeatures, guides: Sequence[Sequence[torch.Tensor]] | None = None) -> list[Weighted]:
     """The terms of a group's objective: content layers, style layers, then total variation.
 
     ``content``: the content images' activations by module index (``[N, ...]``); ``styles[n][k]``:
     the statistics of job n's style image k, one entry per style layer. Jobs of a group share their
-    layers and style loss; weights, targets and style blends are each job's own.
+    layers and style loss; weights, targets and style blends are each job's own. ``guides[n][j]``:
+    with masks, job n's region guides ``[1, R, h, w]`` at style layer j (style k applies in region
+    k); without, the styles blend.
     """
     settings = [job.settings for job in jobs]
     first = settings[0]
-    loss_cls = STYLE_LOSS_CLASSES[first.style_loss]
 
     def per_job(value: Callable[[StyleSettings], float], device: torch.device) -> torch.Tensor:
         return torch.tensor([value(s) for s in settings], dtype=torch.float32, device=device)
@@ -137,11 +139,31 @@ def group_terms(jobs: Sequence[GroupJob], content: dict, styles: Sequence[Sequen
         weight = per_job(lambda s: s.content_weight * content_layer_weights(s)[j], content[i].device)
         terms.append(Weighted(i, ContentLoss(content[i].float()), weight))
     for j, name in enumerate(first.style_layers):
-        blends = [loss_cls.blend([stats[j] for stats in job_styles], job.blend) for job, job_styles in zip(jobs, styles)]
         weight = per_job(lambda s: s.style_weight * style_layer_weights(s)[j], model.device_of(name))
-        terms.append(Weighted(LAYER_INDEX[name], loss_cls(_cat(blends)), weight))
+        terms.append(Weighted(LAYER_INDEX[name], style_loss(jobs, styles, j, guides, first.style_loss), weight))
     terms.append(Weighted("input", TVLoss(), per_job(lambda s: s.tv_weight, model.devices[0])))
     return terms
+
+
+def style_loss(jobs: Sequence[GroupJob], styles: Sequence[Sequence[list]], j: int,
+               guides: Sequence[Sequence[torch.Tensor]] | None, name: str) -> nn.Module:
+    """Style layer j's loss for the group: against each job's blend of its styles, or, with guides,
+    against each region's own style, weighted by the blend weights."""
+    if guides is None:
+        loss_cls = STYLE_LOSS_CLASSES[name]
+        return loss_cls(_cat([loss_cls.blend([stats[j] for stats in job_styles], job.blend)
+                              for job, job_styles in zip(jobs, styles)]))
+    guide = torch.cat([job_guides[j] for job_guides in guides])
+    weights = torch.tensor([list(job.blend) for job in jobs], dtype=torch.float32, device=guide.device)
+    targets = _cat([_stack([stats[j] for stats in job_styles]) for job_styles in styles])
+    return GUIDED_LOSS_CLASSES[name](targets, guide, weights, MIN_MASS)
+
+
+def _stack(stats: list) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """One job's statistics of its style images (``[1, ...]`` each) stacked as regions: ``[1, R, ...]``."""
+    if isinstance(stats[0], tuple):
+        return tuple(torch.stack(parts, 1) for parts in zip(*stats))
+    return torch.stack(stats, 1)
 
 
 def _cat(targets: list) -> torch.Tensor | tuple[torch.Tensor, ...]:

@@ -28,7 +28,8 @@ from .events import Progress, ScaleFinished
 from .images import image_digest, to_uint8
 from .inits import initial_image
 from .layers import LAYER_NAMES, layer_index, min_input_size
-from .memory import tile_core
+from .masks import MaskError, empty_problems, greyscale, guides_at, size_problems
+from .memory import image_equivalents, tile_core
 from .objective import Objective, group_terms
 from .optim import AdamMoments
 from .pixels import tensor_at
@@ -38,7 +39,8 @@ from .speed import parse_tile
 from .stage import Stage
 from .targets import Targets
 from .tiled_objective import TiledObjective
-from .tile_grid import Tile, alignment, largest_core, margin_for, tile_grid
+from .tile_grid import Tile, alignment, largest_core, margin_for, reach, tile_grid
+from .vgg import VGGFeatures
 
 if TYPE_CHECKING:
     from .stylizer import Stylizer
@@ -46,17 +48,21 @@ if TYPE_CHECKING:
 
 @dataclass
 class Job:
-    """What one image needs: a content image, style images, settings and, to resume, a checkpoint."""
+    """What one image needs: a content image, style images, settings and, to resume, a checkpoint.
+
+    ``masks``: where each style applies, one greyscale image per style in their order (see
+    :mod:`masks`); None: the styles blend over the whole image."""
 
     content: Image.Image
     styles: Sequence[Image.Image]
     settings: StyleSettings = field(default_factory=StyleSettings)
     checkpoint: Checkpoint | None = None
+    masks: Sequence[Image.Image] | None = None
 
 
 class _JobState:
-    """What a run derives from a job: RGB images, style digests and blend, fingerprint, random stream,
-    and the job's latest checkpoint (the one it resumes from, then each finished scale's)."""
+    """What a run derives from a job: RGB images, greyscale masks, style digests and blend, fingerprint,
+    random stream, and the job's latest checkpoint (the one it resumes from, then each finished scale's)."""
 
     def __init__(self, job: Job, weights_identity: str):
         if not job.styles:
@@ -66,7 +72,8 @@ class _JobState:
         self.styles = [s.convert("RGB") for s in job.styles]
         self.style_digests = [image_digest(s) for s in self.styles]
         self.blend = job.settings.blend_weights(len(self.styles))
-        self.fingerprint = fingerprint(self.settings, weights_identity, [self.content, *self.styles])
+        self.masks = checked_masks(job.masks, self.content.size, len(self.styles))
+        self.fingerprint = fingerprint(self.settings, weights_identity, [self.content, *self.styles], self.masks)
         if job.checkpoint is not None and job.checkpoint.fingerprint != self.fingerprint:
             raise ValueError("the checkpoint belongs to other images, settings or weights; start afresh")
         self.checkpoint = job.checkpoint
@@ -77,6 +84,17 @@ class _JobState:
 
     def initial_image(self, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
         return initial_image(self.settings, self.content, self.styles, self.blend, size, generator)
+
+    @property
+    def regions(self) -> int:
+        """The number of masked regions (0 without masks): jobs of a group have the same."""
+        return len(self.masks) if self.masks else 0
+
+    def guides(self, size: tuple[int, int], layers: Sequence[str], model: VGGFeatures) -> list[torch.Tensor]:
+        """The regions' guides ``[1, R, h, w]`` at each of ``layers`` for the content at ``size``, each on
+        its layer's device."""
+        arrays = guides_at(self.masks, size, [reach(layer_index(name))[2] for name in layers])
+        return [torch.from_numpy(a)[None].to(model.device_of(name)) for a, name in zip(arrays, layers)]
 
     def check_fits(self, ladder: Sequence[Scale]) -> None:
         """Fail now, not after an hour, if an image is too small for the deepest layer at some scale.
@@ -99,14 +117,27 @@ class _JobState:
                                      f"style image, style_scale or style_size")
 
 
+def checked_masks(masks: Sequence[Image.Image] | None, content_size: tuple[int, int],
+                  styles: int) -> list[Image.Image] | None:
+    """The masks in greyscale, or :class:`MaskError` if their number or shape does not fit, or one is empty."""
+    if not masks:
+        return None
+    grey = [greyscale(mask) for mask in masks]
+    problems = size_problems(content_size, [m.size for m in grey], styles) or empty_problems(grey)
+    if problems:
+        raise MaskError("; ".join(problems))
+    return grey
+
+
 def _check_group(jobs: Sequence[_JobState], ladder: Sequence[Scale]) -> None:
     """Jobs optimised together share the content size at every scale, the loop settings and the start."""
-    key = group_key(jobs[0].settings, [scale.size for scale in ladder])
+    key = group_key(jobs[0].settings, [scale.size for scale in ladder], jobs[0].regions)
     for k, job in enumerate(jobs[1:], 2):
-        other = group_key(job.settings, [scale.size for scale in scale_ladder(job.content.size, job.settings)])
+        other = group_key(job.settings, [scale.size for scale in scale_ladder(job.content.size, job.settings)],
+                          job.regions)
         if key is None or other != key:
             raise ValueError(f"job {k} cannot share a group with job 1: jobs optimised together need Adam, the "
-                             "same content size at every scale and the same loop settings")
+                             "same content size at every scale, the same loop settings and as many masks")
     if len({None if job.checkpoint is None else job.checkpoint.scale_index for job in jobs}) > 1:
         raise ValueError("the jobs of a group must all resume from the same scale or all start afresh")
 
@@ -206,7 +237,9 @@ class Run:
                                        self.settings.content_layers, tiles)
         styles = [[self._style_target(image, digest, scale.long_side, job.settings)
                    for image, digest in zip(job.styles, job.style_digests)] for job in self._jobs]
-        terms = group_terms(self._jobs, content, styles, self.model)
+        guides = None if not self._jobs[0].masks else [job.guides(scale.size, self.settings.style_layers, self.model)
+                                                        for job in self._jobs]
+        terms = group_terms(self._jobs, content, styles, self.model, guides)
         if tiles is None:
             return Objective(self.model, terms, self.layers, forward=self.forward, autocast=self.stylizer.autocast)
         return TiledObjective(self.model, terms, self.layers, tiles, forward=self.forward,
@@ -215,8 +248,8 @@ class Run:
     def tiles(self, size: tuple[int, int], images: int = 1) -> list[Tile] | None:
         """The tiles for ``images`` images of ``size`` (width, height), or None for the whole image."""
         width, height = size
-        core = tile_core(self.tile, width, height, images, self.stylizer.speed.precision, self.model.devices,
-                         self.margin, self.align)
+        core = tile_core(self.tile, width, height, image_equivalents(images, self._jobs[0].regions),
+                         self.stylizer.speed.precision, self.model.devices, self.margin, self.align)
         tiles = None if core is None else tile_grid(height, width, core, self.margin, self.align)
         return tiles if tiles is not None and len(tiles) > 1 else None
 

@@ -420,10 +420,11 @@ def settings_from_text(values: Mapping[str, Any], base: StyleSettings | None = N
     return settings
 
 
-def group_key(settings: StyleSettings, sizes: list[tuple[int, int]]) -> str | None:
+def group_key(settings: StyleSettings, sizes: list[tuple[int, int]], regions: int = 0) -> str | None:
     """Jobs with equal keys can be optimised together in one group; None for jobs that run alone.
 
-    ``sizes`` are the content sizes at each scale (:func:`schedule.scale_ladder`). Only Adam
+    ``sizes`` are the content sizes at each scale (:func:`schedule.scale_ladder`); ``regions``: the
+    number of masks (0 without), since jobs with masks optimise a region per style. Only Adam
     groups: its update is per pixel, so each job keeps its own trajectory, while L-BFGS couples
     everything it optimises through its history.
     """
@@ -431,7 +432,8 @@ def group_key(settings: StyleSettings, sizes: list[tuple[int, int]]) -> str | No
         return None
     per_item = {f.name for f in SETTING_FIELDS if f.per_item}
     shared = {k: v for k, v in settings.to_dict().items() if k not in per_item and k != "end_scale"}
-    return repr((sorted(shared.items()), [tuple(s) for s in sizes]))
+    key = (sorted(shared.items()), [tuple(s) for s in sizes])
+    return repr(key if not regions else (*key, regions))
 
 
 

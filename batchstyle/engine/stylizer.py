@@ -93,9 +93,11 @@ class Stylizer:
         return model.to(memory_format=self.memory_format)
 
     def run(self, content: Image.Image, styles: Sequence[Image.Image], settings: StyleSettings | None = None,
-            checkpoint: Checkpoint | None = None, tile: str | int | None = None) -> Run:
-        """One stylization (a group of one job). ``tile``: this run's tiling (default: ``speed.tile``)."""
-        return Run(self, [Job(content, styles, settings or StyleSettings(), checkpoint)], tile)
+            checkpoint: Checkpoint | None = None, tile: str | int | None = None,
+            masks: Sequence[Image.Image] | None = None) -> Run:
+        """One stylization (a group of one job). ``tile``: this run's tiling (default: ``speed.tile``);
+        ``masks``: where each style applies (one greyscale image per style, see :class:`Job`)."""
+        return Run(self, [Job(content, styles, settings or StyleSettings(), checkpoint, masks)], tile)
 
     def run_group(self, jobs: Sequence[Job], tile: str | int | None = None) -> Run:
         """Several jobs of the same size and loop settings, optimised together (see :class:`Run`)."""
@@ -107,9 +109,11 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image],
             weights: VGGWeights | Mapping | str | os.PathLike | None = None,
             devices: Sequence[str] | None = None, stylizer: Stylizer | None = None,
             callback: Callable[[Progress | ScaleFinished], object] | None = None,
-            checkpoint: Checkpoint | None = None, speed: Speed | None = None, **overrides) -> Image.Image:
+            checkpoint: Checkpoint | None = None, speed: Speed | None = None,
+            masks: Sequence[Image.Image] | None = None, **overrides) -> Image.Image:
     """Stylize ``content`` with one or more style images and return the result as a PIL image.
 
+    ``masks``: one greyscale image per style, white where that style applies (see :class:`Job`).
     Settings come from ``settings`` with keyword ``overrides`` on top (``end_scale=256``, ...).
     ``speed`` sets precision, memory format and compilation for a new stylizer (default: auto).
     ``callback`` receives every event; raising :class:`StopStylize` in it ends the run early and the
@@ -119,7 +123,7 @@ def stylize(content: Image.Image, styles: Image.Image | Sequence[Image.Image],
     if isinstance(styles, Image.Image):
         styles = [styles]
     stylizer = stylizer or Stylizer(weights, devices, speed=speed)
-    run = stylizer.run(content, styles, settings, checkpoint)
+    run = stylizer.run(content, styles, settings, checkpoint, masks=masks)
     try:
         for event in run:
             if callback is not None:
