@@ -228,6 +228,42 @@ def test_the_gallery_reads_on_a_phone(browser, finished_batch, tmp_path):
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
+def test_the_gallery_shows_an_images_masks_beside_its_styles(browser, tmp_path):
+    from support.masks import segmentation, split_masks
+
+    make_photo(96, 72, 1).save(tmp_path / "photo.png")
+    make_photo(40, 40, 50).save(tmp_path / "style.png")
+    make_photo(40, 40, 51).save(tmp_path / "style2.png")
+    split_masks(tmp_path, 96, 72)
+    segmentation(tmp_path / "seg.png", 96, 72, at=0.3)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("content,style,masks,mask_colors,output\n"
+                        "photo.png,style.png;style2.png,left.png;right.png,,split.png\n"
+                        "photo.png,style.png;style2.png,seg.png,red;blue,segmented.png\n")
+    out = tmp_path / "out"
+    result = subprocess.run(fake_run(manifest, "-o", out, "--plain", spec="iters=2,scales=1"),
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    browser.get((out / "index.html").as_uri())
+    wait_until(browser, "document.querySelectorAll('#grid > li').length === 2", "the cards")
+    load_every_image(browser)
+    shown = {card["title"]: card for card in cards(browser)}
+    split = [alt for alt, width in shown["split.png"]["images"] if width > 0]
+    assert split[1:5] == ["Style image: style.png", "Mask image: left.png, where style.png applies",
+                          "Style image: style2.png", "Mask image: right.png, where style2.png applies"]
+    assert "mask: left.png" in shown["split.png"]["text"] and "mask: right.png" in shown["split.png"]["text"]
+    segmented = [alt for alt, width in shown["segmented.png"]["images"] if width > 0]
+    assert "Mask image: seg.png, one colour per style" in segmented
+    assert "masks: seg.png (#ff0000, #0000ff)" in shown["segmented.png"]["text"]
+    swatches = browser.execute_script("return Array.from(document.querySelectorAll('.swatch'))"
+                                      ".map(s => getComputedStyle(s).backgroundColor)")
+    assert swatches == ["rgb(255, 0, 0)", "rgb(0, 0, 255)"]
+    pairs = browser.execute_script("return Array.from(document.querySelectorAll('.masked')).map(r => "
+                                   "Array.from(r.children).map(f => f.getBoundingClientRect().top))")
+    assert len(pairs) == 2 and all(abs(top[0] - top[1]) < 1 for top in pairs)  # each style beside its mask
+    screenshot(browser, tmp_path, "gallery-masks.png", full_page=True)
+
+
 class LiveRun:
     """A ``batchstyle run --web`` in the background (fake backend); its output lines as they come."""
 

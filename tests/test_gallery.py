@@ -158,3 +158,34 @@ def test_a_named_pipe_among_the_inputs_gets_no_thumbnail_and_is_never_opened(tmp
     thumbs = Thumbnails(open_output_dir(tmp_path / "out"), ".batchstyle/thumbs")
     assert thumbs.of_file("in:pipe.png", tmp_path / "pipe.png", file_stamp(tmp_path / "pipe.png")) is None
     assert thumbs.of_file("in:fine.png", tmp_path / "fine.png", file_stamp(tmp_path / "fine.png")) is not None
+
+
+def test_an_image_made_with_masks_shows_them_beside_its_styles(tmp_path, photo):
+    from batchstyle.batch.outdir import PlanItem, open_output_dir
+    from batchstyle.web.gallery import files_named
+    from support.masks import segmentation, split_masks
+
+    photo(80, 60, 1).save(tmp_path / "a.png")
+    for name, seed in (("s1.png", 2), ("s2.png", 3)):
+        photo(50, 50, seed).save(tmp_path / name)
+    left, right = (str(p) for p in split_masks(tmp_path, 80, 60))
+    seg = str(segmentation(tmp_path / "seg.png", 80, 60))
+    styles = [str(tmp_path / "s1.png"), str(tmp_path / "s2.png")]
+    out = open_output_dir(tmp_path / "out")
+    out.create()
+    plan = [PlanItem("id0", "split.png", 2, str(tmp_path / "a.png"), styles, {}, masks=[left, right]),
+            PlanItem("id1", "seg.png", 3, str(tmp_path / "a.png"), styles, {}, masks=[seg],
+                     mask_colors=["#ff0000", "#0000ff"])]
+    out.write_plan(plan, {})
+    done = record(plan[0], tmp_path)
+    done.masks = [left, right]
+    out.write_result(done, png(photo(80, 60, 50)))
+    gallery = follow(out)
+    assert gallery.close() is None
+    _, rows = page_data(out)
+    assert [m["name"] for m in rows[0]["masks"]] == ["left.png", "right.png"] and rows[0]["mask_colors"] == []
+    assert [m["name"] for m in rows[1]["masks"]] == ["seg.png"] and rows[1]["mask_colors"] == ["#ff0000", "#0000ff"]
+    thumbs = [m["thumb"] for row in rows for m in row["masks"]]
+    assert len(set(thumbs)) == 3 and all((out.meta / "thumbs" / name).is_file() for name in thumbs)
+    assert {f".batchstyle/thumbs/{name}" for name in thumbs} <= files_named(rows)  # run --web serves them
+    assert str(tmp_path) not in json.dumps(rows)  # file names only, as for styles

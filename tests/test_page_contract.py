@@ -67,6 +67,7 @@ def test_the_gallery_writes_exactly_the_contracts_files_and_fields(batch, photo)
     for row in rows:
         assert set(row) == set(c.ROW_FIELDS) | expected[row["state"]], row["state"]
         assert all(set(style) == set(c.STYLE_FIELDS) for style in row["styles"])
+        assert row["masks"] == [] and row["mask_colors"] == []  # these images have none (test_gallery: some)
     assert set().union(*map(set, rows)) == ALL_ROW_FIELDS
 
 
@@ -107,7 +108,7 @@ def test_the_single_image_status_has_exactly_the_contracts_fields():
 def test_the_gallery_script_reads_only_the_contracts_fields():
     js = text("gallery.js")
     running = set(c.LIVE_ITEM_FIELDS) | {"worker"}  # gallery.js adds each running image's worker label
-    fields = {"e": ALL_ROW_FIELDS, "s": set(c.STYLE_FIELDS), "G": set(c.DATA_GLOBAL_KEYS),
+    fields = {"e": ALL_ROW_FIELDS, "s": set(c.STYLE_FIELDS), "m": set(c.MASK_FIELDS), "G": set(c.DATA_GLOBAL_KEYS),
               "G.summary": set(c.SUMMARY_FIELDS), "summary": set(c.SUMMARY_FIELDS),
               "st": set(c.LIVE_STATE_FIELDS), "live": set(c.LIVE_STATE_FIELDS), "c": set(c.LIVE_COUNT_FIELDS),
               "data": set(c.GALLERY_VERSION_FIELDS), "w": set(c.WORKER_FIELDS), "it": running, "r": running,

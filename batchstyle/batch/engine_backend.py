@@ -13,6 +13,7 @@ import ray
 from batchstyle.engine.events import Progress
 from batchstyle.engine.images import format_for
 
+from .mask_inputs import job_masks
 from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult, failure_of
 
 PREVIEW_SIDE = 256  # longest side of a live preview, in pixels
@@ -83,15 +84,17 @@ class EngineBackend:
         item, notes = one.item, self.notes.setdefault(one.item.id, [])
         content = _load(one.content, item.content.name, one.max_pixels, notes)
         styles = [_load(bytes_of(s), p.name, one.max_pixels, notes) for s, p in zip(one.styles, item.styles)]
+        masks = job_masks(one.masks, [m.name for m in item.masks], item.mask_colors) if item.masks else None
         checkpoint = None
         if one.checkpoint:
             try:
                 checkpoint = Checkpoint.from_bytes(one.checkpoint, name=f"checkpoint of {item.output}")
             except ValueError:  # unreadable: start afresh
                 checkpoint = None
-            if checkpoint and not checkpoint.fits(item.settings, self.stylizer.weights.identity, content, styles):
-                checkpoint = None  # for other inputs, settings or weights: start afresh
-        return Job(content, styles, item.settings, checkpoint)
+            if checkpoint and not checkpoint.fits(item.settings, self.stylizer.weights.identity, content, styles,
+                                                  masks=masks):
+                checkpoint = None  # for other inputs, masks, settings or weights: start afresh
+        return Job(content, styles, item.settings, checkpoint, masks=masks)
 
     def _run_group(self, group: list[tuple[ItemInputs, Any]], tile: str | int | None) -> Iterator[tuple[str, Any]]:
         from batchstyle.engine.devices import is_out_of_memory

@@ -33,6 +33,8 @@ class Item:
     group_key: str | None = None  # items with equal keys may be optimised together; None: alone
     pixels: int = 0  # of the final image
     tile: str | int | None = None  # the manifest's tile (auto, off or a core size); None: the run's --tile
+    masks: tuple[Path | RemotePath, ...] = ()  # one greyscale mask per style, or one segmentation (mask_colors)
+    mask_colors: tuple[tuple[int, int, int], ...] | None = None  # the segmentation's colour of each style
 
 
 __all__ = ["Item"]

@@ -23,10 +23,12 @@ from batchstyle.engine.speed import parse_tile
 
 from .inputs import INPUT_EXTENSIONS, InputChecker, resolve
 from .items import Item
+from .mask_inputs import MaskChecker, RowMasks
 from .outputs import DEFAULT_OUTPUT, NAME_MAX, OUTPUT_EXTENSIONS, OutputClaims, name_too_long, output_path
 from .remote_files import RemotePath, StorageError, as_path
 
-BATCH_COLUMNS = ("content", "style", "output", "gpus", "tile")  # and every setting, by its field name
+BATCH_COLUMNS = ("content", "style", "masks", "mask_colors", "output", "gpus", "tile")  # and every setting, by name
+_ALIASES = {"styles": "style", "mask": "masks"}  # plurals as users may write them
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ def _column_key(header: str) -> str | None:
     key = header.strip().lower().replace("-", "_").replace(" ", "_")
     if key in BATCH_COLUMNS:
         return key
-    if key == "styles":
-        return "style"
+    if key in _ALIASES:
+        return _ALIASES[key]
     return canonical_setting_name(key)
 
 
@@ -168,6 +170,7 @@ class _RowReader:
         self.name_max = name_max
         self.problems: list[Problem] = []
         self.claims = OutputClaims()
+        self.masks = MaskChecker(checker)
 
     def columns(self, line: int, header: list[str]) -> list[str | None]:
         columns = [_column_key(name) for name in header]
@@ -197,6 +200,7 @@ class _RowReader:
             try:
                 for name in (s.strip() for s in cells.get("style", "").split(";") if s.strip()):
                     paths.append(resolve(self.base, name))
+                paths += self.masks.paths(self.base, cells.get("masks", ""))
                 if cells.get("content"):
                     paths += self.checker.expand(cells["content"], self.base)[0]
             except StorageError:
@@ -215,7 +219,8 @@ class _RowReader:
         settings = self._settings(cells, problem)
         gpus = self._gpus(cells.get("gpus", ""), problem)
         styles = self._styles(cells.get("style", ""), self._style_weights(cells, settings), problem)
-        items = list(self._items(line, cells, settings, gpus, styles, problem))
+        masks = self.masks.row(self.base, cells, len(styles), problem)
+        items = list(self._items(line, cells, settings, gpus, styles, masks, problem))
         tile = self._tile(cells.get("tile", ""), problem)
         if tile is not None:  # how the engine runs, not what it makes: not part of the item's id
             items = [replace(item, tile=tile) for item in items]
@@ -269,8 +274,9 @@ class _RowReader:
         return tuple(self.checker.resolved(resolve(self.base, name)) for name in names)
 
     def _items(self, line: int, cells: dict[str, str], settings: StyleSettings, gpus: int | None,
-               styles: tuple[Path, ...], problem) -> Iterator[Item]:
-        """The items of the images the content cell names, each with its output claimed."""
+               styles: tuple[Path, ...], masks: RowMasks | None, problem) -> Iterator[Item]:
+        """The items of the images the content cell names (with the row's styles and masks), each with
+        its output claimed."""
         cell = cells.get("content", "")
         if not cell:
             problem("content is empty; give an image, a folder or a pattern such as photos/*.jpg")
@@ -284,7 +290,7 @@ class _RowReader:
             return
         template = cells.get("output") or self.template
         for n, content in enumerate(contents, 1):
-            trouble = self._content_problem(content, settings, styles)
+            trouble = self._content_problem(content, settings, styles, masks)
             label = f"{cell} -> {content.name}" if expanded else cell
             if trouble and not expanded:  # named in a cell: probably a typo, the manifest is wrong
                 problem(f"content image {label!r} {trouble}")
@@ -301,10 +307,12 @@ class _RowReader:
             if taken:
                 problem(taken)
                 continue
-            yield self._item(line, self.checker.resolved(content), styles, settings, output, gpus, trouble)
+            item = self._item(line, self.checker.resolved(content), styles, settings, output, gpus, trouble)
+            yield self._masked(item, masks) if masks else item
 
-    def _content_problem(self, content: Path, settings: StyleSettings, styles: tuple[Path, ...]) -> str:
-        """Why this content image cannot be made with these settings and styles ("" when it can)."""
+    def _content_problem(self, content: Path, settings: StyleSettings, styles: tuple[Path, ...],
+                         masks: RowMasks | None = None) -> str:
+        """Why this content image cannot be made with these settings, styles and masks ("" when it can)."""
         found = self.checker.check(content)
         if found.problem:
             return found.problem
@@ -315,7 +323,8 @@ class _RowReader:
             small = _style_too_small(self.checker.check(style).size, found.size, settings)
             if small:
                 return f"cannot be made with style image {style.name!r}, which {small}"
-        return ""
+        shape = self.masks.shape_problem(masks, found.size)
+        return f"cannot be made with its masks: {shape}" if shape else ""
 
     def _item(self, line: int, content: Path, styles: tuple[Path, ...], settings: StyleSettings, output: str,
               gpus: int | None, trouble: str) -> Item:
@@ -329,6 +338,12 @@ class _RowReader:
         if shorter:
             notes.append(f"{content.name} {shorter}")
         return Item(line, content, styles, settings, output, gpus, found.size, notes=tuple(notes))
+
+    def _masked(self, item: Item, masks: RowMasks) -> Item:
+        """The item with the row's masks, and a note for each region too small for a layer at a scale."""
+        notes = self.masks.notes(masks, item.content_size, item.settings) if not item.problem else []
+        return replace(item, masks=masks.paths, mask_colors=masks.colors,
+                       notes=(*item.notes, *(f"{item.content.name}: {note}" for note in notes)))
 
 
 def _style_too_small(style_size: tuple[int, int] | None, content_size: tuple[int, int],

@@ -24,6 +24,8 @@ class ItemInputs:
     max_pixels: int | None = None  # the largest input image accepted (None: the engine's default)
     tile: str | int | None = None  # how to tile it (auto, off, core px); None: the worker's speed options
     preview_interval: float = 0.0  # seconds between live previews of this item; 0: none
+    masks: list[bytes] = field(default_factory=list)  # the item's mask files, sent with it (most masks belong
+    # to one content image, so unlike styles they are not kept in Ray's object store for the whole run)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from batchstyle.engine.masks import hex_color
 from batchstyle.engine.schedule import scale_ladder
 from batchstyle.engine.settings import StyleSettings, group_key
 
@@ -40,6 +41,8 @@ def item_id(item: Item, hashes: HashCache, weights_identity: str) -> str:
     """Hash of the input images' bytes, the resolved settings, the weights and the output path.
 
     A content file that cannot even be read (an item with a problem) counts by its path instead.
+    Masks (their bytes, and a segmentation's colours) count only where there are some, so that an
+    item without masks keeps the id it had before masks existed.
     """
     payload = {
         "content": _content_identity(item, hashes),
@@ -49,6 +52,9 @@ def item_id(item: Item, hashes: HashCache, weights_identity: str) -> str:
         "output": item.output,
         "engine": ENGINE_REVISION,
     }
+    if item.masks:
+        payload["masks"] = [hashes.digest(m) for m in item.masks]
+        payload["mask_colors"] = [hex_color(c) for c in item.mask_colors or ()]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -79,8 +85,8 @@ def planned(item: Item, hashes: HashCache, weights_identity: str, two_gpu_pixels
     sizes = [scale.size for scale in ladder]
     width, height = sizes[-1]
     return replace(item, id=item_id(item, hashes, weights_identity), route=route(item, sizes[-1], two_gpu_pixels),
-                   units=sum(scale.units for scale in ladder), group_key=group_key(item.settings, sizes),
-                   pixels=width * height)
+                   units=sum(scale.units for scale in ladder), pixels=width * height,
+                   group_key=group_key(item.settings, sizes, regions=len(item.styles) if item.masks else 0))
 
 
 def changed_settings(settings: StyleSettings | dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +99,12 @@ def changed_settings(settings: StyleSettings | dict[str, Any]) -> dict[str, Any]
 def plan_item(item: Item) -> PlanItem:
     """What ``plan.json`` keeps of an item: enough for ``status`` and the gallery of pending images."""
     return PlanItem(item.id, item.output, item.line, str(item.content), [str(s) for s in item.styles],
-                     changed_settings(item.settings))
+                    changed_settings(item.settings), **mask_fields(item))
+
+
+def mask_fields(item: Item) -> dict[str, list[str]]:
+    """What records and ``plan.json`` keep of an item's masks: their paths and a segmentation's colours."""
+    return {"masks": [str(m) for m in item.masks], "mask_colors": [hex_color(c) for c in item.mask_colors or ()]}
 
 
 def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force: bool = False,
@@ -123,5 +134,5 @@ def _saved(notes: list[str], what: str, save) -> None:
         notes.append(f"cannot save {what}: {exc.strerror}")
 
 
-__all__ = ["Plan", "item_id", "changed_settings", "route", "planned", "plan_item", "make_plan", "ENGINE_REVISION",
-           "DEFAULT_TWO_GPU_PIXELS"]
+__all__ = ["Plan", "item_id", "changed_settings", "route", "planned", "plan_item", "mask_fields", "make_plan",
+           "ENGINE_REVISION", "DEFAULT_TWO_GPU_PIXELS"]

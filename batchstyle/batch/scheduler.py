@@ -24,6 +24,7 @@ from batchstyle.engine.events import Progress
 from .items import Item
 from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult
 from .outdir import FailureRecord, ItemRecord, OutputDir
+from .plan import mask_fields
 from .policies import after_out_of_memory, after_worker_lost, auto_group_size, fair_share, fit_to_cluster
 from .pool import Call, Worker, WorkerPool, WorkerSetup, cause_of
 from .state import BatchOptions, BatchState, Display
@@ -166,13 +167,14 @@ class Scheduler:
             for style in item.styles:
                 if style not in self.style_refs:
                     self.style_refs[style] = ray.put(style.read_bytes())
+            masks = [mask.read_bytes() for mask in item.masks]
         except OSError as exc:
             self._fail(item, "error", f"cannot read {exc.filename}: {exc.strerror}")
             return None
         checkpoint = None if self.options.force else self.out.checkpoint(item.id)
         return ItemInputs(item, content, [self.style_refs[s] for s in item.styles], checkpoint,
                           self.options.max_pixels, tile=self.tiles.get(item.id, item.tile),
-                          preview_interval=self.options.preview_interval)
+                          preview_interval=self.options.preview_interval, masks=masks)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -254,7 +256,7 @@ class Scheduler:
             started=worker.call.started, finished=time.time(), seconds=result.seconds, iterations=result.iterations,
             final_loss=result.final_loss, gpu_peak_bytes=result.gpu_peak_bytes,
             resumed_from_scale=result.resumed_from_scale, group_size=result.group_size,
-            notes=list(dict.fromkeys([*item.notes, *result.notes])))
+            notes=list(dict.fromkeys([*item.notes, *result.notes])), **mask_fields(item))
         try:
             self.out.write_result(record, result.image)
         except OSError as exc:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ from rich.console import Console
 
 from batchstyle.engine.settings import StyleSettings
 
-from .common import (EXIT_INTERRUPTED, max_pixels_option, print_urls, setting_options, settings_from_options,
-                     speed_from_options, speed_options, split_list, user_errors)
+from .common import (EXIT_INTERRUPTED, UserError, max_pixels_option, print_urls, setting_options,
+                     settings_from_options, speed_from_options, speed_options, split_list, user_errors)
 from .display import StylizeDisplay
 
 WEB_GRACE = 2.0  # seconds the live view stays up after a run so the page can show the result
@@ -42,6 +43,8 @@ class StylizeOptions:
     cpu_threads: int | None
     speed: Any
     max_pixels: int | None = None
+    masks: list[str] = field(default_factory=list)  # one per style, or one segmentation with mask_colors
+    mask_colors: str | None = None
 
 
 @click.command()
@@ -49,6 +52,13 @@ class StylizeOptions:
 @click.argument("styles", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", default="out.png", show_default=True,
               help="Output image; the extension picks the format: .png .jpg .webp (8-bit) or .tif (16-bit).")
+@click.option("--masks", metavar="MASK[;MASK]",
+              help="Where each style applies: one greyscale mask per style image, separated by ';' (quote it), in "
+                   "the order of the styles, white where that style applies and black where it does not; or, with "
+                   "--mask-colors, one colour-coded segmentation image. Masks have the content's shape.")
+@click.option("--mask-colors", metavar="COLOR[;COLOR]",
+              help="With --masks SEGMENTATION: the colour of each style's region, in the order of the styles "
+                   "(hex like #ff0000 or CSS names like red, separated by ';').")
 @setting_options
 @click.option("--devices", multiple=True, metavar="DEV[,DEV]",
               help="Device(s): cpu, cuda:0, or several (cuda:0,cuda:1) to split the network over them. "
@@ -77,18 +87,20 @@ class StylizeOptions:
 def stylize(content: str, styles: tuple[str, ...], output: str, devices: tuple[str, ...], split: str | None,
             weights: str | None, save_every: int, checkpoint: str | None, proof: str | None, web: bool,
             host: str, port: int, browser: bool, trace: str | None, cpu_threads: int | None,
-            max_input_pixels: int, quiet: bool, **options: Any) -> None:
+            max_input_pixels: int, quiet: bool, masks: str | None, mask_colors: str | None, **options: Any) -> None:
     """Stylize CONTENT with one or more STYLE images (blended) and write the result to --output.
 
     Ctrl-C stops and writes the current image.
     """
+    from batchstyle.batch.mask_inputs import split_cell
     from batchstyle.engine import DeviceError, WeightsError
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     speed = speed_from_options(options)
     opts = StylizeOptions(content, list(styles), output, settings_from_options(options), split_list(devices),
                           split_list((split,)) or None, weights, save_every, checkpoint, proof,
-                          (host, port) if web else None, browser, trace, quiet, cpu_threads, speed, max_input_pixels)
+                          (host, port) if web else None, browser, trace, quiet, cpu_threads, speed, max_input_pixels,
+                          split_cell(masks or ""), mask_colors)
     try:
         with user_errors({DeviceError: "--devices", WeightsError: "--weights"}):
             code = run_stylize(console, opts)
@@ -138,6 +150,7 @@ def _prepare(console: Console, opts: StylizeOptions):
     opts.settings.blend_weights(len(opts.styles))  # a wrong number of style weights, too
     content = load_image(opts.content, proof=opts.proof, max_pixels=opts.max_pixels)
     styles = [load_image(path, proof=opts.proof, max_pixels=opts.max_pixels) for path in opts.styles]
+    masks = load_masks(opts.masks, opts.mask_colors, content.size, len(styles))
     if opts.cpu_threads:
         torch.set_num_threads(opts.cpu_threads)
     stylizer = Stylizer(opts.weights, opts.devices or None, opts.split, speed=opts.speed)
@@ -146,15 +159,62 @@ def _prepare(console: Console, opts: StylizeOptions):
         console.print(f"Weights: {stylizer.weights.source}")
     resume = Checkpoint.load(opts.checkpoint) if opts.checkpoint and Path(opts.checkpoint).is_file() else None
     try:
-        run = stylizer.run(content, styles, opts.settings, resume)
+        run = stylizer.run(content, styles, opts.settings, resume, masks=masks)
     except ValueError as exc:
         if resume is None:
             raise
-        raise ValueError(f"{opts.checkpoint} was made for other images, settings or weights ({exc}); delete it or "
+        raise ValueError(f"{opts.checkpoint} was made for other images, masks, settings or weights ({exc}); delete it or "
                          f"choose another --checkpoint") from None
     if resume is not None and not opts.quiet:
         console.print(f"Continuing from {opts.checkpoint} after scale {resume.scale_index + 1}/{resume.scale_count}")
     return run
+
+
+def load_masks(paths: list[str], colors_text: str | None, content_size: tuple[int, int], styles: int) -> list | None:
+    """The masks of ``--masks`` (and ``--mask-colors``), one per style, checked as a manifest's are; None
+    without masks. Every problem is one line of a :class:`UserError`."""
+    from batchstyle.batch.mask_inputs import count_problems, load_mask, pixel_problems
+    from batchstyle.engine.masks import MaskError, parse_colors, size_problems
+
+    if not paths:
+        if colors_text:
+            raise UserError("--mask-colors goes with --masks SEGMENTATION; name the colour-coded segmentation image")
+        return None
+    labels = [f"mask {path!r}" for path in paths]
+    try:
+        colors = parse_colors(colors_text) if colors_text else None
+        problems = count_problems(len(paths), colors, styles)
+        images = [] if problems else [load_mask(_read(path, label), label) for path, label in zip(paths, labels)]
+    except MaskError as exc:
+        problems = [str(exc)]
+    if not problems:
+        problems = size_problems(content_size, [image.size for image in images], len(images), labels)
+    if not problems:
+        problems, masks = pixel_problems(images, labels, colors)
+    if problems:
+        raise UserError("\n".join(_flags(problem) for problem in problems))
+    return masks
+
+
+def _read(path: str, label: str) -> bytes:
+    """A mask file's bytes; a :class:`MaskError` that names it when it cannot be read."""
+    from batchstyle.engine.files import file_kind, not_regular
+    from batchstyle.engine.masks import MaskError
+
+    try:
+        kind = file_kind(path)  # a pipe or a device is never opened
+        if kind:
+            raise MaskError(f"{label} {not_regular(kind)}")
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise MaskError(f"{label} does not exist") from None
+    except OSError as exc:
+        raise MaskError(f"{label} cannot be read: {exc.strerror or exc}") from None
+
+
+def _flags(problem: str) -> str:
+    """A mask problem in the words of the command line (a manifest's columns are its flags here)."""
+    return re.sub(r"\bmasks names\b", "--masks names", re.sub(r"\bmask_colors\b", "--mask-colors", problem))
 
 
 def _describe_devices(devices) -> str:

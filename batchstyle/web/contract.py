@@ -37,11 +37,13 @@ PAGE_KINDS = ("gallery", "stylize")      # <body data-page="...">: which page li
 SUMMARY_FIELDS = ("format", "title", "state", "started", "updated", "total", "counts", "done_this_run",
                   "images_per_hour", "shard_size", "shards", "thumbs")
 SUMMARY_COUNT_FIELDS = ("done", "failed", "pending")
-ROW_FIELDS = ("id", "n", "line", "output", "content", "styles", "settings", "state")  # every image
+ROW_FIELDS = ("id", "n", "line", "output", "content", "styles", "masks", "mask_colors", "settings",  # every image
+              "state")
 DONE_FIELDS = ("seconds", "finished", "worker", "attempts", "group", "iterations", "loss", "resumed")
 FAILED_FIELDS = ("error", "kind", "attempts", "failed", "worker", "detail")
 THUMB_FIELDS = ("content_thumb", "content_size", "thumb", "size")  # once the thumbnails exist
 STYLE_FIELDS = ("name", "weight", "thumb")  # each of a row's styles (thumb: once it exists)
+MASK_FIELDS = ("name", "thumb")  # each of a row's masks: one per style, or one segmentation with mask_colors
 ROW_STATES = ("done", "failed", "pending")
 
 # -- the live state of batchstyle run --web (dashboard.py) --------------------------------------------

@@ -193,7 +193,7 @@ class Gallery:
     def _thumbnails(self, n: int, make: bool) -> bool:
         """Find (or make) image ``n``'s thumbnails; whether it has all it can have."""
         item = self.items[n]
-        paths = [item["content_path"], *(s["path"] for s in item["styles"])]
+        paths = [item["content_path"], *(s["path"] for s in (*item["styles"], *item["masks"]))]
         complete = all(self._input_thumb(path, make) is not None for path in paths)
         if item["state"] == "done" and item["id"] not in self.output_thumbs:
             output = item["output"]
@@ -258,8 +258,8 @@ class Gallery:
         content = self.input_thumbs.get(item["content_path"])
         if content is not None:
             row["content_thumb"], row["content_size"] = content.name, [content.width, content.height]
-        for shown, style in zip(row["styles"], item["styles"]):
-            thumb = self.input_thumbs.get(style["path"])
+        for shown, given in [*zip(row["styles"], item["styles"]), *zip(row["masks"], item["masks"])]:
+            thumb = self.input_thumbs.get(given["path"])
             if thumb is not None:
                 shown["thumb"] = thumb.name
         output = self.output_thumbs.get(item["id"]) if item["state"] == "done" else None
@@ -310,12 +310,13 @@ def _read_script(out: OutputDir, rel: str, key: str) -> Any:
 
 def files_named(rows: list[dict]) -> frozenset[str]:
     """The files of the output directory that rows of the page's data show: each done image and
-    every thumbnail (of the results and of their inputs)."""
+    every thumbnail (of the results and of their inputs: content, styles, masks)."""
     names = set()
     for row in rows:
         if row.get("state") == "done" and isinstance(row.get("output"), str):
             names.add(row["output"])
-        thumbs = [row.get("thumb"), row.get("content_thumb"), *(s.get("thumb") for s in row.get("styles", []))]
+        inputs = [*row.get("styles", []), *row.get("masks", [])]
+        thumbs = [row.get("thumb"), row.get("content_thumb"), *(s.get("thumb") for s in inputs)]
         names.update(f"{THUMBS}/{name}" for name in thumbs if isinstance(name, str))
     return frozenset(names)
 

@@ -3,7 +3,8 @@ directory's own records (the plan item, the done record, the failure record).
 
 Inputs are shown by file name only (a gallery may be published; the full paths stay in the records).
 Thumbnails are added when the item is written (see :mod:`.gallery`), as they may come later. The
-fields are named in :mod:`.contract` (``ROW_FIELDS``, ``DONE_FIELDS``, ``FAILED_FIELDS``, ``STYLE_FIELDS``).
+fields are named in :mod:`.contract` (``ROW_FIELDS``, ``DONE_FIELDS``, ``FAILED_FIELDS``, ``STYLE_FIELDS``,
+``MASK_FIELDS``).
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ def file_name(path: str) -> str:
 def gallery_item(position: int, plan: PlanItem, record: ItemRecord | None, failure: FailureRecord | None) -> dict:
     """The gallery's view of one planned image: done, failed or pending."""
     styles = record.styles if record is not None else plan.styles
+    masks, colors = (record.masks, record.mask_colors) if record is not None else (plan.masks, plan.mask_colors)
     settings = changed_settings(record.settings) if record is not None else dict(plan.settings)
     shares = style_weights(settings.pop("style_weights", None), len(styles))
     out: dict[str, Any] = {
         "id": plan.id, "n": position, "line": plan.line, "output": plan.output,
         "content": file_name(plan.content), "content_path": plan.content,
         "styles": [{"name": file_name(s), "path": s, "weight": round(w, 4)} for s, w in zip(styles, shares)],
+        "masks": [{"name": file_name(m), "path": m} for m in masks], "mask_colors": list(colors),
         "settings": settings, "state": "pending",
     }
     if record is not None:
@@ -53,7 +56,8 @@ def gallery_item(position: int, plan: PlanItem, record: ItemRecord | None, failu
 def public(item: dict) -> dict:
     """The item as written to the page's data: without the full input paths."""
     shown = {k: v for k, v in item.items() if k != "content_path"}
-    shown["styles"] = [{k: v for k, v in s.items() if k != "path"} for s in item["styles"]]
+    for inputs in ("styles", "masks"):
+        shown[inputs] = [{k: v for k, v in s.items() if k != "path"} for s in item[inputs]]
     return shown
 
 

@@ -2,8 +2,8 @@
 benchmark: ``BatchOptions(backend=Fake("iters=20,sleep=0.01"))`` or ``support/fake_batchstyle.py``.
 
 Options ``iters=20,sleep=0.01,scales=2,die_marker=DIR,log=DIR,tiles_fit=PX``. It decodes the content
-(so a bad file fails as with the engine) and returns it, shrunk, as the "stylized" image. Items of
-one call run in lockstep, as a group does. Content file names steer it: ``fail`` raises an error,
+and the masks (so a bad file fails as with the engine) and returns the content, shrunk, as the
+"stylized" image. Items of one call run in lockstep, as a group does. Content file names steer it: ``fail`` raises an error,
 ``oom`` runs out of memory on fewer than two GPUs (or in a group), unless ``tiles_fit`` is given and
 the item comes with tiles of at most that many px (it then reports the tile it ran out with, 1024 px
 when untiled, as the engine does), ``die`` kills this worker's process the
@@ -19,6 +19,7 @@ import time
 from typing import Any, Iterator
 
 from batchstyle.batch.engine_backend import bytes_of
+from batchstyle.batch.mask_inputs import job_masks
 from batchstyle.batch.messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult, failure_of
 from batchstyle.engine.events import Progress
 from batchstyle.engine.images import encode_image, format_for, load_image
@@ -95,6 +96,10 @@ class FakeBackend:
         image = load_image(one.content, name=one.item.content.name, max_pixels=one.max_pixels)
         for style in one.styles:
             bytes_of(style)
+        if one.item.masks:  # as the engine takes them, one per style: a mask that did not arrive fails the item
+            masks = job_masks(one.masks, [m.name for m in one.item.masks], one.item.mask_colors)
+            if len(masks) != len(one.item.styles):
+                raise ValueError(f"{one.item.content.name}: {len(masks)} masks for {len(one.item.styles)} styles")
         if "fail" in one.item.content.name.lower():
             raise ValueError(f"{one.item.content.name}: fake failure for tests")
         return image

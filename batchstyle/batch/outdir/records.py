@@ -65,6 +65,8 @@ class ItemRecord:
     output_mtime_ns: int = 0
     output_sha256: str = ""
     output_tag: str = ""  # on object storage: the content tag (ETag) the image's PUT returned
+    masks: list[str] = field(default_factory=list)  # one per style, or one segmentation (then mask_colors)
+    mask_colors: list[str] = field(default_factory=list)  # a segmentation's colour of each style, as #rrggbb
 
 
 @dataclass
@@ -91,6 +93,8 @@ class PlanItem:
     content: str
     styles: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)  # only those that differ from the defaults
+    masks: list[str] = field(default_factory=list)  # as ItemRecord's
+    mask_colors: list[str] = field(default_factory=list)
 
 
 def record_from(data: bytes, cls, name: str = ""):

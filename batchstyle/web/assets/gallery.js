@@ -204,13 +204,35 @@
     return li;
   }
 
+  /* The content, then each style; with masks, each style beside its mask, or the styles and then the
+     one colour-coded segmentation, each style captioned with its colour. */
   function inputs(e) {
     var box = el("div", "inputs");
+    var masks = e.masks || [], colors = e.mask_colors || [];
+    var paired = masks.length === e.styles.length && !colors.length;
     box.appendChild(figure(e.content_thumb, "Content image: " + e.content, e.content));
-    e.styles.forEach(function (s) {
+    e.styles.forEach(function (s, k) {
       var share = e.styles.length > 1 ? " (" + Math.round(100 * s.weight) + "%)" : "";
-      box.appendChild(figure(s.thumb, "Style image: " + s.name, "style: " + s.name + share));
+      var fig = figure(s.thumb, "Style image: " + s.name, "style: " + s.name + share);
+      if (colors[k]) fig.lastChild.prepend(swatch(colors[k]));
+      if (!paired) { box.appendChild(fig); return; }
+      var m = masks[k], row = el("div", "masked");
+      row.appendChild(fig);
+      row.appendChild(figure(m.thumb, "Mask image: " + m.name + ", where " + s.name + " applies", "mask: " + m.name));
+      box.appendChild(row);
     });
+    if (colors.length && masks.length) {
+      var m = masks[0];
+      box.appendChild(figure(m.thumb, "Mask image: " + m.name + ", one colour per style", "masks: " + m.name + " (" + colors.join(", ") + ")"));
+    }
+    return box;
+  }
+
+  /* A small square of a segmentation's colour (an invalid colour is ignored by the browser). */
+  function swatch(color) {
+    var box = el("span", "swatch");
+    box.style.backgroundColor = color;
+    box.setAttribute("aria-hidden", "true");
     return box;
   }
 
