@@ -20,9 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from batchstyle.engine.layers import layer_index, min_input_size
-from batchstyle.engine.masks import (MaskError, empty_problems, hex_color, masks_from_segmentation, parse_colors,
-                                     region_notes, size_problems)
+from batchstyle.engine.masks import (MaskError, empty_problems, hex_color, layer_strides, masks_from_segmentation,
+                                     parse_colors, region_notes, size_problems)
 from batchstyle.engine.schedule import scale_ladder
 from batchstyle.engine.settings import StyleSettings
 
@@ -118,11 +117,6 @@ def pixel_problems(images: Sequence[Image.Image], labels: Sequence[str],
             for k, (color, region) in enumerate(zip(colors, regions), 1) if region.getextrema()[1] == 0], regions
 
 
-def style_layers(settings: StyleSettings) -> list[tuple[str, int]]:
-    """Each style layer with its stride (pixels of the image per position of the layer)."""
-    return [(name, min_input_size(layer_index(name))) for name in settings.style_layers]
-
-
 class MaskChecker:
     """Reads and checks the masks of a manifest's rows. Each file is read once: a mask may serve a
     whole folder of photos of one composition."""
@@ -202,12 +196,11 @@ class MaskChecker:
         if not regions:
             return []
         sizes = tuple(scale.size for scale in scale_ladder(content_size, settings))
-        layers = tuple(style_layers(settings))
+        layers = tuple(layer_strides(settings.style_layers))
         key = (masks.paths, masks.colors, sizes, layers)
         if key not in self._notes:
             self._notes[key] = region_notes(regions, sizes, layers, masks.region_names())
         return self._notes[key]
 
 
-__all__ = ["RowMasks", "MaskChecker", "load_mask", "job_masks", "count_problems", "pixel_problems", "split_cell",
-           "style_layers"]
+__all__ = ["RowMasks", "MaskChecker", "load_mask", "job_masks", "count_problems", "pixel_problems", "split_cell"]

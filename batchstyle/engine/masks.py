@@ -21,6 +21,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageColor
 
+from .layers import layer_index
+from .tile_grid import reach
+
 ASPECT_TOLERANCE = 0.01  # a mask's width/height may differ from the content's by this share
 COLOR_TOLERANCE = 48  # a segmentation pixel belongs to a listed colour within this many levels per channel
 MIN_MASS = 1.0  # a region covering less than one position of a layer is left out there
@@ -125,6 +128,12 @@ def pooled(mask: np.ndarray, stride: int) -> np.ndarray:
         .astype(np.float32)
 
 
+def layer_strides(layers: Sequence[str]) -> list[tuple[str, int]]:
+    """Each layer with its stride (pixels of the image per position of the layer): the cells a guide
+    is averaged over there."""
+    return [(name, reach(layer_index(name))[2]) for name in layers]
+
+
 def guides_at(masks: Sequence[Image.Image], size: tuple[int, int], strides: Sequence[int]) -> list[np.ndarray]:
     """Every region's guide at each layer stride, at one scale: ``[R, h, w]`` float32 arrays."""
     at = [mask_at(mask, size) for mask in masks]
@@ -155,4 +164,4 @@ def region_notes(masks: Sequence[Image.Image], sizes: Sequence[tuple[int, int]],
 
 
 __all__ = ["MaskError", "parse_colors", "hex_color", "masks_from_segmentation", "greyscale", "size_problems",
-           "empty_problems", "mask_at", "pooled", "masses", "region_notes", "guides_at", "ASPECT_TOLERANCE", "COLOR_TOLERANCE", "MIN_MASS"]
+           "empty_problems", "mask_at", "pooled", "masses", "region_notes", "guides_at", "layer_strides", "ASPECT_TOLERANCE", "COLOR_TOLERANCE", "MIN_MASS"]

@@ -28,7 +28,7 @@ from .events import Progress, ScaleFinished
 from .images import image_digest, to_uint8
 from .inits import initial_image
 from .layers import LAYER_NAMES, layer_index, min_input_size
-from .masks import MaskError, empty_problems, greyscale, guides_at, size_problems
+from .masks import MaskError, empty_problems, greyscale, guides_at, layer_strides, size_problems
 from .memory import image_equivalents, tile_core
 from .objective import Objective, group_terms
 from .optim import AdamMoments
@@ -39,7 +39,7 @@ from .speed import parse_tile
 from .stage import Stage
 from .targets import Targets
 from .tiled_objective import TiledObjective
-from .tile_grid import Tile, alignment, largest_core, margin_for, reach, tile_grid
+from .tile_grid import Tile, alignment, largest_core, margin_for, tile_grid
 from .vgg import VGGFeatures
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class _JobState:
     def guides(self, size: tuple[int, int], layers: Sequence[str], model: VGGFeatures) -> list[torch.Tensor]:
         """The regions' guides ``[1, R, h, w]`` at each of ``layers`` for the content at ``size``, each on
         its layer's device."""
-        arrays = guides_at(self.masks, size, [reach(layer_index(name))[2] for name in layers])
+        arrays = guides_at(self.masks, size, [stride for _, stride in layer_strides(layers)])
         return [torch.from_numpy(a)[None].to(model.device_of(name)) for a, name in zip(arrays, layers)]
 
     def check_fits(self, ladder: Sequence[Scale]) -> None:
@@ -239,7 +239,7 @@ class Run:
         """What the loop minimises at scale ``k``: each job's weighted loss against its targets there,
         evaluated tile by tile where the ``tile`` option asks for it (:meth:`tiles`)."""
         scale, first = self.ladder[k], self.model.devices[0]
-        tiles = self.tiles(scale.size, len(self._jobs))
+        tiles = self.tiles(scale.size, image_equivalents(len(self._jobs), self._jobs[0].regions))
         self._plan = (k, tiles)
         content = torch.cat([tensor_at(job.content, *scale.size) for job in self._jobs]).to(first)
         content = self.targets.content(content.contiguous(memory_format=self.stylizer.memory_format),
@@ -254,11 +254,12 @@ class Run:
         return TiledObjective(self.model, terms, self.layers, tiles, forward=self.forward,
                               autocast=self.stylizer.autocast)
 
-    def tiles(self, size: tuple[int, int], images: int = 1) -> list[Tile] | None:
-        """The tiles for ``images`` images of ``size`` (width, height), or None for the whole image."""
+    def tiles(self, size: tuple[int, int], images: float = 1) -> list[Tile] | None:
+        """The tiles for ``images`` images of ``size`` (width, height), or None for the whole image
+        (masked images count as more than one: :func:`memory.image_equivalents`)."""
         width, height = size
-        core = tile_core(self.tile, width, height, image_equivalents(images, self._jobs[0].regions),
-                         self.stylizer.speed.precision, self.model.devices, self.margin, self.align)
+        core = tile_core(self.tile, width, height, images, self.stylizer.speed.precision, self.model.devices,
+                         self.margin, self.align)
         tiles = None if core is None else tile_grid(height, width, core, self.margin, self.align)
         return tiles if tiles is not None and len(tiles) > 1 else None
 
