@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from batchstyle.engine.masks import (MaskError, empty_problems, hex_color, layer_strides, masks_from_segmentation,
-                                     parse_colors, region_notes, size_problems)
+from batchstyle.engine.masks import (MaskError, count_problems, empty_problems, hex_color, layer_strides, masks_from_segmentation,
+                                     parse_colors, region_notes, shape_problems)
 from batchstyle.engine.schedule import scale_ladder
 from batchstyle.engine.settings import StyleSettings
 
@@ -83,23 +83,6 @@ def job_masks(data: Sequence[bytes], names: Sequence[str], colors: Sequence[Colo
     if colors:
         return masks_from_segmentation(loaded[0], colors, f"mask {names[0]!r}")
     return loaded
-
-
-def count_problems(masks: int, colors: Sequence[Color] | None, styles: int) -> list[str]:
-    """What is wrong with this many mask files (and colours) for this many styles."""
-    if colors is None:
-        if masks == styles:
-            return []
-        return [f"{masks} mask(s) for {styles} style image(s); give one greyscale mask per style, in the order of "
-                f"the styles, separated by ';' (or one colour-coded segmentation image with mask_colors)"]
-    problems = []
-    if masks > 1:
-        problems.append(f"mask_colors goes with one colour-coded segmentation image, but masks names {masks} files; "
-                        f"give one segmentation image, or leave mask_colors empty and give one greyscale mask per style")
-    if len(colors) != styles:
-        problems.append(f"{len(colors)} mask colour(s) for {styles} style image(s); list one colour per style, in "
-                        f"the order of the styles, separated by ';'")
-    return problems
 
 
 def pixel_problems(images: Sequence[Image.Image], labels: Sequence[str],
@@ -186,7 +169,7 @@ class MaskChecker:
         if masks is None:
             return ""
         sizes = [self.checker.check(path).size for path in masks.paths]
-        found = size_problems(content_size, sizes, len(sizes), masks.labels)
+        found = shape_problems(content_size, sizes, masks.labels)
         more = f" (and {len(found) - 1} more of the row's masks)" if len(found) > 1 else ""
         return found[0] + more if found else ""
 
@@ -203,4 +186,4 @@ class MaskChecker:
         return self._notes[key]
 
 
-__all__ = ["RowMasks", "MaskChecker", "load_mask", "job_masks", "count_problems", "pixel_problems", "split_cell"]
+__all__ = ["RowMasks", "MaskChecker", "load_mask", "job_masks", "pixel_problems", "split_cell"]

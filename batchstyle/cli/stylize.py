@@ -173,8 +173,8 @@ def _prepare(console: Console, opts: StylizeOptions):
 def load_masks(paths: list[str], colors_text: str | None, content_size: tuple[int, int], styles: int) -> list | None:
     """The masks of ``--masks`` (and ``--mask-colors``), one per style, checked as a manifest's are; None
     without masks. Every problem is one line of a :class:`UserError`."""
-    from batchstyle.batch.mask_inputs import count_problems, load_mask, pixel_problems
-    from batchstyle.engine.masks import MaskError, parse_colors, size_problems
+    from batchstyle.batch.mask_inputs import load_mask, pixel_problems
+    from batchstyle.engine.masks import MaskError, count_problems, parse_colors, shape_problems
 
     if not paths:
         if colors_text:
@@ -188,7 +188,7 @@ def load_masks(paths: list[str], colors_text: str | None, content_size: tuple[in
     except MaskError as exc:
         problems = [str(exc)]
     if not problems:
-        problems = size_problems(content_size, [image.size for image in images], len(images), labels)
+        problems = shape_problems(content_size, [image.size for image in images], labels)
     if not problems:
         problems, masks = pixel_problems(images, labels, colors)
     if problems:

@@ -83,13 +83,28 @@ def greyscale(mask: Image.Image) -> Image.Image:
     return mask.convert("L")
 
 
-def size_problems(content_size: tuple[int, int], mask_sizes: Sequence[tuple[int, int] | None], styles: int,
-                  names: Sequence[str] | None = None) -> list[str]:
-    """What is wrong with masks of these sizes for this content and number of styles (none: usable)."""
+def count_problems(masks: int, colors: Sequence[tuple[int, int, int]] | None, styles: int) -> list[str]:
+    """What is wrong with this many mask files (and colours) for this many styles."""
+    if colors is None:
+        if masks == styles:
+            return []
+        return [f"{masks} mask(s) for {styles} style image(s); give one greyscale mask per style, in the order of "
+                f"the styles, separated by ';' (or one colour-coded segmentation image with mask_colors)"]
+    problems = []
+    if masks > 1:
+        problems.append(f"mask_colors goes with one colour-coded segmentation image, but masks names {masks} files; "
+                        f"give one segmentation image, or leave mask_colors empty and give one greyscale mask per style")
+    if len(colors) != styles:
+        problems.append(f"{len(colors)} mask colour(s) for {styles} style image(s); list one colour per style, in "
+                        f"the order of the styles, separated by ';'")
+    return problems
+
+
+def shape_problems(content_size: tuple[int, int], mask_sizes: Sequence[tuple[int, int] | None],
+                   names: Sequence[str] | None = None) -> list[str]:
+    """Masks whose width/height differs from the content's by more than :data:`ASPECT_TOLERANCE`
+    (a size of None, unknown, is not judged)."""
     names = list(names) if names else [f"mask {k}" for k in range(1, len(mask_sizes) + 1)]
-    if len(mask_sizes) != styles:
-        return [f"{len(mask_sizes)} mask(s) for {styles} style image(s); give one mask per style, in the order "
-                f"of the styles, separated by ';'"]
     width, height = content_size
     problems = []
     for name, size in zip(names, mask_sizes):
@@ -163,5 +178,5 @@ def region_notes(masks: Sequence[Image.Image], sizes: Sequence[tuple[int, int]],
     return notes
 
 
-__all__ = ["MaskError", "parse_colors", "hex_color", "masks_from_segmentation", "greyscale", "size_problems",
+__all__ = ["MaskError", "parse_colors", "hex_color", "masks_from_segmentation", "greyscale", "count_problems", "shape_problems",
            "empty_problems", "mask_at", "pooled", "masses", "region_notes", "guides_at", "layer_strides", "ASPECT_TOLERANCE", "COLOR_TOLERANCE", "MIN_MASS"]

@@ -28,7 +28,7 @@ from .events import Progress, ScaleFinished
 from .images import image_digest, to_uint8
 from .inits import initial_image
 from .layers import LAYER_NAMES, layer_index, min_input_size
-from .masks import MaskError, empty_problems, greyscale, guides_at, layer_strides, size_problems
+from .masks import MaskError, count_problems, empty_problems, greyscale, guides_at, layer_strides, shape_problems
 from .memory import image_equivalents, tile_core
 from .objective import Objective, group_terms
 from .optim import AdamMoments
@@ -132,7 +132,8 @@ def checked_masks(masks: Sequence[Image.Image] | None, content_size: tuple[int, 
     if not masks:
         return None
     grey = [greyscale(mask) for mask in masks]
-    problems = size_problems(content_size, [m.size for m in grey], styles) or empty_problems(grey)
+    problems = (count_problems(len(grey), None, styles) or shape_problems(content_size, [m.size for m in grey])
+                or empty_problems(grey))
     if problems:
         raise MaskError("; ".join(problems))
     return grey
