@@ -8,7 +8,8 @@
 * ``dashboard``: a scheduler state with a running image, for the dashboard;
 * ``network``: this machine's network addresses;
 * ``moto_s3``: moto's S3 server, a real S3 API on 127.0.0.1;
-* ``hostile``: a folder of hostile images.
+* ``hostile``: a folder of hostile images;
+* ``clips``: test clips with their true motion (a pan, a handheld camera with a moving object).
 
 The tests import it as ``support``: pytest puts ``tests/`` on the import path (the folder is not a
 package), and conftest.py puts it on ``PYTHONPATH`` for Ray's workers and the CLI subprocesses, so a
