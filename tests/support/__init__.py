@@ -9,7 +9,8 @@
 * ``network``: this machine's network addresses;
 * ``moto_s3``: moto's S3 server, a real S3 API on 127.0.0.1;
 * ``hostile``: a folder of hostile images;
-* ``clips``: test clips with their true motion (a pan, a handheld camera with a moving object).
+* ``clips``: test clips with their true motion (a pan, a handheld camera with a moving object);
+* ``video_files``: clips as video files (mp4, mov, mkv, webm with an optional tone as audio) and GIFs.
 
 The tests import it as ``support``: pytest puts ``tests/`` on the import path (the folder is not a
 package), and conftest.py puts it on ``PYTHONPATH`` for Ray's workers and the CLI subprocesses, so a
