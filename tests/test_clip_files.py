@@ -205,6 +205,13 @@ def test_no_audio_where_the_source_has_none_or_the_output_is_a_gif(sources, tmp_
     assert _codec(tmp_path / "out.mp4", "audio") is None and not probe(tmp_path / "out.gif").audio
 
 
+def test_the_audio_may_come_from_a_file_without_video(tmp_path, frames):
+    song = _audio_only(tmp_path / "song.mp4")
+    encode_video([_png(image) for image in frames], FPS, tmp_path / "out.mkv", audio_from=song)
+    assert _codec(tmp_path / "out.mkv", "audio") == "aac"
+    assert _seconds(tmp_path / "out.mkv", "audio") == pytest.approx(_seconds(song, "audio"), abs=1 / 24)
+
+
 def test_the_mp4_plays_in_a_browser(tmp_path, frames):
     """H.264 in yuv420p, and the index (moov) before the data, so that playback starts at once."""
     out = tmp_path / "out.mp4"

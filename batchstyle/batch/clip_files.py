@@ -26,7 +26,7 @@ from batchstyle.engine.files import atomic_write, temp_name
 from . import clip_streams
 
 __all__ = ["VIDEO_SUFFIXES", "FRAME_SUFFIXES", "ClipError", "ClipInfo", "is_clip_file", "probe", "decode_frames",
-           "sequence_frames", "encode_video", "MARKER"]
+           "sequence_frames", "encode_video", "frame_name", "gif_durations", "MARKER"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".gif")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")  # images a frame folder holds
@@ -74,18 +74,21 @@ def _unreadable(path: Path, exc: BaseException) -> ClipError:
 
 
 @contextlib.contextmanager
-def _opened(path: Path) -> Iterator:
-    """The container of ``path`` for reading, with its video stream checked; FFmpeg's errors as ClipError."""
+def _opened(path: Path, video: bool = True) -> Iterator:
+    """The container of ``path`` for reading, with its video stream checked (unless not ``video``);
+    FFmpeg's errors as ClipError."""
     import av
 
-    if not path.is_file():
+    if not path.exists():
         raise ClipError(f"{path}: no such file; name an existing video file")
+    if not path.is_file():
+        raise ClipError(f"{path}: not a regular file; name a video file (a folder of frames is read as one)")
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise _unreadable(path, exc) from None
     with container:
-        if not container.streams.video:
+        if video and not container.streams.video:
             raise ClipError(f"{path}: holds no video stream (only {_kinds(container)}); name a file with video")
         yield container
 
@@ -315,7 +318,7 @@ def encode_video(frames: Sequence[Path | bytes], fps: Fraction, out: Path, audio
     if fps <= 0:
         raise ClipError(f"{out}: a frame rate of {fps} fps; give a positive frame rate")
     if audio_from is not None and suffix != ".gif":
-        with _opened(Path(audio_from)):  # a source that cannot be read fails before anything is encoded
+        with _opened(Path(audio_from), video=False):  # one that cannot be read fails before any encoding
             pass
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(temp_name())
