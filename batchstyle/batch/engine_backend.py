@@ -85,6 +85,8 @@ class EngineBackend:
         content = _load(one.content, item.content.name, one.max_pixels, notes)
         styles = [_load(bytes_of(s), p.name, one.max_pixels, notes) for s, p in zip(one.styles, item.styles)]
         masks = job_masks(one.masks, [m.name for m in item.masks], item.mask_colors) if item.masks else None
+        if item.frame is not None and not item.frame.first:  # one scale from the earlier frames: no checkpoints
+            return self._frame_job(one, content, styles, notes)
         checkpoint = None
         if one.checkpoint:
             try:
@@ -95,6 +97,15 @@ class EngineBackend:
                                                   masks=masks):
                 checkpoint = None  # for other inputs, masks, settings or weights: start afresh
         return Job(content, styles, item.settings, checkpoint, masks=masks)
+
+    def _frame_job(self, one: ItemInputs, content, styles, notes: list[str]):
+        """A later frame of a clip: it starts from the earlier frames' outputs, warped by the flow."""
+        from batchstyle.engine.frames import frame_job
+
+        frame = one.item.frame
+        earlier = [(_load(seen, f"frame {k}", one.max_pixels, notes), _load(made, f"output of frame {k}", None, notes))
+                   for (seen, made), k in zip(one.earlier, frame.earlier)]
+        return frame_job(content, styles, one.item.settings, frame.settings, earlier)
 
     def _run_group(self, group: list[tuple[ItemInputs, Any]], tile: str | int | None) -> Iterator[tuple[str, Any]]:
         from batchstyle.engine.devices import is_out_of_memory

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchstyle.engine.settings import StyleSettings
 
 from .remote_files import RemotePath
 
+if TYPE_CHECKING:
+    from .clips import ClipSource, FrameRef
+
 
 @dataclass(frozen=True)
 class Item:
-    """One image to make: its manifest line, inputs, resolved settings and where the result goes.
+    """One image to make (a still, or one frame of a clip): its manifest line, inputs, resolved settings and where the result goes.
 
     Planning (:func:`batch.plan.make_plan`) fills in the rest: its id, its route and its cost. An
     item with a ``problem`` (an unreadable file found in a folder) is not made: it fails as it is.
@@ -35,6 +39,8 @@ class Item:
     tile: str | int | None = None  # the manifest's tile (auto, off or a core size); None: the run's --tile
     masks: tuple[Path | RemotePath, ...] = ()  # one greyscale mask per style, or one segmentation (mask_colors)
     mask_colors: tuple[tuple[int, int, int], ...] | None = None  # the segmentation's colour of each style
+    clip: ClipSource | None = None  # a clip row, before planning makes it one item per frame
+    frame: FrameRef | None = None  # a frame of a clip: its place in the clip and the frames it starts from
 
 
 __all__ = ["Item"]

@@ -10,9 +10,9 @@ The one use case behind ``batchstyle run``, the benchmarks and library users::
 In order: the output directory (as given, else ``output/`` beside the manifest), the manifest read
 and checked, the VGG-19 weights resolved, the output directory created and locked (a lease on object
 storage), what a crashed run left cleaned up, the observer told it is open, the plan (what is done,
-what to make), Ray started or joined (or the caller's, when it has started Ray already), the weights
+what to make), the video files of clips with frames to make decoded, Ray started or joined (or the caller's, when it has started Ray already), the weights
 put into its object store once, and the scheduler run until every item is made, failed or
-interrupted. An observer hears of each step, so that a terminal, a log or the pages can show it; it
+interrupted; then each clip whose frames are all done gets its video. An observer hears of each step, so that a terminal, a log or the pages can show it; it
 prints nothing itself (without one, the scheduler's lines go to the ``batchstyle`` logger). Problems
 that stop the batch before any image is made raise :class:`BatchError` (or
 :class:`~batchstyle.batch.manifest.ManifestError`, with every problem's line). An image that fails
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ContextManager
 
 from batchstyle.engine.settings import StyleSettings
 
+from .clip_outputs import ClipOutcome, decode_clips, finish_clips
 from .manifest import MAX_PIXELS, read_manifest
 from .plan import Plan, make_plan
 from .outdir import LockError, OutputDir, open_output_dir
@@ -63,6 +64,7 @@ class BatchOutcome:
     plan: Plan
     state: BatchState | None = None  # None: nothing was left to make
     interrupted: bool = False
+    clips: ClipOutcome | None = None  # the clips' videos written, waiting for frames, or failed
 
 
 class LoggedDisplay:
@@ -102,6 +104,9 @@ class BatchObserver:
     def stopped(self, scheduler: Scheduler) -> None:
         """The scheduler has stopped, normally, interrupted or aborted (``scheduler.aborting``)."""
 
+    def clip_note(self, text: str) -> None:
+        """What happened to a clip outside the scheduler's loop: a video file decoded, a video written."""
+
 
 def make_batch(request: BatchRequest, observer: BatchObserver | None = None) -> BatchOutcome:
     """Make every missing image of ``request.manifest``; see the module's documentation."""
@@ -122,9 +127,11 @@ def make_batch(request: BatchRequest, observer: BatchObserver | None = None) -> 
         observer.opened(out)
         plan = make_plan(items, out, identity, force=options.force, two_gpu_pixels=request.two_gpu_pixels)
         observer.planned(out, plan)
-        if not plan.todo:
-            return BatchOutcome(plan)
-        return _schedule(request, out, plan, resolved, identity, observer)
+        _decode_clips(plan, observer)
+        outcome = _schedule(request, out, plan, resolved, identity, observer) if plan.todo else BatchOutcome(plan)
+        if not outcome.interrupted:
+            outcome.clips = _finish_clips(plan, out, observer)
+        return outcome
     finally:
         lock.release()
 
@@ -178,6 +185,26 @@ def _clean_up_after_a_crash(out: OutputDir, lock, observer: BatchObserver) -> No
         observer.removed_temp_files(out, removed)
 
 
+def _decode_clips(plan: Plan, observer: BatchObserver) -> None:
+    from .clip_files import ClipError
+
+    try:
+        decode_clips(plan.todo, observer.clip_note)
+    except ClipError as exc:
+        raise BatchError(str(exc)) from None
+
+
+def _finish_clips(plan: Plan, out: OutputDir, observer: BatchObserver) -> ClipOutcome:
+    outcome = finish_clips(plan.all, out)
+    for video in outcome.written:
+        observer.clip_note(f"[green]wrote[/] {video}")
+    for video, why in outcome.failed.items():
+        observer.clip_note(f"[red]cannot write[/] {video}: {why}")
+    for video, (made, frames) in outcome.waiting.items():
+        observer.clip_note(f"{video} waits for its frames ({made} of {frames} made); run the batch again")
+    return outcome
+
+
 def _schedule(request: BatchRequest, out: OutputDir, plan: Plan, resolved, identity: str,
               observer: BatchObserver) -> BatchOutcome:
     from .scheduler import Scheduler
@@ -186,7 +213,8 @@ def _schedule(request: BatchRequest, out: OutputDir, plan: Plan, resolved, ident
         ray = _ray(request.address, stack)
         weights_ref = ray.put(resolved.to_numpy()) if resolved is not None else None
         display = stack.enter_context(observer.scheduling(plan))
-        scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, request.options, display)
+        scheduler = Scheduler(plan.todo, len(plan.done), out, weights_ref, identity, request.options, display,
+                              plan.done)
         try:
             state = scheduler.run()
         finally:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
+from batchstyle.engine.clip_settings import ClipSettings
 from batchstyle.engine.files import file_kind
 from batchstyle.engine.images import MAX_PIXELS
 from batchstyle.engine.layers import LAYER_NAMES, layer_index, min_input_size
@@ -21,13 +22,15 @@ from batchstyle.engine.settings import (FIELDS_BY_NAME, SettingsError, StyleSett
                                         did_you_mean, settings_from_text)
 from batchstyle.engine.speed import parse_tile
 
+from .clip_rows import CLIP_ROW_COLUMNS, ClipRows, is_clip_row, with_clip
 from .inputs import INPUT_EXTENSIONS, InputChecker, resolve
 from .items import Item
 from .mask_inputs import MaskChecker, RowMasks
 from .outputs import DEFAULT_OUTPUT, NAME_MAX, OUTPUT_EXTENSIONS, OutputClaims, name_too_long, output_path
 from .remote_files import RemotePath, StorageError, as_path
 
-BATCH_COLUMNS = ("content", "style", "masks", "mask_colors", "output", "gpus", "tile")  # and every setting, by name
+BATCH_COLUMNS = ("content", "style", "masks", "mask_colors", "output", "gpus", "tile",
+                 *CLIP_ROW_COLUMNS)  # and every setting, by name
 _ALIASES = {"styles": "style", "mask": "masks"}  # plurals as users may write them
 
 
@@ -165,12 +168,14 @@ class _RowReader:
     """Reads the rows of one manifest, collecting every problem with its line."""
 
     def __init__(self, base: Path, defaults: StyleSettings, template: str, checker: InputChecker,
-                 name_max: int | None = NAME_MAX):
+                 name_max: int | None = NAME_MAX, clip_defaults: ClipSettings = ClipSettings()):
         self.base, self.defaults, self.template, self.checker = base, defaults, template, checker
         self.name_max = name_max
         self.problems: list[Problem] = []
         self.claims = OutputClaims()
         self.masks = MaskChecker(checker)
+        self.clips = ClipRows(self.claims, name_max)
+        self.clip_defaults = clip_defaults
 
     def columns(self, line: int, header: list[str]) -> list[str | None]:
         columns = [_column_key(name) for name in header]
@@ -279,8 +284,14 @@ class _RowReader:
         its output claimed."""
         cell = cells.get("content", "")
         if not cell:
-            problem("content is empty; give an image, a folder or a pattern such as photos/*.jpg")
+            problem("content is empty; give an image, a folder, a pattern such as photos/*.jpg, or a clip")
             return
+        if is_clip_row(cells, resolve(self.base, cell)):
+            yield from self._clip(line, cells, resolve(self.base, cell), settings, styles, gpus, problem)
+            return
+        for column in (c for c in CLIP_ROW_COLUMNS if cells.get(c)):
+            problem(f"{column} applies to clips only (a video file, or a frame folder with sequence=true); "
+                    f"leave it empty for {cell!r}")
         try:
             contents, expanded, error = self.checker.expand(cell, self.base)
         except StorageError as exc:
@@ -309,6 +320,20 @@ class _RowReader:
                 continue
             item = self._item(line, self.checker.resolved(content), styles, settings, output, gpus, trouble)
             yield self._masked(item, masks) if masks else item
+
+    def _clip(self, line: int, cells: dict[str, str], content, settings: StyleSettings, styles: tuple[Path, ...],
+              gpus: int | None, problem) -> Iterator[Item]:
+        """A clip row's one item (planning makes it one item per frame)."""
+        source = self.clips.source(line, cells, content, styles, self.clip_defaults, problem)
+        if source is None:
+            return
+        trouble = too_thin(source.size, settings) or next(
+            (f"cannot be made with style image {style.name!r}, which {small}" for style in styles
+             for small in [_style_too_small(self.checker.check(style).size, source.size, settings)] if small), None)
+        if trouble:
+            problem(f"clip {cells['content']!r}: its frames ({source.size[0]}x{source.size[1]}) {trouble}")
+            return
+        yield with_clip(Item(line, content, styles, settings, source.frames_dir, gpus), source)
 
     def _content_problem(self, content: Path, settings: StyleSettings, styles: tuple[Path, ...],
                          masks: RowMasks | None = None) -> str:

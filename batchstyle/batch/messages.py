@@ -26,6 +26,8 @@ class ItemInputs:
     preview_interval: float = 0.0  # seconds between live previews of this item; 0: none
     masks: list[bytes] = field(default_factory=list)  # the item's mask files, sent with it (most masks belong
     # to one content image, so unlike styles they are not kept in Ray's object store for the whole run)
+    earlier: list[tuple[bytes, bytes]] = field(default_factory=list)  # a frame of a clip: each earlier frame
+    # it starts from, as (its content frame, its output)
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Output names: the template a row's images are named by, and the rule that two images never
-write one file (with a hint that names the way out)."""
+"""Output names: the template a row's images are named by, the rule that two images never write
+one file (with a hint that names the way out), and why an output could not be written, in words."""
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import string
@@ -95,4 +96,18 @@ def collision_hint(template: str, content: Path, other: Path, same_row: bool) ->
     return "give each row its own output column"
 
 
-__all__ = ["output_path", "name_too_long", "NAME_MAX", "OutputClaims", "collision_hint", "DEFAULT_OUTPUT", "OUTPUT_EXTENSIONS", "PLACEHOLDERS"]
+def why_not_written(exc: OSError) -> str:
+    """An OS error on writing an image, in words (with what to do where that is clear)."""
+    where = exc.filename or ""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"a file stands where a folder of its path should be ({where}); move it away or change the output"
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno == errno.EDQUOT:
+        return "the disk quota is used up"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied ({where})"
+    return f"{exc.strerror or exc} ({where})" if where else str(exc.strerror or exc)
+
+
+__all__ = ["why_not_written", "output_path", "name_too_long", "NAME_MAX", "OutputClaims", "collision_hint", "DEFAULT_OUTPUT", "OUTPUT_EXTENSIONS", "PLACEHOLDERS"]

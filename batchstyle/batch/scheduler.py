@@ -9,7 +9,6 @@ worker owns its current call; the scheduler owns the queue and what it has learn
 
 from __future__ import annotations
 
-import errno
 import signal
 import time
 from collections import Counter, deque
@@ -21,10 +20,12 @@ from ray.exceptions import RayError, RayTaskError
 
 from batchstyle.engine.events import Progress
 
+from .chains import Chains
 from .items import Item
 from .messages import ItemCheckpoint, ItemFailure, ItemInputs, ItemPreview, ItemResult
 from .outdir import FailureRecord, ItemRecord, OutputDir
-from .plan import mask_fields
+from .outputs import why_not_written
+from .plan import frame_fields, mask_fields
 from .policies import after_out_of_memory, after_worker_lost, auto_group_size, fair_share, fit_to_cluster
 from .pool import Call, Worker, WorkerPool, WorkerSetup, cause_of
 from .state import BatchOptions, BatchState, Display
@@ -36,7 +37,7 @@ class Scheduler:
     """Runs planned items on Ray workers and writes results into the output directory."""
 
     def __init__(self, todo: list[Item], skipped: int, out: OutputDir, weights_ref: Any, weights_identity: str,
-                 options: BatchOptions, display: Display):
+                 options: BatchOptions, display: Display, done: list[Item] = ()):
         self.out, self.options, self.display = out, options, display
         self.weights_identity = weights_identity
         self.queue: deque[Item] = deque(sorted(todo, key=lambda i: -i.route))  # big items first
@@ -51,6 +52,7 @@ class Scheduler:
         self.attempts: Counter[str] = Counter()  # runs that ended without a result (worker lost)
         self.alone: set[str] = set()  # failed inside a group once: from now on they run alone
         self.style_refs: dict[Path, Any] = {}
+        self.chains = Chains(todo, done)  # frames of clips wait for the earlier frames they start from
         self.aborting = False
         self.interrupts = 0
         self._announced = 0  # Ctrl-Cs already said out loud
@@ -121,7 +123,8 @@ class Scheduler:
     def _need(self) -> Counter:
         """Items per worker shape that workers are needed for: the running ones, and the queue unless draining."""
         running = [item for item, _ in self.state.running]
-        return Counter(self._shape(item) for item in (running if self.state.draining else [*self.queue, *running]))
+        ready = [item for item in self.queue if self.chains.ready(item)]
+        return Counter(self._shape(item) for item in (running if self.state.draining else [*ready, *running]))
 
     # -- dispatch ----------------------------------------------------------------------------------
 
@@ -145,7 +148,7 @@ class Scheduler:
 
     def _next_for(self, worker: Worker) -> list[Item]:
         """The next queued item for this worker's shape, with its share of the compatible items."""
-        first = next((item for item in self.queue if self._shape(item) == worker.gpus), None)
+        first = next((item for item in self.queue if self._shape(item) == worker.gpus and self.chains.ready(item)), None)
         if first is None:
             return []
         self.queue.remove(first)
@@ -168,13 +171,14 @@ class Scheduler:
                 if style not in self.style_refs:
                     self.style_refs[style] = ray.put(style.read_bytes())
             masks = [mask.read_bytes() for mask in item.masks]
+            earlier = self.chains.earlier_inputs(item, self.out)
         except OSError as exc:
             self._fail(item, "error", f"cannot read {exc.filename}: {exc.strerror}")
             return None
         checkpoint = None if self.options.force else self.out.checkpoint(item.id)
         return ItemInputs(item, content, [self.style_refs[s] for s in item.styles], checkpoint,
                           self.options.max_pixels, tile=self.tiles.get(item.id, item.tile),
-                          preview_interval=self.options.preview_interval, masks=masks)
+                          preview_interval=self.options.preview_interval, masks=masks, earlier=earlier)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -256,13 +260,14 @@ class Scheduler:
             started=worker.call.started, finished=time.time(), seconds=result.seconds, iterations=result.iterations,
             final_loss=result.final_loss, gpu_peak_bytes=result.gpu_peak_bytes,
             resumed_from_scale=result.resumed_from_scale, group_size=result.group_size,
-            notes=list(dict.fromkeys([*item.notes, *result.notes])), **mask_fields(item))
+            notes=list(dict.fromkeys([*item.notes, *result.notes])), **mask_fields(item), **frame_fields(item))
         try:
             self.out.write_result(record, result.image)
         except OSError as exc:
             self._write_failed(worker, item, exc)
             return
         self._release(worker, item)
+        self.chains.done(item)
         self.state.done += 1
         self.state.units_done += item.units
         if item.settings.schedule == "adaptive":
@@ -287,7 +292,7 @@ class Scheduler:
         if problem:
             self.fatal = problem
             return
-        self._finish_failed(worker, item, "write", f"cannot write {item.output}: {_why_not_written(exc)}")
+        self._finish_failed(worker, item, "write", f"cannot write {item.output}: {why_not_written(exc)}")
 
     def _finish_failed(self, worker: Worker, item: Item, kind: str, message: str, detail: str = "") -> None:
         self._release(worker, item)
@@ -303,12 +308,15 @@ class Scheduler:
             self.fatal = self.out.unusable() or self.fatal
             if not self.fatal:
                 self.display.log(f"[yellow]note:[/] the failure of {item.output} cannot be recorded in "
-                                 f"{self.out.meta} ({_why_not_written(exc)}); it counts in this run's summary, "
+                                 f"{self.out.meta} ({why_not_written(exc)}); it counts in this run's summary, "
                                  f"and the next run makes the image again")
         self.state.failed += 1
         self.state.units_total -= item.units
         self.state.failures.append(failure)
         self.display.log(f"[red]failed[/] {item.output} (line {item.line}): {message}")
+        for later in self.chains.later(item, list(self.queue)):  # they would start from it
+            self.queue.remove(later)
+            self._fail(later, "error", f"frame {item.frame.index} of its clip, which it starts from, failed")
 
     def _item_failure(self, worker: Worker, item: Item, failure: ItemFailure) -> None:
         if failure.group_size > 1 and failure.kind in ("oom", "error"):
@@ -406,20 +414,6 @@ class Scheduler:
         self._on_interrupt(None, None)
         if now:
             self._on_interrupt(None, None)
-
-
-def _why_not_written(exc: OSError) -> str:
-    """An OS error on writing an image, in words (with what to do where that is clear)."""
-    where = exc.filename or ""
-    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
-        return f"a file stands where a folder of its path should be ({where}); move it away or change the output"
-    if exc.errno == errno.ENOSPC:
-        return "the disk is full"
-    if exc.errno == errno.EDQUOT:
-        return "the disk quota is used up"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"permission denied ({where})"
-    return f"{exc.strerror or exc} ({where})" if where else str(exc.strerror or exc)
 
 
 __all__ = ["Scheduler", "BatchOptions", "BatchState"]

@@ -100,6 +100,12 @@ class FakeBackend:
             masks = job_masks(one.masks, [m.name for m in one.item.masks], one.item.mask_colors)
             if len(masks) != len(one.item.styles):
                 raise ValueError(f"{one.item.content.name}: {len(masks)} masks for {len(one.item.styles)} styles")
+        frame = one.item.frame
+        if frame is not None:  # a later frame of a clip: the earlier frames it starts from came with it
+            if len(one.earlier) != len(frame.earlier):
+                raise ValueError(f"frame {frame.index}: {len(one.earlier)} earlier frames for {frame.earlier}")
+            for seen, made in one.earlier:
+                load_image(seen, name="earlier frame"), load_image(made, name="earlier output")
         if "fail" in one.item.content.name.lower():
             raise ValueError(f"{one.item.content.name}: fake failure for tests")
         return image

@@ -67,6 +67,10 @@ class ItemRecord:
     output_tag: str = ""  # on object storage: the content tag (ETag) the image's PUT returned
     masks: list[str] = field(default_factory=list)  # one per style, or one segmentation (then mask_colors)
     mask_colors: list[str] = field(default_factory=list)  # a segmentation's colour of each style, as #rrggbb
+    clip: str = ""  # a frame of a clip: the clip's frames folder ("" for a still image)
+    frame: int = 0  # its number in the clip, from 1
+    frames: int = 0  # the clip's frame count
+    video: str = ""  # the clip's encoded video, where it has one
 
 
 @dataclass
@@ -95,6 +99,10 @@ class PlanItem:
     settings: dict[str, Any] = field(default_factory=dict)  # only those that differ from the defaults
     masks: list[str] = field(default_factory=list)  # as ItemRecord's
     mask_colors: list[str] = field(default_factory=list)
+    clip: str = ""  # as ItemRecord's
+    frame: int = 0
+    frames: int = 0
+    video: str = ""
 
 
 def record_from(data: bytes, cls, name: str = ""):
