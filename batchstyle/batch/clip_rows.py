@@ -27,7 +27,7 @@ def is_clip_row(cells: dict[str, str], content: Path | RemotePath | None) -> boo
     """Whether the row is a clip: ``sequence`` says so, or its content is a video file or an animated GIF."""
     from .clip_files import VIDEO_SUFFIXES, is_clip_file
 
-    if cells.get("sequence", "").lower() in TRUE:
+    if cells.get("sequence", "").lower() not in FALSE:  # true, or a mistake its reader reports
         return True
     if content is None or content.suffix.lower() not in VIDEO_SUFFIXES:
         return False
@@ -58,6 +58,7 @@ class ClipRows:
         sequence = cells.get("sequence", "").lower()
         if sequence not in TRUE + FALSE:
             trouble(f"sequence must be true or false, not {cells['sequence']!r}")
+            return None
         clip, segment = self._settings(cells, defaults, trouble)
         if cells.get("masks"):
             trouble("masks apply to still images; a clip row cannot have masks yet (make the frames one by one "

@@ -289,7 +289,8 @@ class _RowReader:
         if is_clip_row(cells, resolve(self.base, cell)):
             yield from self._clip(line, cells, resolve(self.base, cell), settings, styles, gpus, problem)
             return
-        for column in (c for c in CLIP_ROW_COLUMNS if cells.get(c)):
+        for column in (c for c in CLIP_ROW_COLUMNS if cells.get(c) and not (c == "sequence" and cells[c].lower()
+                                                                              in ("false", "no", "0"))):
             problem(f"{column} applies to clips only (a video file, or a frame folder with sequence=true); "
                     f"leave it empty for {cell!r}")
         try:

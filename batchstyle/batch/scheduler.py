@@ -28,7 +28,7 @@ from .outputs import why_not_written
 from .plan import frame_fields, mask_fields
 from .policies import after_out_of_memory, after_worker_lost, auto_group_size, fair_share, fit_to_cluster
 from .pool import Call, Worker, WorkerPool, WorkerSetup, cause_of
-from .state import BatchOptions, BatchState, Display
+from .state import BatchOptions, BatchState, Display, clip_counts, clip_name
 
 TICK = 0.2  # seconds: how often the display refreshes and Ctrl-C is noticed
 
@@ -53,6 +53,7 @@ class Scheduler:
         self.alone: set[str] = set()  # failed inside a group once: from now on they run alone
         self.style_refs: dict[Path, Any] = {}
         self.chains = Chains(todo, done)  # frames of clips wait for the earlier frames they start from
+        self.state.clips = clip_counts(todo, list(done))
         self.aborting = False
         self.interrupts = 0
         self._announced = 0  # Ctrl-Cs already said out loud
@@ -268,6 +269,10 @@ class Scheduler:
             return
         self._release(worker, item)
         self.chains.done(item)
+        if item.frame is not None:
+            count = self.state.clips[clip_name(item)]
+            count.done += 1
+            count.seconds.append(result.seconds)
         self.state.done += 1
         self.state.units_done += item.units
         if item.settings.schedule == "adaptive":
@@ -314,9 +319,11 @@ class Scheduler:
         self.state.units_total -= item.units
         self.state.failures.append(failure)
         self.display.log(f"[red]failed[/] {item.output} (line {item.line}): {message}")
-        for later in self.chains.later(item, list(self.queue)):  # they would start from it
-            self.queue.remove(later)
-            self._fail(later, "error", f"frame {item.frame.index} of its clip, which it starts from, failed")
+        later = self.chains.later(item, list(self.queue))  # they would start from it
+        for frame in later:
+            self.queue.remove(frame)
+        for frame in later:
+            self._fail(frame, "error", f"frame {item.frame.index} of its clip, which it starts from, failed")
 
     def _item_failure(self, worker: Worker, item: Item, failure: ItemFailure) -> None:
         if failure.group_size > 1 and failure.kind in ("oom", "error"):

@@ -30,6 +30,27 @@ class BatchOptions:
 
 
 @dataclass
+class ClipCount:
+    """A clip's frames in this batch: how many there are, how many are done, and the seconds each
+    frame made in this run took (for its rate and ETA)."""
+
+    total: int
+    done: int = 0
+    seconds: list[float] = field(default_factory=list)
+
+    def frames_per_second(self, running: int) -> float:
+        """Frames a second at the current pace: the median frame's time over the chains running."""
+        if not self.seconds or not running:
+            return 0.0
+        ordered = sorted(self.seconds)
+        return running / ordered[len(ordered) // 2]
+
+    def eta(self, running: int) -> float | None:
+        rate = self.frames_per_second(running)
+        return (self.total - self.done) / rate if rate else None
+
+
+@dataclass
 class BatchState:
     """What the display shows: counts, the workers and their calls, failures."""
 
@@ -49,6 +70,7 @@ class BatchState:
     message: str = ""
     failures: list[FailureRecord] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
+    clips: dict[str, ClipCount] = field(default_factory=dict)  # by the clip's name (its video, or its frames folder)
 
     @property
     def running(self) -> list[tuple[Item, Worker]]:
@@ -60,9 +82,25 @@ class BatchState:
         return self.total - self.skipped - self.done - self.failed - len(self.running)
 
 
+def clip_name(item: Item) -> str:
+    """What a frame's clip is called on screen: its video, or its frames folder."""
+    return item.frame.video or item.frame.clip
+
+
+def clip_counts(todo: list[Item], done: list[Item]) -> dict[str, ClipCount]:
+    counts: dict[str, ClipCount] = {}
+    for item in [*todo, *done]:
+        if item.frame is not None:
+            counts.setdefault(clip_name(item), ClipCount(item.frame.count))
+    for item in done:
+        if item.frame is not None:
+            counts[clip_name(item)].done += 1
+    return counts
+
+
 class Display(Protocol):
     def update(self, state: BatchState) -> None: ...
     def log(self, text: str) -> None: ...
 
 
-__all__ = ["BatchOptions", "BatchState", "Display"]
+__all__ = ["BatchOptions", "BatchState", "ClipCount", "Display", "clip_name", "clip_counts"]

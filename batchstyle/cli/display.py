@@ -15,7 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from batchstyle.batch.progress import BatchProgress, duration, images_per_hour
-from batchstyle.batch.state import BatchState
+from batchstyle.batch.items import Item
+from batchstyle.batch.state import BatchState, clip_name
 
 PLAIN_INTERVAL = 10.0  # seconds between summary lines when output is not a terminal
 
@@ -80,7 +81,13 @@ class BatchDisplay:
                                 ("elapsed", "right"), ("ETA", "right")):
             table.add_column(column, justify=justify, no_wrap=True)
         now = time.time()
+        shown: set[str] = set()
         for item, worker in sorted(state.running, key=lambda iw: iw[1].call.started):
+            if item.frame is not None:
+                if clip_name(item) not in shown:
+                    shown.add(clip_name(item))
+                    table.add_row(*self._clip_row(state, item, now))
+                continue
             p = worker.call.progress.get(item.id)
             rate = self.progress.iterations_per_s(item)
             table.add_row(
@@ -92,6 +99,24 @@ class BatchDisplay:
         table.caption = self.counts(state) + (f"\n{state.message}" if state.message else "")
         table.caption_justify = "left"
         return table
+
+    def _clip_row(self, state: BatchState, first: Item, now: float) -> list:
+        """A clip's one row: its frames done, the earliest frame running (and how many more run), the
+        clip's frames a second and ETA."""
+        name = clip_name(first)
+        running = sorted(((item, worker) for item, worker in state.running
+                          if item.frame is not None and clip_name(item) == name), key=lambda iw: iw[0].frame.index)
+        item, worker = running[0]
+        count = state.clips[name]
+        p = worker.call.progress.get(item.id)
+        more = f" (+{len(running) - 1})" if len(running) > 1 else ""
+        fps = count.frames_per_second(len(running))
+        return [Text(f"{name} · {count.done}/{count.total} frames · frame {item.frame.index}{more}",
+                     overflow="ellipsis"), worker.label + more,
+                f"{p.scale_index + 1}/{p.scale_count} {p.width}×{p.height}" if p else "starting",
+                f"{p.iteration}/{p.iterations}" if p else "", f"{p.loss:.4g}" if p else "",
+                f"{fps:.3f} fps" if fps else "", duration(now - worker.call.started),
+                duration(count.eta(len(running)))]
 
     def update(self, state: BatchState) -> None:
         self.progress.track(state)

@@ -197,6 +197,9 @@ class Terminal(BatchObserver):
     def stopped(self, scheduler) -> None:
         self.view.finished(scheduler.state, aborted=scheduler.aborting)
 
+    def clip_note(self, text: str) -> None:
+        self.console.print(text)
+
     def close(self) -> None:
         if self.view is not None:
             self.view.close(self.console)
@@ -206,8 +209,9 @@ class Terminal(BatchObserver):
         from .display import summary_table
 
         state = outcome.state
+        clips_failed = bool(outcome.clips and outcome.clips.failed)
         if state is None:
-            return 0
+            return EXIT_FAILED if clips_failed else 0
         self.console.print(summary_table(state, time.time() - self.started))
         if outcome.interrupted:
             self.console.print(f"Interrupted. Run the same command again to make the {state.pending} remaining image(s).")
@@ -216,7 +220,7 @@ class Terminal(BatchObserver):
             self.console.print(f"{state.failed} image(s) failed (see above, or batchstyle status {self.out.root}); "
                                f"running the same command again retries them.")
             return EXIT_FAILED
-        return 0
+        return EXIT_FAILED if clips_failed else 0
 
 
 def _print_notes(console: Console, items) -> None:

@@ -38,6 +38,8 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
     extra = len(done_ids - {e.id for e in plan})
     if extra:
         console.print(f"({extra} more done image(s) from earlier manifests or settings)")
+    for line in _clip_lines(out, plan, done_ids, failures):
+        console.print(line)
     _describe_lock(console, out)
     eta = _eta(pending, [records[e.id] for e in done if e.id in records])
     if eta:
@@ -45,7 +47,8 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
     if failed:
         console.print(failed_table(failed, failures))
     limit = None if show_all else 20
-    for title, items in (("pending", pending), ("done", done if show_all else [])):
+    stills = lambda entries: [e for e in entries if not e.clip]  # noqa: E731 - a clip's frames are counted above
+    for title, items in (("pending", stills(pending)), ("done", stills(done) if show_all else [])):
         if items:
             console.print(items_table(title, items[:limit], records))
             if limit is not None and len(items) > limit:
@@ -54,6 +57,26 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
         _write_gallery(console, out)
     if failed:
         sys.exit(EXIT_FAILED)
+
+
+def _clip_lines(out, plan: list, done_ids: set[str], failures: dict) -> list[str]:
+    """One line per clip of the latest run: its frames done, failed and pending, and its video."""
+    from batchstyle.batch.clip_outputs import clip_record_name
+
+    clips: dict[str, list] = {}
+    for entry in plan:
+        if entry.clip:
+            clips.setdefault(entry.video or entry.clip, []).append(entry)
+    lines = []
+    for name, frames in clips.items():
+        made = sum(1 for e in frames if e.id in done_ids)
+        failed = sum(1 for e in frames if e.id in failures and e.id not in done_ids)
+        video = frames[0].video
+        state = "" if not video else (", video written" if made == len(frames) and out.stamp(video) is not None
+                                      and out.read_file(clip_record_name(video)) else ", video not written yet")
+        lines.append(f"clip {name}: [green]{made}/{len(frames)} frames done[/], [red]{failed} failed[/], "
+                     f"{len(frames) - made - failed} pending{state}")
+    return lines
 
 
 def _eta(pending: list, records: list) -> str | None:

@@ -31,7 +31,7 @@ from batchstyle.batch.messages import ItemPreview
 from batchstyle.batch.pool import Worker
 from batchstyle.batch.progress import BatchProgress, images_per_hour, units_done
 from batchstyle.batch.outdir import OutputDir
-from batchstyle.batch.state import BatchState, Display
+from batchstyle.batch.state import BatchState, Display, clip_name
 
 from .contract import DATA_FOLDER, GALLERY_PAGE, LIVE_MARK, LIVE_PREFIX, PAGE_ASSETS, PREVIEW_ROUTE, STATE_ROUTE
 from .files import PAGE_TYPES, Refused, content_type, image_type, relative_name
@@ -130,6 +130,11 @@ class Dashboard:
         out: dict[str, Any] = {"id": item.id, "output": item.output, "line": item.line, "elapsed": now - call.started,
                                "its_per_sec": self.progress.iterations_per_s(item),
                                "eta": self.progress.item_eta(item, p, state)}
+        if item.frame is not None:  # a frame: its card tells the clip's frames, and the clip's ETA
+            count = state.clips[clip_name(item)]
+            running = sum(1 for other, _ in state.running if other.frame and clip_name(other) == clip_name(item))
+            out.update(output=f"{clip_name(item)} · frame {item.frame.index} · {count.done}/{count.total} frames",
+                       eta=count.eta(running))
         if p is not None:
             out.update(scale=p.scale_index + 1, scales=p.scale_count, width=p.width, height=p.height,
                        iteration=p.iteration, iterations=p.iterations, loss=p.loss,
