@@ -16,7 +16,9 @@ multi-scale loop, ``Job``), ``objective`` (the weighted loss terms), ``losses`` 
 formula), ``targets`` (content activations, cached style statistics), ``optim`` (averaging, Adam's
 warm start), ``inits`` (the first image), ``colors`` (``original_colors``, ``style_colors``),
 ``checkpoint`` (the file format), ``devices``, ``vgg``, ``weights``, ``images``, ``files`` (atomic
-writes), ``pixels``, ``events``, ``speed``, ``schedule``, ``settings``, ``layers``.
+writes), ``pixels``, ``events``, ``speed``, ``schedule``, ``settings``, ``layers``; for clips ``frames``
+(each frame's job, ``stylize_clip``), ``flow`` (optical flow, warps, confidences), ``temporal`` (the
+temporal loss) and ``clip_settings``.
 
 Names are imported lazily so that ``batchstyle.engine.settings`` stays cheap (no torch).
 """
@@ -34,6 +36,7 @@ _EXPORTS = {
     "load_weights_file": "weights",
     "VGGFeatures": "vgg",
     "load_image": "images", "save_image": "images", "encode_image": "images", "ImageError": "images",
+    "ClipSettings": "clip_settings", "frame_job": "frames", "stylize_clip": "frames", "Temporal": "temporal",
 }
 
 __all__ = sorted(_EXPORTS)

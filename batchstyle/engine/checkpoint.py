@@ -20,6 +20,7 @@ from .files import atomic_write
 from .masks import greyscale
 from .optim import AdamMoments
 from .settings import StyleSettings
+from .temporal import Temporal, frame_extras
 
 CHECKPOINT_FORMAT = "batchstyle-checkpoint-1"
 
@@ -36,11 +37,15 @@ class Checkpoint:
     fingerprint: str
 
     def fits(self, settings: StyleSettings, weights_identity: str, content: Image.Image,
-             styles: Sequence[Image.Image], masks: Sequence[Image.Image] | None = None) -> bool:
-        """Whether a run of these images, masks, settings and weights can continue from this checkpoint."""
+             styles: Sequence[Image.Image], masks: Sequence[Image.Image] | None = None, *,
+             start: Image.Image | None = None, temporal: Sequence[Temporal] = (),
+             temporal_weight: float = 0.0) -> bool:
+        """Whether a run of these images, masks, settings and weights can continue from this checkpoint
+        (for a frame of a clip: also its start image, temporal targets and weight, as its :class:`Job`)."""
         images = [content.convert("RGB"), *(style.convert("RGB") for style in styles)]
         grey = [greyscale(mask) for mask in masks] if masks else None
-        return self.fingerprint == fingerprint(settings, weights_identity, images, grey)
+        extras = frame_extras(start, temporal, temporal_weight)
+        return self.fingerprint == fingerprint(settings, weights_identity, images, grey, extras)
 
     def to_bytes(self) -> bytes:
         tensors = {"image": self.image.contiguous(), "rng_state": self.rng_state.contiguous()}
@@ -77,9 +82,10 @@ class Checkpoint:
 
 
 def fingerprint(settings: StyleSettings, weights_identity: str, images: Sequence[Image.Image],
-                masks: Sequence[Image.Image] | None = None) -> str:
+                masks: Sequence[Image.Image] | None = None, extras: Sequence[tuple[str, bytes]] = ()) -> str:
     """What a checkpoint must match to be resumed: the settings, the weights, every input pixel and,
-    where there are masks, every mask pixel."""
+    where there are masks, every mask pixel; for a frame of a clip, its ``extras``
+    (:func:`temporal.frame_extras`: the start image, the temporal targets and their weight)."""
     digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode())
     digest.update(weights_identity.encode())
     for image in images:
@@ -88,6 +94,9 @@ def fingerprint(settings: StyleSettings, weights_identity: str, images: Sequence
     for mask in masks or ():
         digest.update(f"mask {mask.size}".encode())
         digest.update(mask.tobytes())
+    for name, data in extras:
+        digest.update(name.encode())
+        digest.update(data)
     return digest.hexdigest()
 
 

@@ -23,6 +23,7 @@ from .layers import LAYER_INDEX
 from .losses import GUIDED_LOSS_CLASSES, STYLE_LOSS_CLASSES, ContentLoss, TVLoss, default_style_layer_weights, normalized
 from .masks import MIN_MASS
 from .settings import StyleSettings
+from .temporal import Temporal, TemporalLoss
 from .vgg import VGGFeatures
 
 
@@ -103,10 +104,13 @@ class Objective:
 
 
 class GroupJob(Protocol):
-    """What the objective needs of a job: its settings and its style blend weights."""
+    """What the objective needs of a job: its settings and its style blend weights; for a frame of a
+    clip, its earlier frames (``temporal``) and their weight (``temporal_weight``)."""
 
     settings: StyleSettings
     blend: Sequence[float]
+    temporal: Sequence[Temporal]
+    temporal_weight: float
 
 
 def content_layer_weights(settings: StyleSettings) -> list[float]:
@@ -118,8 +122,10 @@ def style_layer_weights(settings: StyleSettings) -> list[float]:
 
 
 def group_terms(jobs: Sequence[GroupJob], content: dict, styles: Sequence[Sequence[list]],
-                model: VGGFeatures, guides: Sequence[Sequence[torch.Tensor]] | None = None) -> list[Weighted]:
-    """The terms of a group's objective: content layers, style layers, then total variation.
+                model: VGGFeatures, guides: Sequence[Sequence[torch.Tensor]] | None = None,
+                size: tuple[int, int] | None = None) -> list[Weighted]:
+    """The terms of a group's objective: content layers, style layers, total variation, then, where some
+    job has earlier frames of a clip, the temporal loss at ``size`` (the scale's (w, h)).
 
     ``content``: the content images' activations by module index (``[N, ...]``); ``styles[n][k]``:
     the statistics of job n's style image k, one entry per style layer. Jobs of a group share their
@@ -142,6 +148,13 @@ def group_terms(jobs: Sequence[GroupJob], content: dict, styles: Sequence[Sequen
         weight = per_job(lambda s: s.style_weight * style_layer_weights(s)[j], model.device_of(name))
         terms.append(Weighted(LAYER_INDEX[name], style_loss(jobs, styles, j, guides, first.style_loss), weight))
     terms.append(Weighted("input", TVLoss(), per_job(lambda s: s.tv_weight, model.devices[0])))
+    temporals = [getattr(job, "temporal", ()) for job in jobs]
+    if any(temporals):
+        if size is None:
+            raise ValueError("a temporal term needs the scale's size")
+        weight = torch.tensor([getattr(job, "temporal_weight", 0.0) if t else 0.0 for job, t in zip(jobs, temporals)],
+                              dtype=torch.float32, device=model.devices[0])
+        terms.append(Weighted("input", TemporalLoss.of(temporals, size, model.devices[0]), weight))
     return terms
 
 

@@ -38,6 +38,7 @@ from .settings import StyleSettings, group_key
 from .speed import parse_tile
 from .stage import Stage
 from .targets import Targets
+from .temporal import Temporal, frame_extras
 from .tiled_objective import TiledObjective
 from .tile_grid import Tile, alignment, largest_core, margin_for, tile_grid
 from .vgg import VGGFeatures
@@ -51,13 +52,19 @@ class Job:
     """What one image needs: a content image, style images, settings and, to resume, a checkpoint.
 
     ``masks``: where each style applies, one greyscale image per style in their order (see
-    :mod:`masks`); None: the styles blend over the whole image."""
+    :mod:`masks`); None: the styles blend over the whole image. For a frame of a clip
+    (:func:`frames.frame_job`): ``start``, the image the run starts from instead of ``settings.init``
+    (resized to the first scale), and ``temporal``, earlier stylized frames warped onto this one, held
+    to with ``temporal_weight`` (:mod:`temporal`). All three go into the checkpoint fingerprint."""
 
     content: Image.Image
     styles: Sequence[Image.Image]
     settings: StyleSettings = field(default_factory=StyleSettings)
     checkpoint: Checkpoint | None = None
     masks: Sequence[Image.Image] | None = None
+    start: Image.Image | None = None
+    temporal: Sequence[Temporal] = ()
+    temporal_weight: float = 0.0
 
 
 class _JobState:
@@ -73,7 +80,10 @@ class _JobState:
         self.style_digests = [image_digest(s) for s in self.styles]
         self.blend = job.settings.blend_weights(len(self.styles))
         self.masks = checked_masks(job.masks, self.content.size, len(self.styles))
-        self.fingerprint = fingerprint(self.settings, weights_identity, [self.content, *self.styles], self.masks)
+        self.start = None if job.start is None else job.start.convert("RGB")
+        self.temporal, self.temporal_weight = tuple(job.temporal), float(job.temporal_weight)
+        self.fingerprint = fingerprint(self.settings, weights_identity, [self.content, *self.styles], self.masks,
+                                       frame_extras(self.start, self.temporal, self.temporal_weight))
         if job.checkpoint is not None and job.checkpoint.fingerprint != self.fingerprint:
             raise ValueError("the checkpoint belongs to other images, settings or weights; start afresh")
         self.checkpoint = job.checkpoint
@@ -92,6 +102,8 @@ class _JobState:
         self.style_digests = [image_digest(style) for style in self.styles]
 
     def initial_image(self, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        if self.start is not None:
+            return tensor_at(self.start, *size)
         return initial_image(self.settings, self.content, self.styles, self.blend, size, generator)
 
     @property
@@ -249,7 +261,7 @@ class Run:
                    for image, digest in zip(job.styles, job.style_digests)] for job in self._jobs]
         guides = None if not self._jobs[0].masks else [job.guides(scale.size, self.settings.style_layers, self.model)
                                                         for job in self._jobs]
-        terms = group_terms(self._jobs, content, styles, self.model, guides)
+        terms = group_terms(self._jobs, content, styles, self.model, guides, scale.size)
         if tiles is None:
             return Objective(self.model, terms, self.layers, forward=self.forward, autocast=self.stylizer.autocast)
         return TiledObjective(self.model, terms, self.layers, tiles, forward=self.forward,
