@@ -140,3 +140,35 @@ def test_a_killed_driver_resumes_the_clip_and_makes_every_frame_once(clip_job):
     made_second = set(started(clip_job)) - logged_first
     assert not made_second & done_first and len(records(out)) == 6
     assert (out / "pan__style.mp4").is_file()
+
+
+def test_the_engine_makes_a_later_frame_from_the_earlier_one_in_one_scale(random_weights):
+    """A worker's engine, given a later frame with the earlier frame and its output: the end scale
+    alone, ``frame_iterations`` steps, starting from that output warped (no checkpoints to send)."""
+    from fractions import Fraction
+
+    from batchstyle.batch.clips import FrameRef
+    from batchstyle.batch.engine_backend import EngineBackend
+    from batchstyle.batch.items import Item
+    from batchstyle.batch.messages import ItemCheckpoint, ItemInputs, ItemResult
+    from batchstyle.engine.clip_settings import ClipSettings
+    from batchstyle.engine.events import Progress
+    from batchstyle.engine.settings import StyleSettings
+    from support.photos import png_bytes
+
+    clip = pan_clip(make_photo(160, 120, 3), frames=2, size=(48, 36), step=2)
+    settings = StyleSettings(end_scale=48, min_scale=32, initial_iterations=4, iterations=3)
+    ref = FrameRef("c_frames", 2, 2, 0, (1,), ClipSettings(frame_iterations=5), fps=Fraction(6))
+    item = Item(2, Path("000002.png"), (Path("s.png"),), settings, "c_frames/000002.png", content_size=(48, 36),
+                id="frame2", frame=ref)
+    backend = EngineBackend(random_weights.to_numpy(), "random", 0, 1, None)
+    earlier = [(png_bytes(clip.frames[0]), png_bytes(clip.frames[0].transpose(0)))]
+    events = [event for _, event in backend.run([ItemInputs(item, png_bytes(clip.frames[1]),
+                                                            [png_bytes(make_photo(32, 32, 5))], earlier=earlier)])]
+    steps = [e for e in events if isinstance(e, Progress)]
+    assert {(e.scale_count, e.width, e.height) for e in steps} == {(1, 48, 36)} and len(steps) == 5
+    assert not [e for e in events if isinstance(e, ItemCheckpoint)]
+    assert isinstance(events[-1], ItemResult) and events[-1].iterations == 5
+    missing = [event for _, event in backend.run([ItemInputs(item, png_bytes(clip.frames[1]),
+                                                             [png_bytes(make_photo(32, 32, 5))])])]
+    assert "without the earlier frames it starts from" in missing[-1].message  # never made as a first frame

@@ -103,6 +103,9 @@ class EngineBackend:
         from batchstyle.engine.frames import frame_job
 
         frame = one.item.frame
+        if len(one.earlier) != len(frame.earlier):
+            raise ValueError(f"frame {frame.index} of {frame.clip} came without the earlier frames it starts from "
+                             f"({len(one.earlier)} of {len(frame.earlier)})")
         earlier = [(_load(seen, f"frame {k}", one.max_pixels, notes), _load(made, f"output of frame {k}", None, notes))
                    for (seen, made), k in zip(one.earlier, frame.earlier)]
         return frame_job(content, styles, one.item.settings, frame.settings, earlier)
