@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from batchstyle.batch.outdir import open_output_dir
 from batchstyle.web.dashboard import Dashboard
 from batchstyle.web.gallery import rebuild_gallery
+from support.clips import pan_clip
 from support.gallery import clip_batch, failure, follow, page_data, write_frame, write_video
+from support.photos import make_photo
+from support.processes import batchstyle
+from support.video_files import write_video as write_source
 
 
 def by_output(rows: list[dict]) -> dict[str, dict]:
@@ -104,3 +110,18 @@ def test_frames_outside_the_plan_never_appear(tmp_path):
     summary, rows = page_data(open_output_dir(out.root))
     assert [r["output"] for r in rows] == ["still__style.png"] and summary["total"] == 1
     assert set(rows[0]) >= {"id", "thumb"} and "frames" not in rows[0]
+
+
+@pytest.mark.ray
+def test_after_a_batch_the_gallery_names_the_video_it_wrote(tmp_path):
+    pytest.importorskip("ray")
+    write_source(tmp_path / "pan.mp4", pan_clip(make_photo(160, 120, 3), frames=6, size=(64, 48)).frames, 6)
+    make_photo(64, 64, 9).save(tmp_path / "style.png")
+    (tmp_path / "manifest.csv").write_text("content,style\npan.mp4,style.png\n")
+    result = batchstyle("run", tmp_path / "manifest.csv", "-o", tmp_path / "out", "--plain", fake="iters=2,scales=1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary, [pan] = page_data(open_output_dir(tmp_path / "out"))
+    assert summary["state"] == "finished" and summary["counts"] == {"done": 1, "failed": 0, "pending": 0}
+    assert pan["state"] == "done" and pan["video"] == "pan__style.mp4" and pan["content"] == "pan.mp4"
+    assert pan["frames_done"] == 6 and (tmp_path / "out" / pan["video"]).is_file()
+    assert "content_video" not in pan  # the source is beside the output directory, not in it
