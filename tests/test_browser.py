@@ -2,6 +2,7 @@
 
 * the gallery of a finished batch, opened from disk: every image, thumbnail and error is shown; the
   filters, the order and the full-size viewer work with the keyboard; it fits a phone's width;
+* a clip's entry: its video played beside the content clip (from disk and served), its frames stepped through;
 * the dashboard of a live ``batchstyle run --web`` (fake backend), followed until the batch finishes;
 * the single-image live view of ``batchstyle stylize --web``: the image drawn large, its true size stated.
 
@@ -262,6 +263,93 @@ def test_the_gallery_shows_an_images_masks_beside_its_styles(browser, tmp_path):
                                    "Array.from(r.children).map(f => f.getBoundingClientRect().top))")
     assert len(pairs) == 2 and all(abs(top[0] - top[1]) < 1 for top in pairs)  # each style beside its mask
     screenshot(browser, tmp_path, "gallery-masks.png", full_page=True)
+
+
+CLIP_SUFFIX = ".mp4"  # the product's default: H.264, yuv420p, faststart
+
+
+def open_clip(browser, url: str) -> None:
+    """The gallery at ``url`` with one clip entry for pan (its frames nowhere as entries of their own), its viewer open."""
+    browser.get(url)
+    wait_until(browser, "document.querySelectorAll('#grid > li').length === 3", "the entries")
+    shown = {card["title"]: card for card in cards(browser)}
+    assert set(shown) == {"still__style.png", f"pan__style{CLIP_SUFFIX}", "seq__style_frames"}
+    assert browser.execute_script("return document.querySelectorAll('#grid > li[data-clip]').length") == 2
+    assert "clip of 6 frames: 6 done" in shown[f"pan__style{CLIP_SUFFIX}"]["text"]
+    if url.startswith("file:"):  # served by a dashboard, the live panel has the counts
+        assert browser.find_element("id", "counts").text.startswith("1 image and 2 clips: 2 done · 0 failed · "
+                                                                    "1 not done yet")
+    browser.find_element("css selector", "#grid li[data-clip='pan__style_frames'] a.result").click()
+    wait_until(browser, "document.getElementById('viewer').open", "the viewer")
+
+
+def test_the_gallery_plays_a_clip_beside_its_content_and_steps_through_its_frames(browser, tmp_path):
+    from selenium.webdriver.common.keys import Keys
+
+    from batchstyle.web import WebServer
+    from batchstyle.web.dashboard import Dashboard
+    from batchstyle.web.gallery import rebuild_gallery
+    from support.gallery import clip_batch
+
+    out, _, _ = clip_batch(tmp_path, suffix=CLIP_SUFFIX)  # 6 frames at 6 fps: one second
+    gallery = rebuild_gallery(out)
+    dashboard = Dashboard(gallery=gallery, out=out)
+    server = WebServer("127.0.0.1", 0, root=dashboard.root, allow=dashboard.allow, routes=dashboard)
+    server.start()
+    try:
+        for url in ((out.root / "index.html").as_uri(), server.url):  # from disk, and served by run --web's server
+            open_clip(browser, url)
+            for video in ("clip-video", "clip-content-video"):
+                ready = wait_until(browser, f"document.getElementById('{video}').readyState >= 1 && "
+                                   f"[document.getElementById('{video}').duration]", f"the metadata of {video}")
+                assert abs(ready[0] - 1.0) < 0.05, (video, ready)
+            assert browser.execute_script("const v = document.getElementById('clip-video'); "
+                                          "return [v.controls, v.loop, v.muted, v.currentSrc]")[:3] == [True, True, True]
+            assert browser.find_element("id", "clip-content-caption").text == f"Content: pan{CLIP_SUFFIX}"
+            frame = "document.getElementById('frame-image')"
+            wait_until(browser, f"{frame}.complete && {frame}.naturalWidth === 64", "frame 1")
+            assert browser.find_element("id", "frame-label").text == "frame 1 / 6"
+            browser.find_element("id", "frame-next").click()
+            wait_until(browser, f"{frame}.src.endsWith('pan__style_frames/000002.png') && {frame}.complete "
+                                f"&& {frame}.naturalWidth === 64", "frame 2")
+            assert browser.find_element("id", "frame-label").text == "frame 2 / 6"
+            browser.find_element("id", "frame-label").click()  # focus in the dialog, off the video
+            browser.switch_to.active_element.send_keys(Keys.ARROW_LEFT)
+            wait_until(browser, "document.getElementById('frame-label').textContent === 'frame 1 / 6'", "frame 1 again")
+            assert browser.execute_script(f"return {frame}.src").endswith("pan__style_frames/000001.png")
+            screenshot(browser, tmp_path, "gallery-clip.png")
+            browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+            wait_until(browser, "!document.getElementById('viewer').open", "the viewer to close")
+    finally:
+        server.stop()
+
+
+def test_a_clip_without_a_video_shows_its_frames_and_the_content_out_of_reach(browser, tmp_path):
+    from batchstyle.web.gallery import rebuild_gallery
+    from support.gallery import clip_batch
+
+    out, plan, _ = clip_batch(tmp_path, suffix=CLIP_SUFFIX)
+    (out.root / f"pan__style{CLIP_SUFFIX}").unlink()
+    (out.root / "sources" / f"pan{CLIP_SUFFIX}").rename(tmp_path / f"pan{CLIP_SUFFIX}")
+    out.write_plan([*plan["still"], *(e.__class__(**{**e.__dict__, "source": str(tmp_path / f"pan{CLIP_SUFFIX}")})
+                                      for e in plan["pan"]), *plan["seq"]], {})
+    rebuild_gallery(out)
+    browser.get((out.root / "index.html").as_uri())
+    wait_until(browser, "document.querySelectorAll('#grid > li').length === 3", "the entries")
+    browser.find_element("css selector", "#grid li[data-clip='seq__style_frames'] a.result").click()
+    wait_until(browser, "document.getElementById('viewer').open", "the viewer")
+    assert browser.execute_script("return document.getElementById('clip-result').hidden")  # the stepper alone
+    wait_until(browser, "document.getElementById('frame-image').naturalWidth === 64", "frame 1")
+    browser.find_element("id", "frame-next").click()
+    browser.find_element("id", "frame-next").click()
+    assert browser.find_element("id", "frame-label").text == "frame 3 / 3 (not made yet)"
+    browser.find_element("id", "viewer-prev").click()  # the clip before: pan, frames done, its video not written
+    wait_until(browser, "document.getElementById('viewer-title').textContent === 'pan__style" + CLIP_SUFFIX + "'",
+               "the pan clip")
+    assert browser.execute_script("return document.getElementById('clip-result').hidden")
+    caption = browser.find_element("id", "clip-content-caption").text
+    assert caption.startswith(f"Content: pan{CLIP_SUFFIX} (its first frame: the clip itself is outside this folder")
+    wait_until(browser, "document.getElementById('clip-content-image').naturalWidth === 64", "the content's first frame")
 
 
 class LiveRun:

@@ -12,7 +12,7 @@ from importlib import resources
 from types import SimpleNamespace
 
 from support.dashboard import running_state
-from support.gallery import data_of, follow, png, record
+from support.gallery import clip_batch, data_of, failure, follow, page_data, png, record
 
 from batchstyle.web import LiveView, contract as c
 from batchstyle.web.dashboard import Dashboard
@@ -20,6 +20,7 @@ from batchstyle.web.gallery import GLOBAL
 from batchstyle.web.server import asset
 
 ALL_ROW_FIELDS = set(c.ROW_FIELDS + c.DONE_FIELDS + c.FAILED_FIELDS + c.THUMB_FIELDS)
+CLIP_ROW_FIELDS = set(c.CLIP_FIELDS + c.CLIP_DONE_FIELDS + c.CLIP_VIDEO_FIELDS)
 INPUT_THUMBS = {"content_thumb", "content_size"}
 
 
@@ -71,6 +72,21 @@ def test_the_gallery_writes_exactly_the_contracts_files_and_fields(batch, photo)
     assert set().union(*map(set, rows)) == ALL_ROW_FIELDS
 
 
+def test_a_clips_entry_has_exactly_the_contracts_fields(tmp_path):
+    from batchstyle.web.gallery import rebuild_gallery
+
+    out, plan, _ = clip_batch(tmp_path)
+    out.write_failure(failure(plan["seq"][2], "frame 3: cannot be read"))
+    rebuild_gallery(out)
+    _, [still, pan, seq] = page_data(out)
+    assert set(still) == set(c.ROW_FIELDS + c.DONE_FIELDS + c.THUMB_FIELDS)  # an image as before
+    clip = set(c.ROW_FIELDS + c.CLIP_FIELDS + c.CLIP_DONE_FIELDS + c.THUMB_FIELDS)
+    assert set(pan) == clip | set(c.CLIP_VIDEO_FIELDS)
+    assert set(seq) == clip | set(c.FAILED_FIELDS)
+    assert {pan["state"], seq["state"]} <= set(c.CLIP_STATES)
+    assert all(set(style) == set(c.STYLE_FIELDS) for style in pan["styles"] + seq["styles"])
+
+
 def test_the_dashboard_serves_exactly_the_contracts_live_state(batch):  # noqa: F811
     out, _, _ = batch
     gallery = follow(out)
@@ -108,7 +124,7 @@ def test_the_single_image_status_has_exactly_the_contracts_fields():
 def test_the_gallery_script_reads_only_the_contracts_fields():
     js = text("gallery.js")
     running = set(c.LIVE_ITEM_FIELDS) | {"worker"}  # gallery.js adds each running image's worker label
-    fields = {"e": ALL_ROW_FIELDS, "s": set(c.STYLE_FIELDS), "m": set(c.MASK_FIELDS), "G": set(c.DATA_GLOBAL_KEYS),
+    fields = {"e": ALL_ROW_FIELDS | CLIP_ROW_FIELDS, "s": set(c.STYLE_FIELDS), "m": set(c.MASK_FIELDS), "G": set(c.DATA_GLOBAL_KEYS),
               "G.summary": set(c.SUMMARY_FIELDS), "summary": set(c.SUMMARY_FIELDS),
               "st": set(c.LIVE_STATE_FIELDS), "live": set(c.LIVE_STATE_FIELDS), "c": set(c.LIVE_COUNT_FIELDS),
               "data": set(c.GALLERY_VERSION_FIELDS), "w": set(c.WORKER_FIELDS), "it": running, "r": running,

@@ -72,7 +72,7 @@ def finish_clips(items: list[Item], out: OutputDir) -> ClipOutcome:
             outcome.waiting[video] = (made, len(frames))
             continue
         ids = [item.id for item in frames]
-        if _current(out, video, ids):
+        if video_current(out, video, ids):
             continue
         try:
             _encode(out, video, frames)
@@ -84,7 +84,7 @@ def finish_clips(items: list[Item], out: OutputDir) -> ClipOutcome:
     return outcome
 
 
-def _current(out: OutputDir, video: str, ids: list[str]) -> bool:
+def video_current(out: OutputDir, video: str, ids: list[str]) -> bool:
     """Whether ``video`` is there and was made from the frames ``ids``."""
     try:
         record = json.loads(out.read_file(clip_record_name(video)) or b"null")
@@ -110,4 +110,4 @@ def _encode(out: OutputDir, video: str, frames: list[Item]) -> None:
         out.write_file(video, path.read_bytes())
 
 
-__all__ = ["ClipOutcome", "decode_clips", "finish_clips", "clip_record_name", "CLIPS"]
+__all__ = ["ClipOutcome", "decode_clips", "finish_clips", "clip_record_name", "video_current", "CLIPS"]

@@ -128,7 +128,8 @@ def frame_fields(item: Item) -> dict[str, Any]:
     frame = item.frame
     if frame is None:
         return {}
-    return {"clip": frame.clip, "frame": frame.index, "frames": frame.count, "video": frame.video}
+    return {"clip": frame.clip, "frame": frame.index, "frames": frame.count, "video": frame.video,
+            "source": str(frame.video_file) if frame.video_file is not None else ""}
 
 
 def make_plan(items: list[Item], out: OutputDir, weights_identity: str, *, force: bool = False,

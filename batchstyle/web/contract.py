@@ -36,7 +36,7 @@ PAGE_KINDS = ("gallery", "stylize")      # <body data-page="...">: which page li
 # -- the gallery's data (gallery.py, gallery_data.py) --------------------------------------------------
 SUMMARY_FIELDS = ("format", "title", "state", "started", "updated", "total", "counts", "done_this_run",
                   "images_per_hour", "shard_size", "shards", "thumbs")
-SUMMARY_COUNT_FIELDS = ("done", "failed", "pending")
+SUMMARY_COUNT_FIELDS = ("done", "failed", "pending")  # of entries (an image, or a clip: partial counts as pending)
 ROW_FIELDS = ("id", "n", "line", "output", "content", "styles", "masks", "mask_colors", "settings",  # every image
               "state")
 DONE_FIELDS = ("seconds", "finished", "worker", "attempts", "group", "iterations", "loss", "resumed")
@@ -45,6 +45,11 @@ THUMB_FIELDS = ("content_thumb", "content_size", "thumb", "size")  # once the th
 STYLE_FIELDS = ("name", "weight", "thumb")  # each of a row's styles (thumb: once it exists)
 MASK_FIELDS = ("name", "thumb")  # each of a row's masks: one per style, or one segmentation with mask_colors
 ROW_STATES = ("done", "failed", "pending")
+# a clip (its frames as one entry): ROW_FIELDS (its output is its video, or its frames folder) and these
+CLIP_FIELDS = ("clip", "frames", "frames_done", "frame_outputs")  # frame_outputs: each frame's path, null until done
+CLIP_DONE_FIELDS = ("seconds", "finished")  # once a frame is done: the frames' seconds summed, the latest finish
+CLIP_VIDEO_FIELDS = ("video", "content_video")  # the encoded clip once written; the content clip where the page reaches it
+CLIP_STATES = ("done", "partial", "failed", "pending")  # done: every frame and the video; partial: some frames
 
 # -- the live state of batchstyle run --web (dashboard.py) --------------------------------------------
 LIVE_STATE_FIELDS = ("batchstyle", "finished", "draining", "message", "counts", "progress", "eta", "elapsed",

@@ -34,7 +34,7 @@ from batchstyle.batch.outdir import OutputDir
 from batchstyle.batch.state import BatchState, Display, clip_name
 
 from .contract import DATA_FOLDER, GALLERY_PAGE, LIVE_MARK, LIVE_PREFIX, PAGE_ASSETS, PREVIEW_ROUTE, STATE_ROUTE
-from .files import PAGE_TYPES, Refused, content_type, image_type, relative_name
+from .files import PAGE_TYPES, Refused, content_type, media_type, relative_name
 from .gallery import Gallery, published
 from .server import Reply, asset, json_bytes, text_reply
 
@@ -169,10 +169,10 @@ class Dashboard:
 
     def allow(self, name: str) -> str | None:
         """The content type of a file of the output directory that the pages need (the gallery's data,
-        the done images and thumbnails it names), None for every other file."""
+        the done images, clips and thumbnails it names), None for every other file."""
         if DATA_FILE.fullmatch(name):
             return PAGE_TYPES[".js"]
-        return image_type(name) if self._named(name) else None
+        return media_type(name) if self._named(name) else None
 
     def _named(self, name: str) -> bool:
         """Whether the gallery's data names ``name``: this run's once written, until then the one there."""

@@ -30,6 +30,7 @@ PUBLIC_DOT_FOLDERS = (DATA_FOLDER, THUMBS_FOLDER)
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}
+VIDEO_TYPES = {".mp4": "video/mp4", ".webm": "video/webm"}  # what a browser plays (a GIF is an image)
 PAGE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
               ".css": "text/css; charset=utf-8"}
 
@@ -120,5 +121,11 @@ def image_type(name: str) -> str | None:
     return IMAGE_TYPES.get(os.path.splitext(name)[1].lower())
 
 
-__all__ = ["Refused", "Allow", "relative_name", "open_served", "content_type", "image_type", "PUBLIC_DOT_FOLDERS",
-           "IMAGE_TYPES", "PAGE_TYPES"]
+def media_type(name: str) -> str | None:
+    """The content type of an image or a video (a clip) by its extension; None for anything else."""
+    suffix = os.path.splitext(name)[1].lower()
+    return IMAGE_TYPES.get(suffix) or VIDEO_TYPES.get(suffix)
+
+
+__all__ = ["Refused", "Allow", "relative_name", "open_served", "content_type", "image_type", "media_type",
+           "PUBLIC_DOT_FOLDERS", "IMAGE_TYPES", "VIDEO_TYPES", "PAGE_TYPES"]

@@ -7,13 +7,15 @@ what the output directory records (plan, done and failure records; :mod:`.galler
 globals and fields are named in :mod:`.contract`::
 
     .batchstyle/gallery/summary.js          counts, state, and a version per shard
-    .batchstyle/gallery/shard-00000.js ...  the images in plan order, SHARD_SIZE per file
+    .batchstyle/gallery/shard-00000.js ...  the entries in plan order, SHARD_SIZE per file
     .batchstyle/gallery/{live,gallery}.js, style.css   the page's code (copied from the package)
     .batchstyle/thumbs/<hash>.jpg           thumbnails (thumbs.py)
 
-A finished or failed image rewrites its shard and the summary only, so an update costs the same at
-10,000 images as at 10 (``benchmarks/bench_gallery.py``). Every file is written atomically. The
-scheduler's thread only hands events over (:meth:`Gallery.on_result`, :meth:`Gallery.on_failure`,
+An entry is an image, or a clip: all its frames as one (:func:`.gallery_data.clip_entry`), with its
+video once the batch has written it (looked for when the gallery starts and when it closes; with clips,
+the CLI closes it after the videos are written). A finished or failed image rewrites its shard and the
+summary only, so an update costs the same at 10,000 images as at 10 (``benchmarks/bench_gallery.py``).
+Every file is written atomically. The scheduler's thread only hands events over (:meth:`Gallery.on_result`, :meth:`Gallery.on_failure`,
 called by :meth:`OutputDir.watch`); decoding, thumbnails and writing happen here.
 
 What the data names (the done images, the thumbnails) is all that ``run --web`` serves of the
@@ -29,15 +31,16 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from batchstyle.batch.clip_outputs import video_current
 from batchstyle.batch.outdir import FailureRecord, ItemRecord, OutputDir, PlanItem
 from batchstyle.batch.remote_files import as_path, file_stamp
 
 from .contract import DATA_FOLDER, DATA_GLOBAL, GALLERY_PAGE, PAGE_ASSETS, SUMMARY_FILE, THUMBS_FOLDER, shard_file
-from .gallery_data import gallery_item, public
+from .gallery_data import clip_entry, gallery_item, in_reach, public
 from .server import asset
 from .thumbs import Thumb, Thumbnails
 
-SHARD_SIZE = 100  # images per data file
+SHARD_SIZE = 100  # entries (images or clips) per data file
 THUMBS = THUMBS_FOLDER.rstrip("/")
 FLUSH_EVERY = 2.0  # seconds: while making thumbnails, write what changed at least this often
 SAVE_INDEX_EVERY = 60.0  # seconds between saves of the thumbnails' index (and at the end)
@@ -63,6 +66,11 @@ class Gallery:
         self.plan: list[PlanItem] = []
         self.items: list[dict] = []
         self.position: dict[str, int] = {}
+        self.entries: list[list[int]] = []  # each entry's items: an image's one, a clip's frames in order
+        self.entry_of: list[int] = []  # each item's entry
+        self.videos: dict[int, bool] = {}  # of each clip entry: whether its video is written
+        self.content_videos: dict[int, str] = {}  # of a clip entry: its content clip, where the page reaches it
+        self.shown: dict[int, int | None] = {}  # of a clip entry: its first done frame, whose thumbnail it shows
         self.output_thumbs: dict[str, Thumb] = {}
         self.input_thumbs: dict[str, Thumb | None] = {}
         self.versions: list[int] = []
@@ -145,10 +153,41 @@ class Gallery:
             record = records.get(plan.id) if plan.id in done else None
             self.items.append(gallery_item(n, plan, record, failures.get(plan.id) if record is None else None))
             self.position[plan.id] = n
+        self._group()
+        for e in self.videos:
+            self._check_video(e)
+            self.content_videos[e] = in_reach(self.out.root, self.plan[self.entries[e][0]].source)
+            self.shown[e] = next((n for n in self.entries[e] if self.items[n]["state"] == "done"), None)
+        for n in range(len(self.items)):
             if not self._thumbnails(n, make=False):
                 self._todo.append(n)
         with self._cond:
-            self.versions = [0] * -(-len(self.items) // self.shard_size)
+            self.versions = [0] * -(-len(self.entries) // self.shard_size)
+
+    def _group(self) -> None:
+        """The entries: each image, and each clip (its frames, by number) where its first frame is."""
+        clips: dict[str, int] = {}
+        for n, plan in enumerate(self.plan):
+            e = clips.setdefault(plan.clip, len(self.entries)) if plan.clip else len(self.entries)
+            if e == len(self.entries):
+                self.entries.append([])
+            self.entries[e].append(n)
+            self.entry_of.append(e)
+        for e in clips.values():
+            self.entries[e].sort(key=lambda n: self.plan[n].frame)
+            self.videos[e] = False
+
+    def _check_video(self, e: int) -> None:
+        """Whether clip entry ``e``'s video is written, from its very frames (as the batch records it)."""
+        frames = self.entries[e]
+        video = self.plan[frames[0]].video
+        complete = all(self.items[n]["state"] == "done" for n in frames)
+        if video and complete and not self.videos[e]:
+            self.videos[e] = video_current(self.out, video, [self.plan[n].id for n in frames])
+            self._dirty.add(e // self.shard_size)
+
+    def _shard_of(self, n: int) -> int:
+        return self.entry_of[n] // self.shard_size
 
     def _step(self) -> bool:
         """Handle what arrived, or make one missing thumbnail; False once closed and nothing is left."""
@@ -167,7 +206,7 @@ class Gallery:
         if not events and thumbnails:
             n = self._todo.popleft()
             self._thumbnails(n, make=True)
-            self._dirty.add(n // self.shard_size)
+            self._dirty.add(self._shard_of(n))
         if self._dirty and (events or not self._todo or time.monotonic() - self._last_flush > FLUSH_EVERY):
             self._flush()
         return closing is None or bool(events) or (thumbnails and bool(self._todo))
@@ -177,31 +216,39 @@ class Gallery:
         if n is None:
             return
         self.items[n] = gallery_item(n, self.plan[n], record, None)
-        thumb = self.thumbs.of_bytes(image, record.output)
+        e = self.entry_of[n]
+        if e in self.shown and (self.shown[e] is None or self.plan[n].frame < self.plan[self.shown[e]].frame):
+            self.shown[e] = n
+        thumb = self.thumbs.of_bytes(image, record.output) if self._shows_output(n) else None
         if thumb is not None:
             self.output_thumbs[record.id] = thumb
             self.thumbs.remember(f"out:{record.output}", self.out.stamp(record.output), thumb)
         self.done_this_run += 1
-        self._dirty.add(n // self.shard_size)
+        self._dirty.add(self._shard_of(n))
 
     def _apply_failure(self, failure: FailureRecord) -> None:
         n = self.position.get(failure.id)
         if n is not None:
             self.items[n] = gallery_item(n, self.plan[n], None, failure)
-            self._dirty.add(n // self.shard_size)
+            self._dirty.add(self._shard_of(n))
 
     def _thumbnails(self, n: int, make: bool) -> bool:
         """Find (or make) image ``n``'s thumbnails; whether it has all it can have."""
-        item = self.items[n]
-        paths = [item["content_path"], *(s["path"] for s in (*item["styles"], *item["masks"]))]
+        item, first = self.items[n], self.plan[n].frame <= 1  # a clip shows its first frame's content
+        paths = [item["content_path"]] if first else []
+        paths += [s["path"] for s in (*item["styles"], *item["masks"])]
         complete = all(self._input_thumb(path, make) is not None for path in paths)
-        if item["state"] == "done" and item["id"] not in self.output_thumbs:
+        if item["state"] == "done" and item["id"] not in self.output_thumbs and self._shows_output(n):
             output = item["output"]
             thumb = self.thumbs.of_file(f"out:{output}", self.out.root / output, self.out.stamp(output), make)
             if thumb is None:
                 return False
             self.output_thumbs[item["id"]] = thumb
         return complete
+
+    def _shows_output(self, n: int) -> bool:
+        """Whether item ``n``'s result is shown as a thumbnail: an image's, or a clip's first done frame."""
+        return self.shown.get(self.entry_of[n], n) == n
 
     def _input_thumb(self, path: str, make: bool) -> Thumb | None:
         """An input's thumbnail, looked for (or made) once per path: a style shared by many rows is one."""
@@ -250,10 +297,21 @@ class Gallery:
             self._last_index_save = time.monotonic()
 
     def _rows(self, k: int) -> list[dict]:
-        return [self._row(n) for n in range(k * self.shard_size, min((k + 1) * self.shard_size, len(self.items)))]
+        return [self._row(e) for e in range(k * self.shard_size, min((k + 1) * self.shard_size, len(self.entries)))]
 
-    def _row(self, n: int) -> dict:
-        item = self.items[n]
+    def _entry(self, e: int) -> dict:
+        """Entry ``e`` as :mod:`.gallery_data` gives it, with the item whose result it shows."""
+        frames = self.entries[e]
+        if e not in self.videos:
+            return self.items[frames[0]]
+        item = clip_entry(e, [self.plan[n] for n in frames], [self.items[n] for n in frames], self.videos[e],
+                          self.content_videos.get(e, ""))
+        shown = self.shown.get(e)
+        return {**item, "shown": self.items[shown]["id"] if shown is not None else None}
+
+    def _row(self, e: int) -> dict:
+        item = self._entry(e)
+        result = item.pop("shown", item["id"] if item["state"] == "done" else None)
         row = public(item)
         content = self.input_thumbs.get(item["content_path"])
         if content is not None:
@@ -262,17 +320,28 @@ class Gallery:
             thumb = self.input_thumbs.get(given["path"])
             if thumb is not None:
                 shown["thumb"] = thumb.name
-        output = self.output_thumbs.get(item["id"]) if item["state"] == "done" else None
+        output = self.output_thumbs.get(result) if result is not None else None
         if output is not None:
             row["thumb"], row["size"] = output.name, [output.width, output.height]
         return row
 
+    def _counts(self) -> Counter:
+        """The entries by state (a partial clip counts as pending)."""
+        counts = Counter()
+        for e, frames in enumerate(self.entries):
+            if e in self.videos:
+                state = self._entry(e)["state"]
+                counts["pending" if state == "partial" else state] += 1
+            else:
+                counts[self.items[frames[0]]["state"]] += 1
+        return counts
+
     def _summary(self) -> bytes:
-        counts = Counter(item["state"] for item in self.items)
+        counts = self._counts()
         elapsed = time.time() - self.started
         summary = {
             "format": 1, "title": self.out.name, "state": self.state, "started": self.started,
-            "updated": time.time(), "total": len(self.items),
+            "updated": time.time(), "total": len(self.entries),
             "counts": {k: counts.get(k, 0) for k in ("done", "failed", "pending")},
             "done_this_run": self.done_this_run,
             "images_per_hour": self.done_this_run / (elapsed / 3600) if self.done_this_run and elapsed > 0 else None,
@@ -281,8 +350,10 @@ class Gallery:
         return _script("summary", summary)
 
     def _finish(self) -> None:
-        counts = Counter(item["state"] for item in self.items)
-        self.state = self._closing or ("finished" if counts["done"] == len(self.items) else "stopped")
+        for e in self.videos:
+            self._check_video(e)  # written by the batch after its frames
+        counts = self._counts()
+        self.state = self._closing or ("finished" if counts["done"] == len(self.entries) else "stopped")
         self._write_page()  # again, in case it was deleted during the run
         self._flush()
         self.thumbs.save()
@@ -309,12 +380,16 @@ def _read_script(out: OutputDir, rel: str, key: str) -> Any:
 
 
 def files_named(rows: list[dict]) -> frozenset[str]:
-    """The files of the output directory that rows of the page's data show: each done image and
-    every thumbnail (of the results and of their inputs: content, styles, masks)."""
+    """The files of the output directory that rows of the page's data show: each done image, each
+    clip's done frames, video and content clip, and every thumbnail (of the results and of their
+    inputs: content, styles, masks)."""
     names = set()
     for row in rows:
         if row.get("state") == "done" and isinstance(row.get("output"), str):
             names.add(row["output"])
+        frames = row.get("frame_outputs")
+        clip = [*(frames if isinstance(frames, list) else []), row.get("video"), row.get("content_video")]
+        names.update(name for name in clip if isinstance(name, str))
         inputs = [*row.get("styles", []), *row.get("masks", [])]
         thumbs = [row.get("thumb"), row.get("content_thumb"), *(s.get("thumb") for s in inputs)]
         names.update(f"{THUMBS}/{name}" for name in thumbs if isinstance(name, str))

@@ -12,6 +12,8 @@ from PIL import Image
 from batchstyle.batch.outdir import FailureRecord, ItemRecord, OutputDir, PlanItem, open_output_dir
 from batchstyle.web.gallery import Gallery
 
+from .photos import make_photo
+
 PREFIX = b"(window.batchstyleGallery=window.batchstyleGallery||{shards:{}})"
 
 
@@ -69,3 +71,70 @@ def planned_batch(tmp_path: Path, photo) -> tuple[OutputDir, list[PlanItem], Pat
         out.write_result(record(plan[i], inputs), png(photo(80, 60, 50 + i)))
     out.write_failure(failure(plan[2], "p2.png: cannot be read"))
     return out, plan, inputs
+
+
+def clip_plan(out: OutputDir, inputs: Path, name: str, frames: int, video: str, source: str) -> list[PlanItem]:
+    """The plan items of one clip's frames: ``name__style_frames/00000k.png``, its video ``video``
+    ("" for frames only), its content frames in ``inputs/name/`` (``source``: its video file, or "")."""
+    folder = inputs / name
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for k in range(1, frames + 1):
+        content = folder / f"{k:06d}.png"
+        make_photo(64, 48, k).save(content)
+        items.append(PlanItem(f"{name}{k}", f"{name}__style_frames/{k:06d}.png", 3, str(content),
+                              [str(inputs / "style.png")], {"end_scale": 256}, clip=f"{name}__style_frames",
+                              frame=k, frames=frames, video=video, source=source))
+    return items
+
+
+def frame_record(entry: PlanItem, inputs: Path) -> ItemRecord:
+    return ItemRecord(**{**record(entry, inputs).__dict__, "clip": entry.clip, "frame": entry.frame,
+                         "frames": entry.frames, "video": entry.video, "source": entry.source})
+
+
+def write_frame(out: OutputDir, entry: PlanItem, inputs: Path) -> None:
+    """Frame ``entry`` made: its output (a photo with the frame's seed, shifted) and its record."""
+    out.write_result(frame_record(entry, inputs), png(make_photo(64, 48, 40 + entry.frame)))
+
+
+def write_video(out: OutputDir, frames: list[PlanItem], fps: int = 6) -> None:
+    """The clip of ``frames`` (all made) encoded as the batch does, with the clip record that says so."""
+    from fractions import Fraction
+
+    from batchstyle.batch.clip_files import encode_video
+    from batchstyle.batch.clip_outputs import clip_record_name
+
+    video = frames[0].video
+    encode_video([out.root / f.output for f in frames], Fraction(fps), out.root / video)
+    out.write_file(clip_record_name(video), json.dumps({"video": video, "frames": [f.id for f in frames]}).encode())
+
+
+def clip_batch(root: Path, suffix: str = ".mp4", frames: int = 6) -> tuple[OutputDir, dict[str, list[PlanItem]], Path]:
+    """An output directory planned for a still photo, a clip from a video file in the output directory
+    (``sources/pan`` + ``suffix``) with every frame made and its video ``pan__style`` + ``suffix``
+    written, and a frame folder of 3 frames, 2 made, without a video. The plan by name: "still",
+    "pan", "seq"."""
+    from fractions import Fraction
+
+    from batchstyle.batch.clip_files import encode_video
+
+    inputs = root / "in"
+    inputs.mkdir()
+    make_photo(80, 60, 1).save(inputs / "still.png")
+    make_photo(50, 50, 99).save(inputs / "style.png")
+    out = open_output_dir(root / "out")
+    out.create()
+    source = out.root / "sources" / f"pan{suffix}"
+    source.parent.mkdir()
+    pan = clip_plan(out, inputs, "pan", frames, f"pan__style{suffix}", str(source))
+    encode_video([Path(f.content) for f in pan], Fraction(6), source)
+    seq = clip_plan(out, inputs, "seq", 3, "", "")
+    still = PlanItem("still", "still__style.png", 2, str(inputs / "still.png"), [str(inputs / "style.png")],
+                     {"end_scale": 256})
+    out.write_plan([still, *pan, *seq], {})
+    out.write_result(record(still, inputs), png(make_photo(80, 60, 2)))
+    for entry in [*pan, *seq[:2]]:
+        write_frame(out, entry, inputs)
+    write_video(out, pan)
+    return out, {"still": [still], "pan": pan, "seq": seq}, inputs

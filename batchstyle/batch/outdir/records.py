@@ -71,6 +71,7 @@ class ItemRecord:
     frame: int = 0  # its number in the clip, from 1
     frames: int = 0  # the clip's frame count
     video: str = ""  # the clip's encoded video, where it has one
+    source: str = ""  # the clip's video file, where it is one ("" for a frame folder)
 
 
 @dataclass
@@ -103,6 +104,7 @@ class PlanItem:
     frame: int = 0
     frames: int = 0
     video: str = ""
+    source: str = ""
 
 
 def record_from(data: bytes, cls, name: str = ""):

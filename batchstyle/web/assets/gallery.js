@@ -1,5 +1,6 @@
 /* batchstyle gallery (OUTDIR/index.html): every image of a batch with its inputs, settings, time and
-   worker; failures with their errors; sorting, filters, a full-size viewer. Its data are scripts in
+   worker; failures with their errors; sorting, filters, a full-size viewer. A clip is one entry: its
+   viewer plays the video beside the content clip and steps through the frames. Its data are scripts in
    .batchstyle/gallery/ (a page opened from disk cannot fetch files). Served by `batchstyle run --web`,
    the page also shows the running batch (.live/state), updating without reloading.
    Plain JavaScript, no framework, nothing loaded from elsewhere. */
@@ -12,9 +13,9 @@
   var filters = { state: "", style: "", line: "", text: "", sort: "plan" };
   var loaded = {};            /* shard number -> version on screen */
   var summaryVersion = null;  /* live: the data version on screen */
-  var live = null, running = {}, liveCards = {};
+  var live = null, running = {}, runningClips = {}, liveCards = {};
   var cardCache = {};
-  var viewer = { index: -1, opener: null };
+  var viewer = { index: -1, opener: null, clip: null, frame: 0 };
 
   function $(id) { return document.getElementById(id); }
   var el = L.el;
@@ -62,7 +63,10 @@
     fillOptions();
   }
 
-  function stateOf(e) { return e.state === "pending" && running[e.id] ? "running" : e.state; }
+  /* A running frame of a clip: the clip's entry is running (its frames folder is the frame's folder). */
+  function runningOf(e) { return running[e.id] || (e.clip && runningClips[e.clip]) || null; }
+  function stateOf(e) { return (e.state === "pending" || e.state === "partial") && runningOf(e) ? "running" : e.state; }
+  function viewable(e) { return !!e.thumb && (e.clip ? true : stateOf(e) === "done"); }
 
   /* ---- filters and order ------------------------------------------------------------------------ */
 
@@ -90,7 +94,7 @@
   }
 
   function matches(e) {
-    if (filters.state && stateOf(e) !== filters.state) return false;
+    if (filters.state && stateOf(e) !== filters.state && !(filters.state === "pending" && stateOf(e) === "partial")) return false;
     if (filters.line && String(e.line) !== filters.line) return false;
     if (filters.style && !e.styles.some(function (s) { return s.name === filters.style; })) return false;
     if (filters.text) {
@@ -143,7 +147,7 @@
     var first = page * PAGE_SIZE, shown = view.slice(first, first + PAGE_SIZE);
     $("grid").replaceChildren.apply($("grid"), shown.map(card));
     $("shown").textContent = view.length === entries.length
-      ? (entries.length ? "Showing " + (first + 1) + "–" + (first + shown.length) + " of " + plural(entries.length, "image") : "No images in this batch.")
+      ? (entries.length ? "Showing " + (first + 1) + "–" + (first + shown.length) + " of " + what(entries) : "No images in this batch.")
       : (view.length ? "Showing " + (first + 1) + "–" + (first + shown.length) + " of " + view.length + " matching (of " + entries.length + ")"
                      : "No image matches these filters.");
     drawPages(pages);
@@ -162,11 +166,17 @@
     nav.replaceChildren(prev, el("span", "", "Page " + (page + 1) + " of " + pages), next);
   }
 
+  /* "8 images", or with clips "1 image and 2 clips" */
+  function what(list) {
+    var clips = list.filter(function (e) { return e.clip; }).length;
+    return clips ? plural(list.length - clips, "image") + " and " + plural(clips, "clip") : plural(list.length, "image");
+  }
+
   function drawCounts() {
     var summary = G.summary || {}, c = { done: 0, failed: 0, pending: 0 };
-    entries.forEach(function (e) { c[e.state] = (c[e.state] || 0) + 1; });
+    entries.forEach(function (e) { var s = e.state === "partial" ? "pending" : e.state; c[s] = (c[s] || 0) + 1; });
     if (live) return;  /* the live panel says more */
-    var text = plural(entries.length, "image") + ": " + c.done + " done · " + c.failed + " failed · " + c.pending + " not done yet";
+    var text = what(entries) + ": " + c.done + " done · " + c.failed + " failed · " + c.pending + " not done yet";
     if (L.isNum(summary.images_per_hour)) text += " · " + summary.images_per_hour.toFixed(1) + " images/hour";
     $("counts").textContent = text;
     var badge = $("state"), when = time(summary.updated);
@@ -186,6 +196,7 @@
     var li = el("li", "card " + state);
     li.id = "item-" + e.id;
     li.dataset.state = state;
+    if (e.clip) li.dataset.clip = e.clip;
     var pair = el("div", "pair");
     pair.appendChild(inputs(e));
     pair.appendChild(result(e, state));
@@ -250,7 +261,27 @@
     return fig;
   }
 
+  function firstFrame(e) { return (e.frame_outputs || []).filter(function (f) { return f; })[0] || null; }
+
   function result(e, state) {
+    if (e.clip && e.thumb) {
+      var link = el("a", "result clip-result");
+      link.href = fileUrl(e.video || firstFrame(e));
+      link.setAttribute("aria-label", (e.video ? "Play the clip " : "Step through the frames of ") + e.output
+                        + " (" + e.frames_done + " of " + plural(e.frames, "frame") + " done)");
+      var still = el("img");
+      still.src = thumbUrl(e.thumb);
+      still.alt = "Result: " + e.output + ", its first frame";
+      still.loading = "lazy";
+      link.appendChild(still);
+      link.appendChild(el("span", "clip-mark", (e.video ? "▶ " : "") + e.frames_done + "/" + e.frames + " frames"));
+      link.addEventListener("click", function (ev) {
+        if (ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+        ev.preventDefault();
+        openViewer(e.id, link);
+      });
+      return link;
+    }
     if (state === "done" && e.thumb) {
       var a = el("a", "result");
       a.href = fileUrl(e.output);
@@ -268,7 +299,8 @@
       });
       return a;
     }
-    var words = { done: "Done (no thumbnail yet)", failed: "Failed", pending: "Not done yet", running: "Running…" };
+    var words = { done: "Done (no thumbnail yet)", failed: "Failed", pending: "Not done yet", running: "Running…",
+                  partial: "Some frames done (no thumbnail yet)" };
     var box = el("div", "result");
     box.appendChild(el("div", "placeholder", words[state] || state));
     return box;
@@ -276,6 +308,15 @@
 
   function meta(e, state) {
     var parts = ["line " + e.line];
+    if (e.clip) {
+      parts.push("clip of " + plural(e.frames, "frame") + ": " + e.frames_done + " done");
+      if (state === "done") parts.push(L.duration(e.seconds));
+      else if (state === "failed") parts.push("failed " + time(e.failed) + (e.worker ? " on " + e.worker : ""));
+      else if (e.frames_done === e.frames && !e.video) parts.push("its video is not written yet");
+      else parts.push(state === "running" ? "running" : "not done yet");
+      if (e.finished) parts.push("latest frame " + time(e.finished));
+      return parts.join(" · ");
+    }
     if (state === "done") {
       if (e.size) parts.push(e.size[0] + "×" + e.size[1] + " px");
       parts.push(L.duration(e.seconds) + (e.worker ? " on " + e.worker : ""));
@@ -300,7 +341,7 @@
   }
 
   function patchRunning(li, e) {
-    var node = li.querySelector(".running-text"), r = running[e.id];
+    var node = li.querySelector(".running-text"), r = runningOf(e);
     if (!node || !r) return;
     var text = (L.isNum(r.scale) ? "scale " + r.scale + "/" + r.scales + " · iteration " + r.iteration + "/" + r.iterations : "starting")
       + " on " + r.worker;
@@ -320,6 +361,10 @@
   function showInViewer(e) {
     var img = $("viewer-image"), info = $("viewer-info");
     $("viewer-title").textContent = e.output;
+    img.hidden = !!e.clip;
+    $("clip-view").hidden = !e.clip;
+    if (e.clip) { showClip(e); return; }
+    viewer.clip = null;
     img.onerror = function () {
       img.onerror = null;
       img.src = thumbUrl(e.thumb);
@@ -331,16 +376,76 @@
     link.href = fileUrl(e.output);
     var styles = e.styles.map(function (s) { return s.name; }).join(" + ");
     info.replaceChildren(el("span", "", (e.size ? e.size[0] + "×" + e.size[1] + " px · " : "") + e.content + " in the style of " + styles + " · "), link);
+    setNeighbours();
+  }
+
+  function doneNeighbours() {
+    var prev = -1, next = -1, i;
+    for (i = viewer.index - 1; i >= 0; i--) if (viewable(view[i])) { prev = i; break; }
+    for (i = viewer.index + 1; i < view.length; i++) if (viewable(view[i])) { next = i; break; }
+    return { prev: prev, next: next };
+  }
+
+  function setNeighbours() {
     var done = doneNeighbours();
     $("viewer-prev").disabled = done.prev < 0;
     $("viewer-next").disabled = done.next < 0;
   }
 
-  function doneNeighbours() {
-    var prev = -1, next = -1, i;
-    for (i = viewer.index - 1; i >= 0; i--) if (stateOf(view[i]) === "done" && view[i].thumb) { prev = i; break; }
-    for (i = viewer.index + 1; i < view.length; i++) if (stateOf(view[i]) === "done" && view[i].thumb) { next = i; break; }
-    return { prev: prev, next: next };
+  /* A clip: its video (where written) beside the content clip (played where this page reaches it, else
+     its first frame), and its frames one by one. */
+  function showClip(e) {
+    viewer.clip = e;
+    var video = $("clip-video"), hasVideo = !!e.video;
+    $("clip-result").hidden = !hasVideo;
+    $("clip-video-note").textContent = "";
+    if (hasVideo) {
+      video.onerror = function () { $("clip-video-note").textContent = "This browser cannot play this video; its frames are below."; };
+      video.src = fileUrl(e.video);
+    } else video.removeAttribute("src");
+    showContent(e);
+    var first = (e.frame_outputs || []).findIndex(function (f) { return f; });
+    showFrame(Math.max(0, first));
+    var link = el("a", "", hasVideo ? "Open the video" : "Open the frames folder");
+    link.href = fileUrl(hasVideo ? e.video : e.clip) + (hasVideo ? "" : "/");
+    var styles = e.styles.map(function (s) { return s.name; }).join(" + ");
+    $("viewer-info").replaceChildren(el("span", "", e.frames_done + " of " + plural(e.frames, "frame") + " done · "
+                                        + e.content + " in the style of " + styles + " · "), link);
+    setNeighbours();
+  }
+
+  function showContent(e) {
+    var video = $("clip-content-video"), img = $("clip-content-image"), caption = $("clip-content-caption");
+    var source = e.content_video || "", gif = /\.gif$/i.test(source);
+    video.hidden = !source || gif;
+    img.hidden = !!source && !gif;
+    if (source && !gif) { video.src = fileUrl(source); img.removeAttribute("src"); }
+    else {
+      video.removeAttribute("src");
+      if (source) img.src = fileUrl(source);
+      else if (e.content_thumb) img.src = thumbUrl(e.content_thumb);
+      else img.removeAttribute("src");
+    }
+    img.alt = "Content clip: " + e.content + (source ? "" : ", its first frame");
+    caption.textContent = "Content: " + e.content + (source ? "" : /\.(mp4|mov|mkv|webm|gif)$/i.test(e.content)
+      ? " (its first frame: the clip itself is outside this folder, out of this page's reach)"
+      : " (its first frame)");
+  }
+
+  function showFrame(i) {
+    var e = viewer.clip, frames = e.frame_outputs || [], path = frames[i], img = $("frame-image");
+    viewer.frame = i;
+    $("frame-label").textContent = "frame " + (i + 1) + " / " + e.frames + (path ? "" : " (not made yet)");
+    img.hidden = !path;
+    if (path) { img.src = fileUrl(path); img.alt = "Frame " + (i + 1) + " of " + e.output; }
+    else img.removeAttribute("src");
+    $("frame-prev").disabled = i <= 0;
+    $("frame-next").disabled = i >= frames.length - 1;
+  }
+
+  function stepFrame(direction) {
+    var i = viewer.frame + direction;
+    if (viewer.clip && i >= 0 && i < (viewer.clip.frame_outputs || []).length) showFrame(i);
   }
 
   function step(direction) {
@@ -355,13 +460,20 @@
     $("viewer-prev").onclick = function () { step(-1); };
     $("viewer-next").onclick = function () { step(1); };
     $("viewer-close").onclick = function () { dialog.close(); };
+    $("frame-prev").onclick = function () { stepFrame(-1); };
+    $("frame-next").onclick = function () { stepFrame(1); };
     dialog.addEventListener("keydown", function (ev) {
-      if (ev.key === "ArrowLeft") { ev.preventDefault(); step(-1); }
-      else if (ev.key === "ArrowRight") { ev.preventDefault(); step(1); }
+      if (ev.target.tagName === "VIDEO") return;  /* its own controls: the arrows seek */
+      var move = viewer.clip ? stepFrame : step;  /* a clip's viewer: the arrows step through its frames */
+      if (ev.key === "ArrowLeft") { ev.preventDefault(); move(-1); }
+      else if (ev.key === "ArrowRight") { ev.preventDefault(); move(1); }
     });
     dialog.addEventListener("click", function (ev) { if (ev.target === dialog) dialog.close(); });
     dialog.addEventListener("close", function () {
-      $("viewer-image").removeAttribute("src");
+      ["viewer-image", "clip-video", "clip-content-video", "clip-content-image", "frame-image"].forEach(function (id) {
+        $(id).removeAttribute("src");
+      });
+      viewer.clip = null;
       if (viewer.opener && viewer.opener.isConnected) viewer.opener.focus();
     });
   }
@@ -395,9 +507,16 @@
   function onLive(st) {
     live = st;
     drawLive(st);
-    var wasRunning = Object.keys(running).sort().join(), now = {};
-    st.workers.forEach(function (w) { w.items.forEach(function (it) { it.worker = w.label; now[it.id] = it; }); });
-    running = now;
+    var wasRunning = Object.keys(running).sort().join(), now = {}, clips = {};
+    st.workers.forEach(function (w) {
+      w.items.forEach(function (it) {
+        it.worker = w.label;
+        now[it.id] = it;
+        var slash = it.output.lastIndexOf("/");
+        if (slash > 0) clips[it.output.slice(0, slash)] = it;  /* a frame: its clip's frames folder */
+      });
+    });
+    running = now; runningClips = clips;
     var data = st.gallery || {};
     if (data.summary !== summaryVersion) {
       loadScript(DATA + "summary.js?v=" + data.summary, function () {
@@ -405,7 +524,7 @@
         loadShards((G.summary && G.summary.shards) || data.shards || [], function () { collect(); render(); });
       });
     } else if (Object.keys(running).sort().join() !== wasRunning) render();
-    else Array.prototype.forEach.call($("grid").children, function (li) { patchRunning(li, { id: li.id.slice(5) }); });
+    else Array.prototype.forEach.call($("grid").children, function (li) { patchRunning(li, { id: li.id.slice(5), clip: li.dataset.clip }); });
     /* once finished, poll slowly until the server stops (it stays a moment so that pages see the end) */
     setTimeout(poll, st.finished ? RETRY_MS : POLL_MS);
   }
