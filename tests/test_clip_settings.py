@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from batchstyle.engine.clip_settings import CLIP_COLUMNS, ClipSettings, frame_settings, parse_clip_settings
+from batchstyle.engine.clip_settings import CLIP_COLUMNS, FRAME_STEP_SHARE, ClipSettings, frame_settings, parse_clip_settings
 from batchstyle.engine.schedule import scale_ladder
 from batchstyle.engine.settings import StyleSettings
 
@@ -57,6 +57,7 @@ def test_a_later_frame_runs_its_end_scale_alone_with_the_frame_iterations(end_sc
     assert [(s.long_side, s.iterations) for s in ladder] == [(side, 37)]
     assert ladder[-1].size == scale_ladder(size, settings)[-1].size  # the first frame's last scale
     assert (later.content_weight, later.seed) == (0.5, 3)
+    assert later.step_size == settings.step_size * FRAME_STEP_SHARE  # it starts from a stylized image
 
 
 def test_the_clip_settings_import_no_torch():

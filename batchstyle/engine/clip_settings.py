@@ -13,6 +13,10 @@ from typing import Any, Mapping
 from .settings import StyleSettings, resolve_end_scale
 
 CLIP_COLUMNS = ("temporal_weight", "frame_iterations", "long_term")
+# A later frame's Adam steps at this share of the row's step size: it starts from a stylized image, and a
+# fresh Adam moves every pixel by about its step size at first (benchmarks/temporal.py: at the full step
+# the clips stay about 7 levels from frame to frame whatever the temporal weight; at a quarter, about 3).
+FRAME_STEP_SHARE = 0.25
 _SEPARATORS = r"[;,\s]+"
 
 
@@ -94,11 +98,11 @@ def parse_clip_settings(cells: Mapping[str, str], defaults: ClipSettings) -> Cli
 
 def frame_settings(settings: StyleSettings, clip: ClipSettings, content_size: tuple[int, int]) -> StyleSettings:
     """The settings of a frame after the first: the row's ``settings`` with a ladder of their end scale
-    alone (resolved for ``content_size``, the frame's (w, h)) and ``clip.frame_iterations`` iterations.
-    The first frame uses ``settings`` as they are."""
+    alone (resolved for ``content_size``, the frame's (w, h)), ``clip.frame_iterations`` iterations and
+    Adam's step size times :data:`FRAME_STEP_SHARE`. The first frame uses ``settings`` as they are."""
     end = resolve_end_scale(settings.end_scale, content_size)
     return settings.replace(end_scale=end, min_scale=end, initial_iterations=clip.frame_iterations,
-                            iterations=clip.frame_iterations)
+                            iterations=clip.frame_iterations, step_size=settings.step_size * FRAME_STEP_SHARE)
 
 
-__all__ = ["ClipSettings", "CLIP_COLUMNS", "parse_clip_settings", "frame_settings"]
+__all__ = ["ClipSettings", "CLIP_COLUMNS", "FRAME_STEP_SHARE", "parse_clip_settings", "frame_settings"]
