@@ -68,8 +68,8 @@ class ClipSettings:
     the end scale alone. ``long_term``: the earlier frames the temporal loss looks back to, as distances
     (1: the frame before), ascending. The defaults were chosen with ``benchmarks/temporal.py``."""
 
-    temporal_weight: float = 50.0
-    frame_iterations: int = 200
+    temporal_weight: float = 100.0
+    frame_iterations: int = 30
     long_term: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
