@@ -7,19 +7,19 @@ parallel. No torch and no video library here: the planner, ``status`` and ``--he
 
 from __future__ import annotations
 
-import os
 import posixpath
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 from batchstyle.engine.clip_settings import ClipSettings, frame_settings
+from batchstyle.engine.files import cache_dir
 from batchstyle.engine.schedule import scale_ladder
 
+from .clip_files import frame_name
 from .items import Item
 
 DEFAULT_SEGMENT_FRAMES = 0  # frames per chain; 0: each clip is one chain (see docs/batches.md, section Clips)
-FRAME_DIGITS = 6
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,6 @@ class ClipSource:
     sequence: tuple[Path, ...] = ()  # a frame folder's files in order; () for a video file
     clip: ClipSettings = ClipSettings()
     segment_frames: int = DEFAULT_SEGMENT_FRAMES
-
-    @property
-    def is_video_file(self) -> bool:
-        return not self.sequence
 
 
 @dataclass(frozen=True)
@@ -65,7 +61,7 @@ class FrameRef:
 
 
 def frame_output(frames_dir: str, index: int) -> str:
-    return posixpath.join(frames_dir, f"{index:0{FRAME_DIGITS}d}.png")
+    return posixpath.join(frames_dir, frame_name(index))
 
 
 def chain_of(index: int, segment_frames: int) -> tuple[int, int]:
@@ -82,9 +78,8 @@ def earlier_frames(index: int, start: int, long_term: tuple[int, ...]) -> tuple[
 
 
 def decoded_frames_dir(video: Path, digest: str) -> Path:
-    """Where a video file's frames are decoded to (kept between runs; safe to delete)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "batchstyle" / "frames" / f"{video.stem[:40]}-{digest[:16]}"
+    """Where a video file's frames are decoded to, in the user's cache (kept between runs; safe to delete)."""
+    return cache_dir() / "frames" / f"{video.stem[:40]}-{digest[:16]}"
 
 
 def frame_items(item: Item, decoded: Path | None = None) -> list[Item]:
@@ -96,7 +91,7 @@ def frame_items(item: Item, decoded: Path | None = None) -> list[Item]:
     for index in range(1, clip.frames + 1):
         chain, start = chain_of(index, clip.segment_frames)
         earlier = earlier_frames(index, start, clip.clip.long_term)
-        content = clip.sequence[index - 1] if clip.sequence else decoded / f"{index:0{FRAME_DIGITS}d}.png"
+        content = clip.sequence[index - 1] if clip.sequence else decoded / frame_name(index)
         ref = FrameRef(clip.frames_dir, index, clip.frames, chain, earlier, clip.clip,
                        None if clip.sequence else clip.path, clip.video, clip.fps,
                        clip.path if clip.audio and not clip.sequence else None)

@@ -22,7 +22,7 @@ from batchstyle.engine.settings import (FIELDS_BY_NAME, SettingsError, StyleSett
                                         did_you_mean, settings_from_text)
 from batchstyle.engine.speed import parse_tile
 
-from .clip_rows import CLIP_ROW_COLUMNS, ClipRows, is_clip_row, with_clip
+from .clip_rows import CLIP_ROW_COLUMNS, FALSE, ClipRows, is_clip_row, with_clip
 from .inputs import INPUT_EXTENSIONS, InputChecker, resolve
 from .items import Item
 from .mask_inputs import MaskChecker, RowMasks
@@ -290,7 +290,7 @@ class _RowReader:
             yield from self._clip(line, cells, resolve(self.base, cell), settings, styles, gpus, problem)
             return
         for column in (c for c in CLIP_ROW_COLUMNS if cells.get(c) and not (c == "sequence" and cells[c].lower()
-                                                                              in ("false", "no", "0"))):
+                                                                              in FALSE)):
             problem(f"{column} applies to clips only (a video file, or a frame folder with sequence=true); "
                     f"leave it empty for {cell!r}")
         try:

@@ -60,8 +60,9 @@ def status(outdir: str, show_all: bool, html: bool) -> None:
 
 
 def _clip_lines(out, plan: list, done_ids: set[str], failures: dict) -> list[str]:
-    """One line per clip of the latest run: its frames done, failed and pending, and its video."""
-    from batchstyle.batch.clip_outputs import clip_record_name
+    """One line per clip of the latest run: its frames done, failed and pending, and whether its video
+    is written from these very frames (as the batch decides whether to encode it again)."""
+    from batchstyle.batch.clip_outputs import video_current
 
     clips: dict[str, list] = {}
     for entry in plan:
@@ -71,9 +72,9 @@ def _clip_lines(out, plan: list, done_ids: set[str], failures: dict) -> list[str
     for name, frames in clips.items():
         made = sum(1 for e in frames if e.id in done_ids)
         failed = sum(1 for e in frames if e.id in failures and e.id not in done_ids)
-        video = frames[0].video
-        state = "" if not video else (", video written" if made == len(frames) and out.stamp(video) is not None
-                                      and out.read_file(clip_record_name(video)) else ", video not written yet")
+        video, ids = frames[0].video, [e.id for e in sorted(frames, key=lambda e: e.frame)]
+        state = "" if not video else (", video written" if made == len(frames) and video_current(out, video, ids)
+                                      else ", video not written yet")
         lines.append(f"clip {name}: [green]{made}/{len(frames)} frames done[/], [red]{failed} failed[/], "
                      f"{len(frames) - made - failed} pending{state}")
     return lines

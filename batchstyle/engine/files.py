@@ -1,6 +1,6 @@
 """Files on this machine: writing one so that its final name only ever holds a complete file, the
-temporary names that writing uses (so that a later run recognises what a crash left), and what a
-path is when it is not a regular file.
+temporary names that writing uses (so that a later run recognises what a crash left), what a path
+is when it is not a regular file, and the user's cache folder (the weights, decoded clips).
 
 The engine writes its own files this way (images, checkpoints, the weights cache), and the batch's
 output directory does too; this module is here, in the engine, so that both use one writer.
@@ -14,9 +14,21 @@ import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["atomic_write", "temp_name", "is_temp_name", "TEMP_PREFIX", "TEMP_SUFFIX", "file_kind", "not_regular"]
+__all__ = ["atomic_write", "temp_name", "is_temp_name", "TEMP_PREFIX", "TEMP_SUFFIX", "file_kind", "not_regular",
+           "cache_dir", "ENV_CACHE"]
+
+ENV_CACHE = "BATCHSTYLE_CACHE_DIR"
 
 TEMP_PREFIX, TEMP_SUFFIX = ".bs-", ".tmp"  # a temporary file is ".bs-<random>.tmp"
+
+
+def cache_dir() -> Path:
+    """batchstyle's folder in the user's cache: ``$BATCHSTYLE_CACHE_DIR``, else ``batchstyle`` under
+    ``$XDG_CACHE_HOME`` or ``~/.cache``."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "batchstyle"
 
 
 def temp_name() -> str:

@@ -19,24 +19,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from .files import atomic_write
+from .files import ENV_CACHE, atomic_write, cache_dir
 from .layers import CONV_INDICES, CONV_SHAPES
 
 ENV_WEIGHTS = "BATCHSTYLE_WEIGHTS"
-ENV_CACHE = "BATCHSTYLE_CACHE_DIR"
 CACHE_NAME = "vgg19_features.safetensors"
 KEYS = tuple(f"features.{i}.{kind}" for i in CONV_INDICES for kind in ("weight", "bias"))
 
 
 class WeightsError(RuntimeError):
     """The VGG-19 weights could not be found or are not usable; the message says what to do."""
-
-
-def cache_dir() -> Path:
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "batchstyle"
 
 
 @dataclass(frozen=True)
