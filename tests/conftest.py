@@ -57,6 +57,18 @@ def random_weights():
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny images (the machine is shared): ``pytestmark =
+    pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def tiny_stylizer(random_weights):
     """The engine on the CPU with the random weights, shared by a module's tests."""
     from batchstyle.engine import Stylizer

@@ -19,13 +19,7 @@ from support.clips import pan_clip
 SETTINGS = StyleSettings(end_scale=64, min_scale=45, initial_iterations=30, iterations=15)  # scales 45, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: these images are tiny, and the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny images, a shared machine
 
 
 @pytest.fixture(scope="module")

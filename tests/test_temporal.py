@@ -7,10 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from batchstyle.engine import Checkpoint, Job, Speed, StyleSettings, Stylizer
-from batchstyle.engine.layers import LAYER_INDEX
 from batchstyle.engine.losses import ContentLoss, GramStyleLoss, TVLoss
 from batchstyle.engine.objective import Objective, Weighted
 from batchstyle.engine.pixels import tensor_at
@@ -24,13 +22,7 @@ TINY = StyleSettings(end_scale=48, min_scale=32, initial_iterations=6, iteration
 FP32 = Speed(precision="fp32", memory_format="contiguous")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: these images are tiny, and the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny images, a shared machine
 
 
 def _temporal(w, h, seed, soft=False) -> Temporal:
