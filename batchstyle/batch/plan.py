@@ -91,18 +91,16 @@ def planned(item: Item, hashes: HashCache, weights_identity: str, two_gpu_pixels
     """The item with its id, route, cost and group key filled in (a frame of a clip runs alone)."""
     if item.problem:  # it will not run: an id, no cost
         return replace(item, id=item_id(item, hashes, weights_identity))
-    if item.frame is not None:
-        ladder = scale_ladder(item.content_size, item.settings)
-        width, height = ladder[-1].size
-        return replace(item, id=item_id(item, hashes, weights_identity, earlier_ids),
-                       route=route(item, (width, height), two_gpu_pixels), units=frame_units(item),
-                       pixels=width * height, group_key=None)
     ladder = scale_ladder(item.content_size, item.settings)
     sizes = [scale.size for scale in ladder]
     width, height = sizes[-1]
-    return replace(item, id=item_id(item, hashes, weights_identity), route=route(item, sizes[-1], two_gpu_pixels),
-                   units=sum(scale.units for scale in ladder), pixels=width * height,
-                   group_key=group_key(item.settings, sizes, regions=len(item.styles) if item.masks else 0))
+    if item.frame is not None:  # a frame runs alone; after its chain's first, its ladder is the end scale alone
+        units, key = frame_units(item), None
+    else:
+        units = sum(scale.units for scale in ladder)
+        key = group_key(item.settings, sizes, regions=len(item.styles) if item.masks else 0)
+    return replace(item, id=item_id(item, hashes, weights_identity, earlier_ids),
+                   route=route(item, sizes[-1], two_gpu_pixels), units=units, pixels=width * height, group_key=key)
 
 
 def changed_settings(settings: StyleSettings | dict[str, Any]) -> dict[str, Any]:
