@@ -128,10 +128,9 @@ def make_batch(request: BatchRequest, observer: BatchObserver | None = None) -> 
         plan = make_plan(items, out, identity, force=options.force, two_gpu_pixels=request.two_gpu_pixels)
         observer.planned(out, plan)
         _decode_clips(plan, observer)
-        outcome = _schedule(request, out, plan, resolved, identity, observer) if plan.todo else BatchOutcome(plan)
-        if not outcome.interrupted:
-            outcome.clips = _finish_clips(plan, out, observer)
-        return outcome
+        if not plan.todo:
+            return BatchOutcome(plan, clips=_finish_clips(plan, out, observer))
+        return _schedule(request, out, plan, resolved, identity, observer)
     finally:
         lock.release()
 
@@ -217,9 +216,11 @@ def _schedule(request: BatchRequest, out: OutputDir, plan: Plan, resolved, ident
                               plan.done)
         try:
             state = scheduler.run()
+            # the videos before the observer hears the batch stopped: the gallery it closes then lists them
+            clips = None if scheduler.interrupted else _finish_clips(plan, out, observer)
         finally:
             observer.stopped(scheduler)
-        return BatchOutcome(plan, state, scheduler.interrupted)
+        return BatchOutcome(plan, state, scheduler.interrupted, clips)
 
 
 def _ray(address: str | None, stack: contextlib.ExitStack):

@@ -36,7 +36,6 @@ class BatchView:
         self.dashboard: Any = None
         self.server: Any = None
         self.served = False
-        self.clips = False  # the batch has clips: their videos are written after the scheduler stops
 
     def open(self, console: Console) -> "BatchView":
         """Bind the dashboard's port first, so that a busy port is said before any work is done."""
@@ -58,7 +57,6 @@ class BatchView:
         """Write the gallery now and keep it current: every result and failure the run writes updates it."""
         from batchstyle.web.gallery import Gallery
 
-        self.clips = any(item.frame is not None for item in plan.all)
         self.gallery = Gallery(self.out).start()
         self.out.watch(self.gallery)
         if self.dashboard is not None:
@@ -75,7 +73,7 @@ class BatchView:
         self.served = True
         if self.gallery is not None and aborted:
             self.gallery.close(budget=0)  # no thumbnails are made after a second Ctrl-C
-        elif self.gallery is not None and not self.clips:  # with clips: in close(), once the videos are written
+        elif self.gallery is not None:
             self.gallery.close()
         if self.dashboard is not None:
             self.dashboard.finish(state)
